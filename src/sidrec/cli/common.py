@@ -1,0 +1,50 @@
+"""Helpers shared by the commands: config layering, tables, the one place that maps options to configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sidrec.config import from_dict, load_file, parse_overrides
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+def layered(classes: list[type], config_file: Path | None, sets: list[str] | None,
+            cli: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[Any]:
+    """Defaults < config file < --set < explicit options; keys are routed to the dataclass that has them."""
+    flat: dict[str, Any] = dict(defaults or {})
+    if config_file:
+        data = load_file(config_file)
+        for k, v in data.items():
+            if isinstance(v, dict):  # sections ([model], [train]) are flattened
+                flat.update(v)
+            else:
+                flat[k] = v
+    flat.update(parse_overrides(sets))
+    flat.update({k: v for k, v in cli.items() if v is not None})
+    out, used = [], set()
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        out.append(from_dict(cls, {k: v for k, v in flat.items() if k in names}))
+        used |= names
+    unknown = sorted(set(flat) - used)
+    if unknown:
+        from sidrec.errors import SidrecError
+
+        raise SidrecError(f"unknown setting(s) {unknown}")
+    return out
+
+
+def print_table(rows: list[list[str]], title: str = "") -> None:
+    t = Table(title=title or None)
+    for h in rows[0]:
+        t.add_column(h)
+    for r in rows[1:]:
+        t.add_row(*r)
+    out_console.print(t)

@@ -1,0 +1,86 @@
+"""File reading helpers that turn every malformed input into one clear SidrecError line."""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sidrec.errors import SidrecError
+
+
+def check_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise SidrecError(f"{p}: file not found")
+    if p.is_dir():
+        raise SidrecError(f"{p}: is a directory, expected a file")
+    if p.stat().st_size == 0:
+        raise SidrecError(f"{p}: file is empty")
+    return p
+
+
+def read_text(path: str | Path) -> str:
+    """Whole file as text; gzip is detected by magic bytes; a truncated gzip is a clear error."""
+    p = check_file(path)
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise SidrecError(f"{p}: truncated or corrupt gzip file ({e})") from None
+    if not raw.strip():
+        raise SidrecError(f"{p}: file is empty")
+    for enc in ("utf-8", "latin-1"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    raise SidrecError(f"{p}: cannot decode as text")  # pragma: no cover (latin-1 decodes anything)
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped line) for every non-blank line."""
+    for i, line in enumerate(io.StringIO(read_text(path)), start=1):
+        line = line.strip()
+        if line:
+            yield i, line
+
+
+def iter_records(path: str | Path, kind: str = "json") -> Iterator[tuple[int, Any]]:
+    """Parse each line as JSON (``kind='json'``) or as a Python literal (``kind='literal'``)."""
+    for n, line in iter_lines(path):
+        try:
+            rec = json.loads(line) if kind == "json" else ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+            what = "JSON" if kind == "json" else "a Python literal"
+            raise SidrecError(f"{path}:{n}: line is not {what} ({str(e).splitlines()[0][:80]})") from None
+        if not isinstance(rec, dict):
+            raise SidrecError(f"{path}:{n}: expected an object per line, got {type(rec).__name__}")
+        yield n, rec
+
+
+def read_json(path: str | Path) -> Any:
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SidrecError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def require(rec: dict, keys: tuple[str, ...] | list[str], path: str | Path, line: int) -> None:
+    missing = [k for k in keys if k not in rec]
+    if missing:
+        raise SidrecError(f"{path}:{line}: record lacks field(s) {missing}")
+
+
+def to_float_time(value: Any, path: str | Path, line: int, field: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SidrecError(f"{path}:{line}: {field}={value!r} is not a numeric timestamp") from None

@@ -1,0 +1,183 @@
+"""Preparation: de-duplication, k-core to a fixed point, chronological order, id remapping, item text,
+leave-one-out split; writes the dataset directory atomically (temp dir, then rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sidrec import __version__
+from sidrec.config import to_dict
+from sidrec.data.schema import TEXT_FIELDS_DEFAULT, RawData
+from sidrec.errors import SidrecError
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    min_count: int = 5  # k-core: users and items with at least this many interactions (fixed point)
+    max_history: int = 20  # history cut used by the models (recorded here, applied at training time)
+    text_fields: tuple[str, ...] = TEXT_FIELDS_DEFAULT  # item fields joined into the item text, in order
+    dedup: bool | None = None  # collapse repeated (user, item); None = as the source calls for
+
+
+def _flatten(v: Any) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return ", ".join(s for s in (_flatten(x) for x in v) if s)
+    return str(v)
+
+
+_TAG = re.compile(r"<[^>]+>")
+_WS = re.compile(r"\s+")
+
+
+def clean_text(v: Any) -> str:
+    """HTML-unescape, strip tags, normalise whitespace."""
+    s = html.unescape(_flatten(v))
+    s = _TAG.sub(" ", s)
+    return _WS.sub(" ", s).strip()
+
+
+def _natural_order(ids: pd.Index) -> np.ndarray:
+    ids = pd.Index(ids.astype(str))
+    num = pd.to_numeric(pd.Series(ids), errors="coerce")
+    if num.notna().all():
+        return np.argsort(num.to_numpy(), kind="stable")
+    return np.argsort(ids.to_numpy(), kind="stable")
+
+
+def kcore(inter: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:
+    """Iterate until every user and item has >= k interactions; returns (frame, rounds)."""
+    rounds = 0
+    while True:
+        uc = inter["user"].map(inter["user"].value_counts())
+        ic = inter["item"].map(inter["item"].value_counts())
+        keep = (uc >= k) & (ic >= k)
+        rounds += 1
+        if keep.all():
+            return inter, rounds
+        inter = inter[keep]
+
+
+def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(), *, source: str = "") -> dict:
+    """Turn ``raw`` into a dataset directory at ``out``; returns the stats dict (also ``out/stats.json``)."""
+    out = Path(out)
+    inter = raw.interactions
+    filtered = dict(raw.filtered)
+    n_raw = len(inter)
+    if n_raw == 0:
+        raise SidrecError(f"{raw.source_files[0] if raw.source_files else source}: no interactions found")
+    missing = inter["user"].isna() | inter["item"].isna() | inter["time"].isna()
+    filtered["rows with missing user/item/time"] = int(missing.sum())
+    inter = inter[~missing].copy()
+    inter["_row"] = np.arange(len(inter))
+    # chronological, stable on ties (file order breaks ties)
+    inter = inter.sort_values(["user", "time", "_row"], kind="stable")
+    dedup = raw.dedup if cfg.dedup is None else cfg.dedup
+    if dedup:
+        before = len(inter)
+        inter = inter.drop_duplicates(["user", "item"], keep="first")
+        filtered["duplicate (user, item) rows"] = before - len(inter)
+    before = len(inter)
+    inter, rounds = kcore(inter, cfg.min_count)
+    filtered[f"below {cfg.min_count}-core ({rounds} rounds)"] = before - len(inter)
+    if cfg.min_count < 3:
+        uc = inter["user"].map(inter["user"].value_counts())
+        filtered["users with < 3 interactions (no leave-one-out split)"] = int((uc < 3).sum())
+        inter = inter[uc >= 3]
+    if inter.empty:
+        where = raw.source_files[0] if raw.source_files else source
+        raise SidrecError(f"{where}: no interactions left after {cfg.min_count}-core filtering "
+                          f"({n_raw} read); lower --min-count")
+
+    users = pd.Index(inter["user"].unique())
+    users = users[_natural_order(users)]
+    items = pd.Index(inter["item"].unique())
+    items = items[_natural_order(items)]
+    uidx = pd.Series(np.arange(1, len(users) + 1), index=users)
+    iidx = pd.Series(np.arange(1, len(items) + 1), index=items)
+    inter = inter.assign(user_idx=inter["user"].map(uidx).to_numpy(), item_idx=inter["item"].map(iidx).to_numpy())
+    inter = inter.sort_values(["user_idx", "time", "_row"], kind="stable")
+    pos = inter.groupby("user_idx").cumcount().to_numpy()
+    length = inter["user_idx"].map(inter["user_idx"].value_counts()).to_numpy()
+    split = np.where(pos == length - 1, "test", np.where(pos == length - 2, "valid", "train"))
+    inter_out = pd.DataFrame({"user_idx": inter["user_idx"].to_numpy(np.int64),
+                              "item_idx": inter["item_idx"].to_numpy(np.int64),
+                              "time": inter["time"].to_numpy(np.float64), "position": pos.astype(np.int64),
+                              "split": split})
+
+    meta = raw.items if raw.items is not None else pd.DataFrame({"item": []})
+    meta = meta.assign(item=meta["item"].astype(str)).drop_duplicates("item").set_index("item")
+    item_df = pd.DataFrame({"item_idx": np.arange(1, len(items) + 1), "item_id": items.astype(str)})
+    fields = [f for f in cfg.text_fields if f in meta.columns]
+    for f in fields:
+        item_df[f] = [clean_text(v) for v in meta[f].reindex(item_df["item_id"]).to_numpy()]
+    item_df["text"] = [". ".join(v for v in row if v) for row in item_df[fields].itertuples(index=False)] \
+        if fields else ""
+    extra = [c for c in meta.columns if c not in fields]
+    for c in extra:  # keep other metadata (e.g. price, synthetic ground truth) for inspection
+        item_df[c] = meta[c].reindex(item_df["item_id"]).to_numpy()
+        if item_df[c].dtype == object:
+            item_df[c] = [_flatten(v) for v in item_df[c]]
+    has_text = item_df["text"].str.len() > 0
+    user_df = pd.DataFrame({"user_idx": np.arange(1, len(users) + 1), "user_id": users.astype(str)})
+
+    seq_len = inter_out.groupby("user_idx").size()
+    stats = {
+        "source": source,
+        "users": int(len(users)),
+        "items": int(len(items)),
+        "interactions": int(len(inter_out)),
+        "avg_seq_len": round(float(seq_len.mean()), 4),
+        "density": float(len(inter_out) / (len(users) * len(items))),
+        "raw_interactions": int(n_raw),
+        "filtered": {k: int(v) for k, v in filtered.items()},
+        "items_with_text": int(has_text.sum()),
+        "items_without_text": int((~has_text).sum()),
+        "text_fields": fields,
+        "split": {"protocol": "leave-one-out", "train": int((split == "train").sum()),
+                  "valid": int((split == "valid").sum()), "test": int((split == "test").sum())},
+        "config": to_dict(cfg),
+        "inputs": [{"path": f, "sha256": _sha256(f)} for f in raw.source_files],
+        "sidrec_version": __version__,
+    }
+    stats["fingerprint"] = hashlib.sha256(
+        pd.util.hash_pandas_object(inter_out[["user_idx", "item_idx"]], index=False).to_numpy().tobytes()
+        + "\x00".join(item_df["text"]).encode()).hexdigest()[:16]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        inter_out.to_parquet(tmp / "interactions.parquet", index=False)
+        item_df.to_parquet(tmp / "items.parquet", index=False)
+        user_df.to_parquet(tmp / "users.parquet", index=False)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return stats
+
+
+def _sha256(path: str) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

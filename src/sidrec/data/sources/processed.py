@@ -1,0 +1,109 @@
+"""Processed layouts the field passes around: S3Rec/P5 lines, LETTER/LC-Rec json, UniSRec/VQ-Rec atomic files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sidrec.data.io import iter_lines, read_json
+from sidrec.data.schema import RawData
+from sidrec.errors import SidrecError
+
+
+def _sequences_to_frame(seqs: list[tuple[str, list[str]]]) -> pd.DataFrame:
+    users = [u for u, s in seqs for _ in s]
+    items = [i for _, s in seqs for i in s]
+    pos = [float(k) for _, s in seqs for k in range(len(s))]
+    return pd.DataFrame({"user": users, "item": items, "time": pos})
+
+
+def read_s3rec(inputs: list[Path]) -> RawData:
+    """``user item item ...`` per line, chronological (S3Rec ``Beauty.txt``, P5 ``user_sequence.txt``)."""
+    seqs = []
+    for p in inputs:
+        if p.name.endswith((".json", ".json.gz")):
+            continue  # item2attributes side files hold attribute ids only, no text
+        for n, line in iter_lines(p):
+            parts = line.split()
+            if len(parts) < 2:
+                raise SidrecError(f"{p}:{n}: expected 'user item [item ...]', got {line[:60]!r}")
+            seqs.append((parts[0], parts[1:]))
+    if not seqs:
+        raise SidrecError(f"{inputs[0]}: no sequence lines found")
+    return RawData(_sequences_to_frame(seqs), None, source_files=[str(p) for p in inputs])
+
+
+def _item_json(p: Path) -> pd.DataFrame:
+    data = read_json(p)
+    if not isinstance(data, dict):
+        raise SidrecError(f"{p}: expected an object {{item_id: {{title: ...}}}}")
+    rows = []
+    for k, v in data.items():
+        if not isinstance(v, dict):
+            raise SidrecError(f"{p}: item {k!r}: expected an object of text fields, got {type(v).__name__}")
+        rows.append({"item": str(k), **v})
+    return pd.DataFrame(rows)
+
+
+def read_letter(inputs: list[Path]) -> RawData:
+    """LETTER / LC-Rec: ``*.inter.json`` ``{user: [items in time order]}`` + optional ``*.item.json``."""
+    inter_files = [p for p in inputs if ".inter." in p.name]
+    item_files = [p for p in inputs if ".item." in p.name]
+    if not inter_files:
+        raise SidrecError(f"{inputs[0]}: the letter source needs a '*.inter.json' file")
+    seqs = []
+    for p in inter_files:
+        data = read_json(p)
+        if not isinstance(data, dict):
+            raise SidrecError(f"{p}: expected an object {{user: [items]}}")
+        for u, items in data.items():
+            if not isinstance(items, list):
+                raise SidrecError(f"{p}: user {u!r}: expected a list of items")
+            seqs.append((str(u), [str(i) for i in items]))
+    items = pd.concat([_item_json(p) for p in item_files]) if item_files else None
+    return RawData(_sequences_to_frame(seqs), items, source_files=[str(p) for p in inputs])
+
+
+def read_unisrec(inputs: list[Path]) -> RawData:
+    """UniSRec / VQ-Rec atomic files: ``.train/.valid/.test.inter`` (+ ``.text``, ``.item2index``).
+
+    The train file holds augmented prefixes; each user's full sequence is rebuilt from the longest
+    history seen for them plus its target (the test line when present).
+    """
+    inter = [p for p in inputs if ".inter" in p.name]
+    text = [p for p in inputs if p.name.endswith((".text", ".text.gz"))]
+    i2i = [p for p in inputs if ".item2index" in p.name]
+    if not inter:
+        raise SidrecError(f"{inputs[0]}: the unisrec source needs '*.inter' files")
+    best: dict[str, list[str]] = {}
+    for p in inter:
+        lines = iter_lines(p)
+        _, header = next(lines, (0, ""))
+        if "item_id_list" not in header:
+            raise SidrecError(f"{p}:1: header lacks 'item_id_list' (got {header[:60]!r})")
+        for n, line in lines:
+            parts = line.split("\t")
+            if len(parts) != 3:
+                raise SidrecError(f"{p}:{n}: expected 3 tab-separated columns, got {len(parts)}")
+            seq = parts[1].split() + [parts[2]]
+            if len(seq) > len(best.get(parts[0], [])):
+                best[parts[0]] = seq
+    items = None
+    if text:
+        index = {}
+        for p in i2i:
+            for n, line in iter_lines(p):
+                parts = line.split()
+                if len(parts) != 2:
+                    raise SidrecError(f"{p}:{n}: expected 'raw_id index'")
+                index[parts[0]] = parts[1]
+        rows = []
+        for p in text:
+            lines = iter_lines(p)
+            next(lines, None)  # header item_id:token text:token_seq
+            for n, line in lines:
+                key, _, t = line.partition("\t")
+                rows.append({"item": index.get(key, key), "title": t})
+        items = pd.DataFrame(rows)
+    return RawData(_sequences_to_frame(list(best.items())), items, source_files=[str(p) for p in inputs])

@@ -1,0 +1,137 @@
+"""The one generic training loop: epochs, AMP, gradient clipping, validation cadence, early stopping,
+self-describing checkpoints and exact resume (per-epoch seeding, so a resumed run equals an unbroken one)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sidrec.train.progress import progress
+
+CKPT = "checkpoint.pt"
+BEST = "model.safetensors"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    patience: int = 10  # validations without improvement before stopping
+    eval_every: int = 1  # epochs between validations
+    select_metric: str = "ndcg@10"  # validation metric for early stopping / model selection
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast, CUDA only
+    max_minutes: float = 0.0  # wall-clock budget for training (0 = none); stops after the current epoch
+    resume: bool = True  # continue from RUN/checkpoint.pt when present
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_validation: dict
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def lr_lambda(step: int) -> float:
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "cosine":
+            prog = min(1.0, step / max(1, total_steps))
+            return warm * 0.5 * (1 + math.cos(math.pi * prog))
+        if cfg.schedule == "inverse_sqrt":
+            return warm * min(1.0, math.sqrt(max(1, cfg.warmup_steps) / max(1, step)))
+        return warm
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device: torch.device,
+        batches: Callable[[int], Iterable[tuple[torch.Tensor, ...]]], steps_per_epoch: int,
+        loss_fn: Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], torch.Tensor],
+        validate: Callable[[torch.nn.Module], dict], log: Callable[[str], None] = lambda s: None) -> FitResult:
+    """Train ``model`` with early stopping on ``cfg.select_metric`` of ``validate``; best weights end in it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
+    start_epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
+    best_val: dict = {}
+    ckpt_path = run_dir / CKPT
+    if cfg.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, best, best_epoch, bad = ck["epoch"], ck["best"], ck["best_epoch"], ck["bad"]
+        history, best_val = ck["history"], ck["best_validation"]
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    use_amp = cfg.amp and device.type == "cuda"
+    t0 = time.time()
+    stopped = bad >= cfg.patience
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if stopped:
+            break
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout/sampling stream depends only on (seed, epoch)
+        model.train()
+        total, n = 0.0, 0
+        te = time.time()
+        for batch in progress(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}"):
+            batch = tuple(b.to(device, non_blocking=True) for b in batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            total += loss.item()
+            n += 1
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(1, n), "seconds": time.time() - te,
+                               "lr": sched.get_last_lr()[0]}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            model.eval()
+            val = validate(model)
+            score = val[cfg.select_metric]
+            rec["validation"] = {k: v for k, v in val.items() if "@" in k}
+            if score > best:
+                best, best_epoch, bad, best_val = score, epoch + 1, 0, val
+                save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                          str(run_dir / BEST))
+            else:
+                bad += 1
+            stopped = bad >= cfg.patience
+        history.append(rec)
+        with (run_dir / "log.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        v = rec.get("validation", {})
+        log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {cfg.select_metric} {v.get(cfg.select_metric, float('nan')):.4f}"
+            f"  best {best:.4f} (epoch {best_epoch})  {rec['seconds']:.1f}s")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
+                    "best_validation": best_val}, ckpt_path)
+        if cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60:
+            log(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")
+            break
+    if (run_dir / BEST).exists():
+        model.load_state_dict({k: v.to(device) for k, v in load_file(str(run_dir / BEST)).items()})
+    return FitResult(best_epoch, best_val, history, start_epoch, time.time() - t0)

@@ -1,0 +1,38 @@
+"""What every run directory records next to its results: config, versions, data fingerprint, device."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sidrec import __version__
+
+
+def versions() -> dict[str, str]:
+    import pandas
+
+    return {"sidrec": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
+
+
+def write_run_info(run_dir: str | Path, *, kind: str, config: dict[str, Any], data: dict[str, Any] | None = None,
+                   device: str = "cpu") -> None:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2, default=str))
+    info = {"kind": kind, "versions": versions(), "data": data or {}, "device": device,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+
+
+def data_info(ds) -> dict[str, Any]:
+    return {"path": str(ds.path), "fingerprint": ds.fingerprint, "users": ds.n_users, "items": ds.n_items}

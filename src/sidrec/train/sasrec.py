@@ -1,0 +1,82 @@
+"""Train SASRec on a prepared dataset; write metrics, weights and the item-embedding artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sidrec.config import to_dict
+from sidrec.data.dataset import Dataset
+from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
+from sidrec.models.sasrec import SASRec, SASRecConfig
+from sidrec.train.loop import TrainConfig, fit
+from sidrec.train.runinfo import data_info, write_run_info
+from sidrec.train.seeding import pick_device, seed_everything
+
+SASREC_TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
+
+
+def _batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
+    def make(epoch: int):
+        order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            yield torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx])
+    return make
+
+
+def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cfg: TrainConfig,
+                 eval_cfg: EvalConfig | None = None, log=print) -> dict:
+    """Fit SASRec, select on validation, evaluate test once; returns metrics (also RUN/metrics.json)."""
+    out = Path(out)
+    seed_everything(train_cfg.seed)
+    device = pick_device(train_cfg.device)
+    model_cfg = SASRecConfig(**{**to_dict(model_cfg), "n_items": ds.n_items})
+    eval_cfg = eval_cfg or EvalConfig(max_history=model_cfg.max_len)
+    write_run_info(out, kind="sasrec", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+                                               "eval": to_dict(eval_cfg)}, data=data_info(ds), device=str(device))
+    model = SASRec(model_cfg)
+    inputs, targets = ds.train_sequences(model_cfg.max_len)
+    keep = (targets > 0).any(1)
+    inputs, targets = inputs[keep], targets[keep]
+    steps = -(-len(inputs) // train_cfg.batch_size)
+
+    def validate(m: SASRec) -> dict:
+        return evaluate_scorer(lambda u, h: m.score(h), ds, "valid", eval_cfg, device=device)
+
+    res = fit(model, cfg=train_cfg, run_dir=out, device=device,
+              batches=_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed), steps_per_epoch=steps,
+              loss_fn=lambda m, b: m.loss(b[0], b[1]), validate=validate, log=log)
+    model.eval()
+    test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)
+    secs = [h["seconds"] for h in res.history]
+    metrics = {"model": "sasrec", "validation": res.best_validation, "test": test, "best_epoch": res.best_epoch,
+               "epochs_run": len(res.history), "train_seconds": round(res.seconds, 2),
+               "seconds_per_epoch": round(float(np.mean(secs)), 3) if secs else None}
+    if device.type == "cuda":
+        metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    export_item_embeddings(model, out)
+    return metrics
+
+
+def export_item_embeddings(model: SASRec, out: Path) -> None:
+    """CF item embeddings artifact: ``item_emb.npy`` (n_items + 1, dim) float32, row 0 = padding."""
+    emb = model.item_emb.weight.detach().float().cpu().numpy().astype(np.float32)
+    np.save(out / "item_emb.npy", emb)
+    (out / "item_emb.json").write_text(json.dumps({"kind": "cf", "model": "sasrec", "shape": list(emb.shape),
+                                                   "row0": "padding"}, indent=2))
+
+
+def load_sasrec(run: str | Path, device: torch.device | str = "cpu") -> SASRec:
+    from safetensors.torch import load_file
+
+    from sidrec.config import from_dict
+
+    cfg = json.loads((Path(run) / "config.json").read_text())["model"]
+    m = SASRec(from_dict(SASRecConfig, cfg))
+    m.load_state_dict(load_file(str(Path(run) / "model.safetensors")))
+    return m.to(device).eval()
