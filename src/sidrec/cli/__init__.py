@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from sidrec.cli import data as data_cmd
+from sidrec.cli import tokens as tokens_cmd
 from sidrec.cli import train as train_cmd
 from sidrec.cli.common import console
 from sidrec.errors import SidrecError
@@ -17,6 +18,8 @@ app = typer.Typer(name="sidrec", help="Generative recommendation with semantic i
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
+app.command()(tokens_cmd.embed)
+app.command()(tokens_cmd.tokenize)
 
 
 @app.command()

@@ -6,7 +6,9 @@ reported since), or with the paper's BCE against one sampled negative per positi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -86,3 +88,14 @@ class SASRec(nn.Module):
         neg_s = (h * self.item_emb(neg)).sum(-1)
         return F.binary_cross_entropy_with_logits(torch.cat([pos_s, neg_s]),
                                                   torch.cat([torch.ones_like(pos_s), torch.zeros_like(neg_s)]))
+
+
+def load_sasrec(run: str | Path, device: torch.device | str = "cpu") -> SASRec:
+    from safetensors.torch import load_file
+
+    from sidrec.config import from_dict
+
+    cfg = json.loads((Path(run) / "config.json").read_text())["model"]
+    m = SASRec(from_dict(SASRecConfig, cfg))
+    m.load_state_dict(load_file(str(Path(run) / "model.safetensors")))
+    return m.to(device).eval()

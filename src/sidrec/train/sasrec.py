@@ -69,14 +69,3 @@ def export_item_embeddings(model: SASRec, out: Path) -> None:
     np.save(out / "item_emb.npy", emb)
     (out / "item_emb.json").write_text(json.dumps({"kind": "cf", "model": "sasrec", "shape": list(emb.shape),
                                                    "row0": "padding"}, indent=2))
-
-
-def load_sasrec(run: str | Path, device: torch.device | str = "cpu") -> SASRec:
-    from safetensors.torch import load_file
-
-    from sidrec.config import from_dict
-
-    cfg = json.loads((Path(run) / "config.json").read_text())["model"]
-    m = SASRec(from_dict(SASRecConfig, cfg))
-    m.load_state_dict(load_file(str(Path(run) / "model.safetensors")))
-    return m.to(device).eval()

@@ -1,0 +1,120 @@
+"""Tokenizer reports: code usage per level (used, entropy, perplexity), collisions, reconstruction,
+LETTER's CF-overlap ("similarity experiment") and ranking check, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def usage(codes: np.ndarray, sizes: list[int]) -> list[dict]:
+    out = []
+    for lvl in range(codes.shape[1]):
+        cnt = np.bincount(codes[:, lvl], minlength=sizes[lvl])
+        p = cnt[cnt > 0] / cnt.sum()
+        ent = float(-(p * np.log(p)).sum())
+        out.append({"used": int((cnt > 0).sum()), "of": int(sizes[lvl]), "entropy": round(ent, 4),
+                    "perplexity": round(float(np.exp(ent)), 2), "max_share": round(float(cnt.max() / cnt.sum()), 4)})
+    return out
+
+
+def nearest_by_cosine(emb: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Index of each row's most cosine-similar other row (chunked, on torch)."""
+    x = torch.as_tensor(emb, dtype=torch.float32)
+    x = x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    out = []
+    for s in range(0, len(x), chunk):
+        sim = x[s:s + chunk] @ x.T  # (c, n)
+        sim[torch.arange(sim.shape[0]), torch.arange(s, s + sim.shape[0])] = -torch.inf
+        out.append(sim.argmax(1))
+    return torch.cat(out).numpy()
+
+
+def cf_overlap(codes: np.ndarray, cf: np.ndarray) -> float:
+    """LETTER's similarity check: for each item its nearest item by CF cosine; mean share of agreeing code positions."""
+    nn_idx = nearest_by_cosine(cf)
+    return float((codes == codes[nn_idx]).mean())
+
+
+def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
+    base = tok.codes_
+    sizes = tok.base_sizes
+    rep = {
+        "method": tok.method,
+        "levels": int(base.shape[1]),
+        "codebook_size": int(sizes[0]),
+        "id_length": int(tok.sids_.shape[1]),
+        "usage_per_level": [u["used"] for u in usage(base, sizes)],
+        "usage": usage(base, sizes),
+        "collision_rate_before": tok.collisions_before_["rate"],
+        "collision_rate_after": tok.collisions_after_["rate"],
+        "collisions_before": tok.collisions_before_,
+        "collisions_after": tok.collisions_after_,
+        "collision_handling": getattr(tok.cfg, "collision", "none"),
+        "sinkhorn_rounds": getattr(tok, "sinkhorn_rounds_", 0),
+        "reconstruction_mse": getattr(tok, "reconstruction_mse_", None),
+        "fit_seconds": round(getattr(tok, "fit_seconds_", 0.0), 3),
+        "reseeded_codes": getattr(tok, "reseeded_", 0),
+        "cf_overlap": cf_overlap(base, cf) if cf is not None else None,
+        "ranking_check": None,
+    }
+    if tok.collisions_after_["rate"] > 0:
+        from sidrec.tokenizers.collisions import group_ids
+
+        inv, counts = group_ids(tok.sids_)
+        rep["items_not_unique"] = (np.flatnonzero(counts[inv] > 1) + 1).tolist()[:1000]
+    return rep
+
+
+def plot_report(tok, rep: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    cnt = np.sort(np.bincount(tok.codes_[:, 0], minlength=rep["codebook_size"]))[::-1]
+    ax.bar(np.arange(len(cnt)), cnt, width=1.0)
+    ax.set_xlabel("level-1 code (sorted by frequency)")
+    ax.set_ylabel("items")
+    ax.set_title(f"{rep['method']}: level-1 code use ({rep['usage_per_level'][0]}/{rep['codebook_size']} used)")
+    fig.tight_layout()
+    fig.savefig(out / "level1_frequency.png", dpi=110)
+    plt.close(fig)
+    files.append("level1_frequency.png")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(np.arange(rep["levels"]), [u["perplexity"] for u in rep["usage"]], label="perplexity")
+    ax.plot(np.arange(rep["levels"]), rep["usage_per_level"], "o-", color="C1", label="codes used")
+    ax.set_xlabel("level")
+    ax.set_title("code usage per level")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "usage_per_level.png", dpi=110)
+    plt.close(fig)
+    files.append("usage_per_level.png")
+    hist = getattr(tok, "history_", [])
+    if hist:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ep = [h["epoch"] for h in hist]
+        for key in ("loss", "recon", "quant", "cf"):
+            ax.plot(ep, [h[key] for h in hist], label=key)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "training_curve.png", dpi=110)
+        plt.close(fig)
+        files.append("training_curve.png")
+    return files
+
+
+def write_report(tok, out: Path, **kw) -> dict:
+    rep = build_report(tok, **kw)
+    rep["plots"] = plot_report(tok, rep, out)
+    rep["history"] = getattr(tok, "history_", [])
+    (out / "report.json").write_text(json.dumps(rep, indent=2))
+    return rep
