@@ -91,11 +91,11 @@ class SASRec(nn.Module):
 
 
 def load_sasrec(run: str | Path, device: torch.device | str = "cpu") -> SASRec:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     from sidrec.config import from_dict
 
     cfg = json.loads((Path(run) / "config.json").read_text())["model"]
     m = SASRec(from_dict(SASRecConfig, cfg))
-    m.load_state_dict(load_file(str(Path(run) / "model.safetensors")))
+    load_model(m, str(Path(run) / "model.safetensors"))
     return m.to(device).eval()

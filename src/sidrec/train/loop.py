@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from sidrec.train.progress import progress
 
@@ -115,8 +115,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             rec["validation"] = {k: v for k, v in val.items() if "@" in k}
             if score > best:
                 best, best_epoch, bad, best_val = score, epoch + 1, 0, val
-                save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                          str(run_dir / BEST))
+                save_model(model, str(run_dir / BEST))  # handles tied weights
             else:
                 bad += 1
             stopped = bad >= cfg.patience
@@ -133,5 +132,5 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             log(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")
             break
     if (run_dir / BEST).exists():
-        model.load_state_dict({k: v.to(device) for k, v in load_file(str(run_dir / BEST)).items()})
+        load_model(model, str(run_dir / BEST), device=str(device))
     return FitResult(best_epoch, best_val, history, start_epoch, time.time() - t0)

@@ -1,0 +1,71 @@
+"""Batched, trie-constrained beam search over fixed-length semantic IDs, as tensor operations.
+
+All users of a batch decode at once with an incremental decoder cache; at each level the logits of
+that level's code range are masked by the trie, beams are expanded and pruned with one ``topk``.
+Returns the top-K distinct valid items per user (best first) with their log-probabilities.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sidrec.decoding.trie import Trie
+
+
+@torch.no_grad()
+def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[int], beam: int, k: int,
+                reorder_fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generic driver.
+
+    step_fn(tokens (B*beam, 1), state) -> (logits (B*beam, V), state); reorder_fn(state, index) -> state.
+    Returns items (B, k) (item indices, -1 when fewer than k valid items exist) and scores (B, k).
+    """
+    dev = trie.allowed[0].device
+    scores = torch.full((batch, beam), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # one live beam per user at the start: no duplicate expansions
+    prefix = torch.zeros(batch * beam, dtype=torch.long, device=dev)
+    tokens = torch.zeros(batch * beam, 1, dtype=torch.long, device=dev)  # decoder start (PAD)
+    state = init_state
+    L = len(trie.allowed)
+    base = (torch.arange(batch, device=dev) * beam)[:, None]
+    for j in range(L):
+        logits, state = step_fn(tokens, state)
+        size = trie.level_sizes[j]
+        lvl = torch.log_softmax(logits.float(), -1)[:, offsets[j]:offsets[j] + size]  # (B*beam, size)
+        lvl = lvl.masked_fill(~trie.allowed[j][prefix], float("-inf"))
+        cand = (scores.reshape(-1, 1) + lvl).reshape(batch, beam * size)
+        scores, flat = cand.topk(beam, dim=1)  # (B, beam)
+        parent, code = flat // size, flat % size
+        gidx = (base + parent).reshape(-1)
+        prefix = trie.child[j][prefix[gidx], code.reshape(-1)]
+        tokens = (code + offsets[j]).reshape(-1, 1)
+        if j < L - 1:
+            state = reorder_fn(state, gidx)
+    items = prefix.reshape(batch, beam)
+    items = torch.where(torch.isinf(scores) | (items < 0), torch.full_like(items, -1), items)
+    return items[:, :k], scores[:, :k]
+
+
+def t5_beam_search(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20):
+    """Beam search for a TIGER model (HF T5 with an EncoderDecoderCache)."""
+    t5 = model.t5
+    ids, mask = model.encode_inputs(users, hist)
+    enc = t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, d)
+    B = ids.shape[0]
+    enc = enc.repeat_interleave(beam, 0)
+    mask = mask.repeat_interleave(beam, 0)
+
+    def step(tokens, cache):
+        out = t5(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=tokens, past_key_values=cache,
+                 use_cache=True)
+        return out.logits[:, -1], out.past_key_values
+
+    def reorder(cache, idx):
+        cache.reorder_cache(idx)
+        return cache
+
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    return beam_search(step, cache, batch=B, trie=trie, offsets=model.vocab.offsets, beam=beam, k=k,
+                       reorder_fn=reorder)

@@ -1,0 +1,91 @@
+"""TIGER (Rajput et al., NeurIPS 2023): a T5 encoder-decoder, trained from scratch, that reads a user's
+history as semantic-ID tokens and generates the next item's ID; with LETTER's ranking-guided loss
+(cross-entropy on logits / tau)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD, EOS, N_SPECIAL = 0, 1, 2  # PAD doubles as the decoder start token (T5 convention)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TIGERConfig:
+    preset: Literal["tiger", "strong", "small", "custom"] = "tiger"
+    n_layers: int = 4  # encoder layers (decoder the same)
+    d_model: int = 128
+    n_heads: int = 6
+    d_kv: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    max_history: int = 20
+    user_tokens: int = 0  # hashed user-id buckets (TIGER: 2000); 0 = off (it hurt in later studies)
+    temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
+
+
+PRESETS = {
+    "tiger": dict(n_layers=4, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.1),
+    "strong": dict(n_layers=6, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.2),
+    "small": dict(n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=256, dropout=0.1),  # CPU demo / tests
+}
+
+
+class Vocab:
+    """Token layout: [PAD, EOS] + level-0 codes + level-1 codes + ... + user buckets."""
+
+    def __init__(self, level_sizes: list[int], user_tokens: int = 0):
+        self.level_sizes = list(level_sizes)
+        self.offsets = list(np.cumsum([N_SPECIAL] + self.level_sizes[:-1]))
+        self.user_offset = N_SPECIAL + sum(self.level_sizes)
+        self.user_tokens = user_tokens
+        self.size = self.user_offset + user_tokens
+
+    def item_tokens(self, codes: np.ndarray) -> torch.Tensor:
+        """(n_items, L) codes -> (n_items + 1, L) token table, row 0 = padding."""
+        tok = codes + np.asarray(self.offsets)[None, :]
+        return torch.as_tensor(np.vstack([np.zeros((1, codes.shape[1]), np.int64), tok]))
+
+
+class TIGER(nn.Module):
+    def __init__(self, cfg: TIGERConfig, vocab: Vocab, codes: np.ndarray):
+        super().__init__()
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        self.cfg, self.vocab = cfg, vocab
+        t5 = T5Config(vocab_size=vocab.size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
+                      num_layers=cfg.n_layers, num_decoder_layers=cfg.n_layers, num_heads=cfg.n_heads,
+                      dropout_rate=cfg.dropout, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS,
+                      decoder_start_token_id=PAD, tie_word_embeddings=True)
+        self.t5 = T5ForConditionalGeneration(t5)
+        self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)  # (n_items + 1, L)
+
+    @property
+    def id_length(self) -> int:
+        return self.item_tok.shape[1]
+
+    def encode_inputs(self, users: torch.Tensor, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hist (B, H) item indices (0 = pad) -> input ids (B, H*L [+1]) and attention mask."""
+        ids = self.item_tok[hist].flatten(1)  # (B, H*L)
+        if self.cfg.user_tokens:
+            u = self.vocab.user_offset + (users % self.cfg.user_tokens)
+            ids = torch.cat([u[:, None], ids], 1)
+        return ids, ids != PAD
+
+    def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy)."""
+        ids, mask = self.encode_inputs(users, hist)
+        labels = self.item_tok[target]  # (B, L)
+        dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
+        logits = self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_in).logits  # (B, L, V)
+        return ranking_guided_loss(logits, labels, self.cfg.temperature)
+
+
+def ranking_guided_loss(logits: torch.Tensor, labels: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """LETTER eq.: -sum_t log softmax(logits_t / tau)[y_t], averaged over tokens."""
+    return F.cross_entropy((logits / tau).flatten(0, 1).float(), labels.flatten())
