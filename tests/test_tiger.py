@@ -96,7 +96,8 @@ def test_learns_planted_sequence_pattern(tmp_path):
     tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=8)).fit(emb, log=lambda s: None)
     tok.save(tmp_path / "tok")
     m = train_tiger(ds, tmp_path / "tok", tmp_path / "run",
-                    TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0),
-                    TrainConfig(epochs=30, batch_size=64, learning_rate=3e-3, eval_every=5, seed=0),
+                    TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0,
+                               max_history=3),
+                    TrainConfig(epochs=20, batch_size=64, learning_rate=3e-3, eval_every=5, seed=0),
                     beam=20, ks=(1, 5, 10, 20), log=lambda s: None)
     assert m["test"]["recall@1"] > 0.9, m["test"]
