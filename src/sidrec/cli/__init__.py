@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from sidrec.cli import data as data_cmd
+from sidrec.cli import gen as gen_cmd
 from sidrec.cli import tokens as tokens_cmd
 from sidrec.cli import train as train_cmd
 from sidrec.cli.common import console
@@ -20,6 +21,9 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
 app.command()(tokens_cmd.embed)
 app.command()(tokens_cmd.tokenize)
+app.command()(gen_cmd.recommend)
+app.command()(gen_cmd.demo)
+app.command()(gen_cmd.run)
 
 
 @app.command()

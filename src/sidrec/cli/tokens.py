@@ -32,7 +32,8 @@ def embed(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
 
 
 def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directory")],
-             method: Annotated[str, typer.Option(help="rqvae | letter | opq | rqkmeans")] = "rqvae",
+             method: Annotated[str, typer.Option(help="rqvae | letter | opq | rqkmeans | published")] = "rqvae",
+             index: Annotated[Optional[Path], typer.Option(help="published: LETTER/LC-Rec *.index.json(.gz)")] = None,
              embeddings: Annotated[Path, typer.Option(help="embeddings directory (sidrec embed)")] = Path("runs/emb"),
              cf: Annotated[Optional[Path], typer.Option(help="SASRec run (item_emb.npy) for LETTER / CF overlap")] = None,
              out: Annotated[Path, typer.Option(help="tokens directory")] = Path("runs/tokens"),
@@ -48,6 +49,7 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
     Example: sidrec tokenize data/yelp --method letter --embeddings runs/yelp-minilm --cf runs/sasrec32 --out runs/yelp-letter
     """
     from sidrec.config import load_file, parse_overrides
+    from sidrec.errors import SidrecError
     from sidrec.data.dataset import load_dataset
     from sidrec.train.tokenize import tokenize as run_tokenize
 
@@ -59,12 +61,14 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
     ov.update(parse_overrides(set_))
     ov.update({k: v for k, v in dict(epochs=epochs, n_levels=n_levels, codebook_size=codebook_size,
                                      collision=collision, seed=seed, device=device).items() if v is not None})
-    if method == "opq":
-        ov.pop("epochs", None)
-        ov.pop("device", None)
-    if method == "rqkmeans":
-        ov.pop("epochs", None)
-        ov.pop("device", None)
+    if method in ("opq", "rqkmeans", "published"):
+        for key in ("epochs", "device", "n_levels", "codebook_size", "seed") if method == "published" else (
+                "epochs", "device"):
+            ov.pop(key, None)
+    if method == "published":
+        if index is None:
+            raise SidrecError("--method published needs --index FILE.index.json")
+        ov["index"] = str(index)
     rep = run_tokenize(ds, out, method=method, embeddings=embeddings, cf_run=cf, overrides=ov, log=console.print)
     show_report(rep, str(out))
 

@@ -34,8 +34,11 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
     out = Path(out)
     tok_cls, default = tokenizer_for(method)
     cfg = merge(type(default), to_dict(default), overrides or {})
-    emb = load_embeddings(embeddings, ds.n_items)[1:]
     cf = None
+    if method == "published":
+        tok = tok_cls(cfg).fit_items(ds.items["item_id"].astype(str).tolist(), log=log)
+        return _write(tok, ds, out, embeddings=None, cf_run=None, cf=None)
+    emb = load_embeddings(embeddings, ds.n_items)[1:]
     if cf_run is not None:
         cf_path = Path(cf_run)
         cf = load_embeddings(cf_path / "item_emb.npy" if cf_path.is_dir() else cf_path, ds.n_items)[1:]
@@ -46,12 +49,16 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
         tok.fit(emb, train_mask=train_item_mask(ds), log=log)
     else:
         tok.fit(emb, cf=cf if method == "letter" else None, log=log)
+    return _write(tok, ds, out, embeddings=embeddings, cf_run=cf_run, cf=cf)
+
+
+def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tok.save(tmp, ds.items["item_id"].astype(str).tolist())
         meta = json.loads((tmp / "tokenizer.json").read_text())
-        meta.update(dataset=str(ds.path), dataset_fingerprint=ds.fingerprint, embeddings=str(embeddings),
+        meta.update(dataset=str(ds.path), dataset_fingerprint=ds.fingerprint, embeddings=str(embeddings) if embeddings else None,
                     cf_run=str(cf_run) if cf_run else None)
         (tmp / "tokenizer.json").write_text(json.dumps(meta, indent=2))
         rep = write_report(tok, tmp, cf=cf)
