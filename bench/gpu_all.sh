@@ -19,10 +19,13 @@ D=.gpu/data; E=.gpu/emb
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 
+ONLY=${ONLY:-all}  # all | pipelines (second call: text pipelines + longer TIGER on published IDs)
+if [ "$ONLY" = all ]; then
 # 1. SASRec on five datasets (test R@5/N@5/R@10/N@10, epochs, wall time)
 for d in beauty sports toys yelp instruments; do
   $S train sasrec $D/$d --out $W/sasrec-$d --max-minutes $B --dropout 0.5 --epochs 200 > $W/logs/sasrec-$d.log 2>&1 &
 done
+fi
 # 2. TIGER on LETTER's released IDs (Beauty, Instruments)
 for d in beauty instruments; do
   idx=$( [ $d = beauty ] && echo Beauty || echo Instruments )
@@ -35,7 +38,7 @@ for d in yelp sci; do
   ( $S train sasrec $D/$d --out $W/sas32-$d --dim 32 --max-minutes 1 --dropout 0.5 &&
     $S tokenize $D/$d --method rqvae --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqvae-$d --epochs $TOKEP &&
     $S tokenize $D/$d --method letter --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-letter-$d --epochs $TOKEP &&
-    $S tokenize $D/$d --method rqkmeans --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqkmeans-$d &&
+    { $S tokenize $D/$d --method rqkmeans --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqkmeans-$d || true; } &&
     { $S train tiger $D/$d --tokens $W/tok-rqvae-$d --out $W/tiger-rqvae-$d --epochs $EP --eval-every 3 --patience 4 \
         --max-minutes $(python3 -c "print(max(0.2, $B - 2.5))") --decode-batch 512 > $W/logs/tiger-rqvae-$d.log 2>&1 &
       $S train tiger $D/$d --tokens $W/tok-letter-$d --out $W/tiger-letter-$d --temperature 0.7 --epochs $EP \
