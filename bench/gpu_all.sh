@@ -31,7 +31,7 @@ for d in beauty instruments; do
   idx=$( [ $d = beauty ] && echo Beauty || echo Instruments )
   ( $S tokenize $D/$d --method published --index .gpu/index/$idx.index.json.gz --out $W/tok-pub-$d &&
     $S train tiger $D/$d --tokens $W/tok-pub-$d --out $W/tiger-pub-$d --preset tiger --epochs $EP --eval-every 3 \
-       --patience 4 --max-minutes $B --decode-batch 512 ) > $W/logs/tiger-pub-$d.log 2>&1 &
+       --patience 4 --max-minutes $B --decode-batch 512 --valid-users ${VALID_USERS:-0} ) > $W/logs/tiger-pub-$d.log 2>&1 &
 done
 # 3. Whole pipeline with text (MiniLM): RQ-VAE -> TIGER and LETTER -> TIGER (ranking-guided loss, tau 0.7)
 for d in yelp sci; do
@@ -39,9 +39,9 @@ for d in yelp sci; do
     $S tokenize $D/$d --method rqvae --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqvae-$d --epochs $TOKEP &&
     $S tokenize $D/$d --method letter --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-letter-$d --epochs $TOKEP &&
     { $S tokenize $D/$d --method rqkmeans --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqkmeans-$d || true; } &&
-    { $S train tiger $D/$d --tokens $W/tok-rqvae-$d --out $W/tiger-rqvae-$d --epochs $EP --eval-every 3 --patience 4 \
+    { $S train tiger $D/$d --tokens $W/tok-rqvae-$d --out $W/tiger-rqvae-$d --epochs $EP --eval-every 3 --patience 4 --valid-users ${VALID_USERS:-0} \
         --max-minutes $(python3 -c "print(max(0.2, $B - 2.5))") --decode-batch 512 > $W/logs/tiger-rqvae-$d.log 2>&1 &
-      $S train tiger $D/$d --tokens $W/tok-letter-$d --out $W/tiger-letter-$d --temperature 0.7 --epochs $EP \
+      $S train tiger $D/$d --tokens $W/tok-letter-$d --out $W/tiger-letter-$d --temperature 0.7 --epochs $EP --valid-users ${VALID_USERS:-0} \
         --eval-every 3 --patience 4 --max-minutes $(python3 -c "print(max(0.2, $B - 2.5))") --decode-batch 512 \
         > $W/logs/tiger-letter-$d.log 2>&1; wait; } ) > $W/logs/pipeline-$d.log 2>&1 &
 done
