@@ -18,6 +18,9 @@ if [ "${TINY:-0}" = 1 ]; then B=0.2; EP=1; TOKEP=5; fi
 D=.gpu/data; E=.gpu/emb
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
 t0=$(date +%s)
+# watchdog: whatever still runs after DEADLINE seconds is stopped, so the summary always comes back
+( sleep ${DEADLINE:-520}; pkill -f "sidrec train" ; pkill -f "sidrec tokenize" ) &
+WATCH=$!
 
 ONLY=${ONLY:-all}  # all | pipelines (second call: text pipelines + longer TIGER on published IDs)
 if [ "$ONLY" = all ]; then
@@ -40,15 +43,16 @@ for d in yelp sci; do
     $S tokenize $D/$d --method letter --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-letter-$d --epochs $TOKEP &&
     { $S tokenize $D/$d --method rqkmeans --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqkmeans-$d || true; } &&
     { $S train tiger $D/$d --tokens $W/tok-rqvae-$d --out $W/tiger-rqvae-$d --epochs $EP --eval-every 3 --patience 4 --valid-users ${VALID_USERS:-0} \
-        --max-minutes $(python3 -c "print(max(0.2, $B - 2.5))") --decode-batch 512 > $W/logs/tiger-rqvae-$d.log 2>&1 &
+        --max-minutes ${PIPE_MIN:-3.5} --decode-batch 512 > $W/logs/tiger-rqvae-$d.log 2>&1 &
       $S train tiger $D/$d --tokens $W/tok-letter-$d --out $W/tiger-letter-$d --temperature 0.7 --epochs $EP --valid-users ${VALID_USERS:-0} \
-        --eval-every 3 --patience 4 --max-minutes $(python3 -c "print(max(0.2, $B - 2.5))") --decode-batch 512 \
+        --eval-every 3 --patience 4 --max-minutes ${PIPE_MIN:-3.5} --decode-batch 512 \
         > $W/logs/tiger-letter-$d.log 2>&1; wait; } ) > $W/logs/pipeline-$d.log 2>&1 &
 done
-wait
+while [ $(jobs -rp | wc -l) -gt 1 ]; do sleep 5; done
+kill $WATCH 2>/dev/null
 echo "all runs done in $(( $(date +%s) - t0 )) s"
 # 4. decoding speed against HF generate on the trained Beauty model
-python3 bench/decoding.py --run $W/tiger-pub-beauty --users 2048 --hf-users 64 --json $W/decoding.json \
+timeout ${DECODE_BENCH_S:-45} python3 bench/decoding.py --run $W/tiger-pub-beauty --users 2048 --hf-users 64 --json $W/decoding.json \
   > $W/logs/decoding.log 2>&1
 python3 bench/summarize.py "$W" > "$OUT/summary.md"
 cat "$OUT/summary.md"
