@@ -17,12 +17,12 @@ from sidrec.errors import SidrecError
 
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
-    "data": {"source": "synthetic", "synthetic": {"n_users": 1500, "n_items": 600}},
+    "data": {"source": "synthetic", "synthetic": {"n_users": 1000, "n_items": 400}, "max_history": 10},
     "embed": {"encoder": "tfidf", "dim": 128},
     "sasrec": {"dim": 32, "epochs": 60, "patience": 10, "learning_rate": 2e-3},
     "tokenize": {"method": "letter", "hidden": [256, 128, 64], "codebook_size": 64, "n_levels": 3, "epochs": 1500,
                  "cf_weight": 0.02, "div_weight": 1e-4},
-    "tiger": {"preset": "small", "epochs": 30, "temperature": 1.0, "eval_every": 3, "patience": 4},
+    "tiger": {"preset": "small", "epochs": 15, "temperature": 1.0, "eval_every": 3, "patience": 4},
 }
 QUICK_DEMO: dict[str, Any] = {
     **DEMO_CONFIG,
