@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
 import io
 import json
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,3 +87,19 @@ def to_float_time(value: Any, path: str | Path, line: int, field: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise SidrecError(f"{path}:{line}: {field}={value!r} is not a numeric timestamp") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path):
+    """Yield a temp dir beside ``out``; on success it replaces ``out``, on error nothing is left behind."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

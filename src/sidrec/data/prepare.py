@@ -7,8 +7,6 @@ import hashlib
 import html
 import json
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pandas as pd
 
 from sidrec import __version__
 from sidrec.config import to_dict
+from sidrec.data.io import atomic_dir
 from sidrec.data.schema import TEXT_FIELDS_DEFAULT, RawData
 from sidrec.errors import SidrecError
 
@@ -156,19 +155,11 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
         pd.util.hash_pandas_object(inter_out[["user_idx", "item_idx"]], index=False).to_numpy().tobytes()
         + "\x00".join(item_df["text"]).encode()).hexdigest()[:16]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         inter_out.to_parquet(tmp / "interactions.parquet", index=False)
         item_df.to_parquet(tmp / "items.parquet", index=False)
         user_df.to_parquet(tmp / "users.parquet", index=False)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return stats
 
 

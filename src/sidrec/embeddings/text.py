@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sidrec.data.io import atomic_dir
 from sidrec.errors import SidrecError
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -141,17 +140,17 @@ def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=print) -> np.ndarra
         return np.load(out / "item_emb.npy")
     z = encode_texts(texts, cfg)
     emb = np.vstack([np.zeros((1, z.shape[1]), np.float32), z])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    with atomic_dir(out) as tmp:
+        _write_embeddings(tmp, emb, cfg, fp, ds, texts)
+    return emb
+
+
+def _write_embeddings(tmp: Path, emb: np.ndarray, cfg: EmbedConfig, fp: str, ds, texts: list[str]) -> None:
     np.save(tmp / "item_emb.npy", emb)
     (tmp / "embeddings.json").write_text(json.dumps(
         {"kind": "text", "encoder": cfg.encoder, "shape": list(emb.shape), "row0": "padding", "fingerprint": fp,
          "dataset": str(ds.path), "dataset_fingerprint": ds.fingerprint,
          "items_without_text": int(sum(1 for t in texts if not t))}, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return emb
 
 
 def load_embeddings(path: str | Path, n_items: int | None = None) -> np.ndarray:

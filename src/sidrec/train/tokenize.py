@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import numpy as np
 
 from sidrec.config import merge, to_dict
 from sidrec.data.dataset import Dataset
+from sidrec.data.io import atomic_dir
 from sidrec.embeddings.text import load_embeddings
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.registry import tokenizer_for
@@ -53,9 +52,7 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
 
 
 def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tok.save(tmp, ds.items["item_id"].astype(str).tolist())
         meta = json.loads((tmp / "tokenizer.json").read_text())
         meta.update(dataset=str(ds.path), dataset_fingerprint=ds.fingerprint, embeddings=str(embeddings) if embeddings else None,
@@ -67,10 +64,4 @@ def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
 
             rep["ranking_check"] = ranking_check(tok.z_hat_, cf_run, ds)
             (tmp / "report.json").write_text(json.dumps(rep, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return rep
