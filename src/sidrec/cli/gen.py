@@ -14,18 +14,30 @@ from sidrec.errors import SidrecError
 def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run directory")],
               history: Annotated[list[str], typer.Option("--history", help="raw item ids, oldest first")] = [],  # noqa: B006
               k: Annotated[int, typer.Option(help="how many items")] = 10,
-              beam: Annotated[int, typer.Option(help="beam width (>= k)")] = 0,
+              beam: Annotated[int, typer.Option(help="beam width (>= k; TIGER)")] = 0,
+              new_items: Annotated[Optional[Path], typer.Option(
+                  help="VQ-Rec cold start: csv/jsonl of new items (item_id, text[, title]) to score too")] = None,
               device: Annotated[str, typer.Option()] = "cpu"):
-    """Top-K items, with titles, for a history of raw item ids.
+    """Top-K items, with titles, for a history of raw item ids (TIGER or VQ-Rec run).
 
-    Example: sidrec recommend runs/demo/tiger --history i12 --history i40 --k 10
+    Examples:
+      sidrec recommend runs/demo/tiger --history i12 --history i40 --k 10
+      sidrec recommend runs/vq-sci --history B0001 --new-items new.csv --k 10
     """
-    from sidrec.serving.recommender import Recommender
+    from sidrec.serving.recommender import VQRecRecommender, load_recommender, read_new_items
 
-    rec = Recommender.load(run, device=device)
-    rows = rec.recommend(history, k=k, beam=beam or max(k, 20))
+    rec = load_recommender(run, device=device)
+    if new_items is not None:
+        if not isinstance(rec, VQRecRecommender):
+            raise SidrecError(f"{run}: --new-items needs a VQ-Rec run (a TIGER run only knows its trained IDs)")
+        rec.add_items(*read_new_items(new_items))
+    if isinstance(rec, VQRecRecommender):
+        rows = rec.recommend(history, k=k)
+    else:
+        rows = rec.recommend(history, k=k, beam=beam or max(k, 20))
     print_table([["rank", "item", "score", "title"]] +
-                [[str(i + 1), r["item"], f"{r['score']:.3f}", r["title"][:70]] for i, r in enumerate(rows)],
+                [[str(i + 1), r["item"] + (" (new)" if r.get("new") else ""), f"{r['score']:.3f}", r["title"][:70]]
+                 for i, r in enumerate(rows)],
                 f"top {k} for a history of {len(history)} items")
 
 

@@ -95,3 +95,79 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
     m = train_tiger(ds, tokens, out, mcfg, tcfg, beam=beam, valid_users=valid_users, decode_batch=decode_batch,
                     log=console.print)
     show_metrics({"tiger": m["test"]}, f"test, {ds.n_users:,} users, beam {beam}")
+
+
+@app.command()
+def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (fine-tuning); omit with --pretrain")] = None,
+          pretrain: Annotated[Optional[list[Path]], typer.Option("--pretrain", help="pre-training dataset (repeatable)")] = None,
+          init: Annotated[Optional[Path], typer.Option(help="pre-trained VQ-Rec run to fine-tune")] = None,
+          out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/vqrec"),
+          encoder: Annotated[Optional[str], typer.Option(help="text encoder: minilm, tfidf, st:NAME, hf-mean:PATH")] = None,
+          embed_dim: Annotated[int, typer.Option(help="tfidf encoder only: SVD width")] = 256,
+          embeddings: Annotated[Optional[list[Path]], typer.Option("--embeddings", help="precomputed item_emb.npy "
+                                                                   "per dataset, in order (repeatable)")] = None,
+          tokens: Annotated[Optional[Path], typer.Option(help="precomputed OPQ tokens dir for the target")] = None,
+          n_codes: Annotated[Optional[int], typer.Option("--codes-per-item", help="D (default 32)")] = None,
+          code_size: Annotated[Optional[int], typer.Option(help="M codes per table (default 256)")] = None,
+          rho: Annotated[Optional[float], typer.Option(help="semi-synthetic negative rate (0 = none)")] = None,
+          permutation: Annotated[Optional[bool], typer.Option("--permutation/--no-permutation",
+                                                              help="stage 1: learn code-table permutations")] = None,
+          codes: Annotated[Optional[str], typer.Option(help="opq, or random (ablation)")] = None,
+          finetune: Annotated[Optional[str], typer.Option(help="stage 2 trains: codes (tables) or all")] = None,
+          ks: Annotated[str, typer.Option(help="cut-offs, comma-separated")] = "10,50",
+          epochs: Annotated[Optional[int], typer.Option()] = None,
+          batch_size: Annotated[Optional[int], typer.Option()] = None,
+          learning_rate: Annotated[Optional[float], typer.Option("--lr")] = None,
+          patience: Annotated[Optional[int], typer.Option()] = None,
+          max_minutes: Annotated[Optional[float], typer.Option(help="training time budget per stage")] = None,
+          seed: Annotated[Optional[int], typer.Option()] = None,
+          device: Annotated[Optional[str], typer.Option()] = None,
+          config: ConfigOpt = None, set_: SetOpt = None):
+    """VQ-Rec: pre-train over several datasets, or fine-tune a pre-trained run on a target (test once).
+
+    Examples:
+      sidrec train vqrec --pretrain data/office --pretrain data/yelp --out runs/vq-pre
+      sidrec train vqrec data/scientific --init runs/vq-pre --out runs/vq-sci
+      sidrec train vqrec data/scientific --out runs/vq-scratch          (no pre-training)
+    """
+    from sidrec.data.dataset import load_dataset
+    from sidrec.embeddings.text import EmbedConfig
+    from sidrec.errors import SidrecError
+    from sidrec.eval.evaluate import EvalConfig, metrics_table
+    from sidrec.models.vqrec import VQRecConfig
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.vqrec import (VQREC_EVAL_KS, VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune_vqrec, init_model_config,
+                                    pretrain_vqrec)
+
+    if bool(pretrain) == (data is not None):
+        raise SidrecError("give either --pretrain DIR [--pretrain DIR ...] (pre-training) or a target DIR "
+                          "(fine-tuning / training from scratch), not both")
+    if pretrain and init:
+        raise SidrecError("--init is for fine-tuning a target DIR, not for --pretrain")
+    defaults = dict(VQREC_TRAIN_DEFAULTS)
+    if init is not None:
+        defaults.update(init_model_config(init))
+    mcfg, vcfg, tcfg = layered(
+        [VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_,
+        dict(n_codes=n_codes, code_size=code_size, rho=rho, permutation=permutation, codes=codes, finetune=finetune,
+             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+             max_minutes=max_minutes, seed=seed, device=device), defaults=defaults)
+    ecfg = EmbedConfig(encoder=encoder or "minilm", dim=embed_dim, seed=tcfg.seed, device=tcfg.device)
+    try:
+        cut = tuple(int(k) for k in ks.split(","))
+    except ValueError:
+        raise SidrecError(f"--ks {ks!r}: expected comma-separated integers such as 10,50") from None
+    if pretrain:
+        m = pretrain_vqrec([load_dataset(p) for p in pretrain], out, mcfg, vcfg, tcfg, ecfg, embeddings,
+                           log=console.print)
+        rows = {p.name: d for p, d in zip(pretrain, m["validation"].get("domains", []))}
+        print_table(metrics_table(rows, VQREC_EVAL_KS), "validation per pre-training domain")
+        return
+    if embeddings and len(embeddings) != 1:
+        raise SidrecError(f"fine-tuning takes one --embeddings artifact, got {len(embeddings)}")
+    ds = load_dataset(data)
+    m = finetune_vqrec(ds, out, init=init, model_cfg=mcfg, vq_cfg=vcfg, train_cfg=tcfg, embed_cfg=ecfg,
+                       embeddings=embeddings[0] if embeddings else None, tokens=tokens,
+                       eval_cfg=EvalConfig(ks=cut, max_history=mcfg.max_len), log=console.print)
+
+    print_table(metrics_table({f"vqrec ({m['ablation']})": m["test"]}, cut), f"test, {ds.n_users:,} users")

@@ -60,16 +60,29 @@ def verify_sha256(path: Path, expected: str) -> None:
                           f"({expected[:12]}…); refusing to use them")
 
 
-def _tfidf(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
+def _fit_tfidf(texts: list[str], cfg: EmbedConfig):
+    """TF-IDF + TruncatedSVD fitted on ``texts``; returns (embeddings, fitted model for new texts)."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
 
     tf = TfidfVectorizer(sublinear_tf=True, min_df=1, ngram_range=(1, 2), max_features=200_000)
     x = tf.fit_transform([t or "" for t in texts])
     k = max(1, min(cfg.dim, x.shape[1] - 1, len(texts) - 1))
-    z = TruncatedSVD(n_components=k, random_state=cfg.seed).fit_transform(x)
+    svd = TruncatedSVD(n_components=k, random_state=cfg.seed)
+    svd.fit(x)
+    model = make_pipeline(tf, svd)
+    return _tfidf_apply(model, texts), model
+
+
+def _tfidf_apply(model, texts: list[str]) -> np.ndarray:
+    z = model.transform([t or "" for t in texts])
     z /= np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)
     return z.astype(np.float32)
+
+
+def _tfidf(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
+    return _fit_tfidf(texts, cfg)[0]
 
 
 def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.ndarray:
@@ -138,17 +151,42 @@ def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=print) -> np.ndarra
     if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == fp:
         log(f"embeddings cached ({fp}) at {out}")
         return np.load(out / "item_emb.npy")
-    z = encode_texts(texts, cfg)
+    model = None
+    if cfg.encoder == "tfidf":
+        z, model = _fit_tfidf(texts, cfg)
+    else:
+        z = encode_texts(texts, cfg)
     emb = np.vstack([np.zeros((1, z.shape[1]), np.float32), z])
     with atomic_dir(out) as tmp:
         _write_embeddings(tmp, emb, cfg, fp, ds, texts)
+        if model is not None:  # the fitted tf-idf, so new items' text can be embedded later (cold start)
+            import pickle
+
+            (tmp / "tfidf.pkl").write_bytes(pickle.dumps(model))
     return emb
+
+
+def embed_new_texts(emb_dir: str | Path, texts: list[str]) -> np.ndarray:
+    """Embed texts of items never seen before (cold start) exactly as ``emb_dir`` embedded its catalog."""
+    p = Path(emb_dir)
+    meta_path = p / "embeddings.json"
+    if not meta_path.is_file():
+        raise SidrecError(f"{p}: no embeddings.json; cannot embed new item texts the same way")
+    meta = json.loads(meta_path.read_text())
+    cfg = EmbedConfig(**{k: v for k, v in meta.get("config", {}).items() if k in EmbedConfig.__dataclass_fields__})
+    if meta["encoder"] == "tfidf":
+        if not (p / "tfidf.pkl").is_file():
+            raise SidrecError(f"{p}: the fitted tf-idf model (tfidf.pkl) is missing; re-run the embedding stage")
+        import pickle
+
+        return _tfidf_apply(pickle.loads((p / "tfidf.pkl").read_bytes()), texts)
+    return encode_texts(texts, EmbedConfig(**{**cfg.__dict__, "encoder": meta["encoder"]}))
 
 
 def _write_embeddings(tmp: Path, emb: np.ndarray, cfg: EmbedConfig, fp: str, ds, texts: list[str]) -> None:
     np.save(tmp / "item_emb.npy", emb)
     (tmp / "embeddings.json").write_text(json.dumps(
-        {"kind": "text", "encoder": cfg.encoder, "shape": list(emb.shape), "row0": "padding", "fingerprint": fp,
+        {"kind": "text", "encoder": cfg.encoder, "config": cfg.__dict__, "shape": list(emb.shape), "row0": "padding", "fingerprint": fp,
          "dataset": str(ds.path), "dataset_fingerprint": ds.fingerprint,
          "items_without_text": int(sum(1 for t in texts if not t))}, indent=2))
 

@@ -30,11 +30,12 @@ class SASRecConfig:
 class Block(nn.Module):
     """Pre-LN transformer block with causal self-attention."""
 
-    def __init__(self, *, dim: int, n_heads: int, dropout: float):
+    def __init__(self, *, dim: int, n_heads: int, dropout: float, inner: int = 0):
         super().__init__()
+        inner = inner or dim
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
-        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.ff = nn.Sequential(nn.Linear(dim, inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(inner, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:

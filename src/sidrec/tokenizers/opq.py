@@ -46,8 +46,16 @@ class OPQTokenizer(ItemTokenizer):
         d = x.shape[1]
         spec = f"OPQ{cfg.n_levels},IVF1,PQ{cfg.n_levels}x{bits}" if cfg.rotate else f"IVF1,PQ{cfg.n_levels}x{bits}"
         index = faiss.index_factory(d, spec)
+        if cfg.rotate:  # optimise the rotation for the PQ actually used (faiss defaults to 8 bits there)
+            opq = faiss.downcast_VectorTransform(index.chain.at(0))
+            self._opq_pq = faiss.ProductQuantizer(d, cfg.n_levels, bits)  # kept alive: faiss holds a raw pointer
+            opq.pq = self._opq_pq
         t0 = time.time()
-        index.train(train)
+        try:
+            index.train(train)
+        except RuntimeError as e:
+            raise SidrecError(f"OPQ training failed on {len(train)} items x {d} dims: "
+                              f"{str(e).strip().splitlines()[-1][:160]}") from None
         self.fit_seconds_ = time.time() - t0
         self.index_ = index
         codes = self.encode(emb)

@@ -19,7 +19,7 @@ from sidrec.train.seeding import pick_device, seed_everything
 SASREC_TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
 
 
-def _batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
+def sequence_batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
     def make(epoch: int):
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
         for s in range(0, len(order), batch_size):
@@ -48,7 +48,7 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
         return evaluate_scorer(lambda u, h: m.score(h), ds, "valid", eval_cfg, device=device)
 
     res = fit(model, cfg=train_cfg, run_dir=out, device=device,
-              batches=_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed), steps_per_epoch=steps,
+              batches=sequence_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed), steps_per_epoch=steps,
               loss_fn=lambda m, b: m.loss(b[0], b[1]), validate=validate, log=log)
     model.eval()
     test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)

@@ -8,7 +8,7 @@ from sidrec.data.schema import RawData
 from sidrec.errors import SidrecError
 
 SOURCES = ("amazon2014", "amazon2018", "amazon2023", "s3rec", "letter", "unisrec", "recbole", "movielens",
-           "yelp", "online-retail", "csv", "parquet", "synthetic")
+           "yelp", "online-retail", "minionerec", "csv", "parquet", "synthetic")
 
 
 def read_source(source: str, inputs: list[str | Path], *, columns: dict[str, str] | None = None,
@@ -31,6 +31,7 @@ def read_source(source: str, inputs: list[str | Path], *, columns: dict[str, str
     if source.startswith("amazon"):
         return amazon.read_amazon(paths, source)
     readers = {"s3rec": processed.read_s3rec, "letter": processed.read_letter, "unisrec": processed.read_unisrec,
+               "minionerec": processed.read_minionerec,
                "recbole": recbole.read_recbole, "movielens": movielens.read_movielens, "yelp": yelp.read_yelp,
                "online-retail": tabular.read_online_retail}
     if source in readers:

@@ -107,3 +107,40 @@ def read_unisrec(inputs: list[Path]) -> RawData:
                 rows.append({"item": index.get(key, key), "title": t})
         items = pd.DataFrame(rows)
     return RawData(_sequences_to_frame(list(best.items())), items, source_files=[str(p) for p in inputs])
+
+
+def read_minionerec(inputs: list[Path]) -> RawData:
+    """MiniOneRec ``{valid,test,train}_*.csv`` rows (``user_id, history_item_id, item_id``: a history of up
+    to 10 items and its target) + ``*.item.json`` text.
+
+    Each user's sequence is stitched back: the history of their first row (files in the order given,
+    rows in file order), then the target of every row. With only the valid/test files (the train file
+    is not in ../shared) this yields the last ~11 interactions per user: enough for a pre-training domain.
+    """
+    import ast
+
+    csvs = [p for p in inputs if p.name.endswith((".csv", ".csv.gz"))]
+    item_files = [p for p in inputs if ".item." in p.name]
+    if not csvs:
+        raise SidrecError(f"{inputs[0]}: the minionerec source needs '*.csv' files (train/valid/test)")
+    seqs: dict[str, list[str]] = {}
+    for p in csvs:
+        try:
+            df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        except Exception as e:  # noqa: BLE001 - pandas raises many parser error types
+            raise SidrecError(f"{p}: not a readable csv ({type(e).__name__}: {str(e)[:80]})") from None
+        for col in ("user_id", "history_item_id", "item_id"):
+            if col not in df.columns:
+                raise SidrecError(f"{p}:1: missing column {col!r} (have {list(df.columns)[:8]})")
+        for n, (u, h, t) in enumerate(zip(df["user_id"], df["history_item_id"], df["item_id"]), start=2):
+            try:
+                hist = [str(int(x)) for x in ast.literal_eval(h)] if h.strip() else []
+            except (ValueError, SyntaxError, TypeError):
+                raise SidrecError(f"{p}:{n}: history_item_id is not a list of item ids: {h[:60]!r}") from None
+            if not t.strip():
+                raise SidrecError(f"{p}:{n}: empty item_id")
+            if u not in seqs:
+                seqs[u] = hist
+            seqs[u].append(str(int(float(t))))
+    items = pd.concat([_item_json(p) for p in item_files]) if item_files else None
+    return RawData(_sequences_to_frame(list(seqs.items())), items, source_files=[str(p) for p in inputs])

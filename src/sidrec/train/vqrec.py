@@ -1,0 +1,305 @@
+"""VQ-Rec training: pre-training over several domains, fine-tuning on a target, loading a run.
+
+Run directory (pre-training and fine-tuning alike):
+  config.json, run.json        configs, versions, data fingerprints
+  vqrec.json                   code layout (D, M), model config, domains (dataset, fingerprint, n_items,
+                               offset into codes.npy), embeddings directory per domain, init run, stages
+  codes.npy                    (1 + sum n_items, D) int64 codes of every item, row 0 padding
+  opq/                         the fitted OPQ tokenizer (opq.faiss: encodes new items' text, cold start)
+  model.safetensors            weights (code tables + Transformer)
+  metrics.json                 validation / test metrics (fine-tuning), per-domain validation (pre-training)
+  stage1/, stage2/, pretrain/  the training loop's checkpoints and logs (resume)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from sidrec.config import from_dict, to_dict
+from sidrec.data.dataset import Dataset
+from sidrec.embeddings.text import EmbedConfig, embed_dataset, load_embeddings
+from sidrec.errors import SidrecError
+from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
+from sidrec.models.vqrec import VQRec, VQRecConfig
+from sidrec.tokenizers.collisions import collision_stats
+from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer
+from sidrec.train.loop import TrainConfig, fit
+from sidrec.train.runinfo import data_info, write_run_info
+from sidrec.train.sasrec import sequence_batches
+from sidrec.train.seeding import pick_device, seed_everything
+from sidrec.train.tokenize import train_item_mask
+
+VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
+VQREC_EVAL_KS = (10, 50)
+ARCHITECTURE = ("n_codes", "code_size", "dim", "n_layers", "n_heads", "inner", "max_len")  # must match the init run
+
+
+@dataclass(frozen=True, kw_only=True)
+class VQRecTrainConfig:
+    rho: float = 0.75  # pre-training: probability of replacing each code of the semi-synthetic negative (0 = none)
+    permutation: bool = True  # fine-tuning stage 1: learn a permutation of each code table (encoder frozen)
+    permutation_epochs: int = 20  # stage 1 budget (early stopping on validation as well)
+    permutation_lr: float = 0.05  # stage 1 learning rate of the permutation logits
+    finetune: Literal["codes", "all"] = "codes"  # stage 2 trains the code tables only, or everything
+    codes: Literal["opq", "random"] = "opq"  # "random": the ablation with uniformly random codes
+
+
+def _embeddings(ds: Dataset, out: Path, embed_cfg: EmbedConfig, given: str | Path | None, log) -> tuple[np.ndarray, str]:
+    """(item embeddings (n_items + 1, d), directory they live in)."""
+    if given is not None:
+        emb = load_embeddings(given, ds.n_items)
+        return emb, str(Path(given) if Path(given).is_dir() else Path(given).parent)
+    emb = embed_dataset(ds, out, embed_cfg, log=log)
+    return emb, str(out)
+
+
+def _fit_opq(embs: list[np.ndarray], masks: list[np.ndarray], cfg: VQRecConfig, seed: int, out: Path,
+             log) -> tuple[OPQTokenizer, list[np.ndarray]]:
+    """One OPQ fitted on the training items of all given catalogs; codes (n_items, D) of each catalog."""
+    dims = {e.shape[1] for e in embs}
+    if len(dims) != 1:
+        raise SidrecError(f"the datasets' text embeddings have different widths {sorted(dims)}; "
+                          "embed them all with the same encoder")
+    tok = OPQTokenizer(OPQConfig(n_levels=cfg.n_codes, codebook_size=cfg.code_size, seed=seed))
+    tok.fit(np.concatenate([e[1:] for e in embs]), train_mask=np.concatenate(masks), log=log)
+    tok.save(out)
+    return tok, [tok.encode(e[1:]) for e in embs]
+
+
+def _stack_codes(per_domain: list[np.ndarray], D: int) -> tuple[np.ndarray, list[int]]:
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in per_domain])]).astype(int).tolist()
+    return np.concatenate([np.zeros((1, D), np.int64)] + [c.astype(np.int64) for c in per_domain]), offsets[:-1]
+
+
+def _shift(a: np.ndarray, off: int) -> np.ndarray:
+    return np.where(a > 0, a + off, 0)
+
+
+def _domain_scorer(model: VQRec, off: int, n: int):
+    def score(_u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        tables = model.tables()
+        reps = model.item_reps(tables)
+        reps = torch.cat([reps[:1], reps[off + 1: off + n + 1]])
+        return model.logits(model.forward(torch.where(h > 0, h + off, 0), tables)[:, -1], reps)
+    return score
+
+
+def _code_report(codes: np.ndarray) -> dict:
+    st = collision_stats(codes[1:])
+    return {"items": int(len(codes) - 1), **{k: v for k, v in st.items() if isinstance(v, (int, float))}}
+
+
+def _write_meta(out: Path, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig, domains: list[dict], **extra) -> None:
+    meta = {"kind": "vqrec", "n_codes": model_cfg.n_codes, "code_size": model_cfg.code_size,
+            "model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg), "domains": domains, **extra}
+    (out / "vqrec.json").write_text(json.dumps(meta, indent=2))
+
+
+def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig,
+                   train_cfg: TrainConfig, embed_cfg: EmbedConfig, embeddings: list[str | Path | None] | None = None,
+                   log=print) -> dict:
+    """Contrastive pre-training over several domains mixed in every batch; returns per-domain validation."""
+    out = Path(out)
+    if not datasets:
+        raise SidrecError("pre-training needs at least one --pretrain dataset")
+    seed_everything(train_cfg.seed)
+    device = pick_device(train_cfg.device)
+    embeddings = embeddings or [None] * len(datasets)
+    if len(embeddings) != len(datasets):
+        raise SidrecError(f"got {len(embeddings)} --embeddings for {len(datasets)} --pretrain datasets")
+    write_run_info(out, kind="vqrec-pretrain", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
+                                                       "train": to_dict(train_cfg), "embed": to_dict(embed_cfg)},
+                   data={"domains": [data_info(ds) for ds in datasets]}, device=str(device))
+    embs, emb_dirs = [], []
+    for i, (ds, given) in enumerate(zip(datasets, embeddings)):
+        e, d = _embeddings(ds, out / "embeddings" / f"{i}-{ds.path.name}", embed_cfg, given, log)
+        embs.append(e)
+        emb_dirs.append(d)
+    _, per_domain = _fit_opq(embs, [train_item_mask(ds) for ds in datasets], model_cfg, train_cfg.seed,
+                             out / "opq", log)
+    codes, offsets = _stack_codes(per_domain, model_cfg.n_codes)
+    np.save(out / "codes.npy", codes)
+    domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": off,
+                "embeddings": d} for ds, off, d in zip(datasets, offsets, emb_dirs)]
+    _write_meta(out, model_cfg, vq_cfg, domains, stage="pretrain", code_report=_code_report(codes),
+                embed=to_dict(embed_cfg))
+
+    inputs, targets = [], []
+    for ds, off in zip(datasets, offsets):
+        x, y = ds.train_sequences(model_cfg.max_len)
+        keep = (y > 0).any(1)
+        inputs.append(_shift(x[keep], off))
+        targets.append(_shift(y[keep], off))
+    inputs, targets = np.concatenate(inputs), np.concatenate(targets)  # shuffled together: mixed-domain batches
+    model = VQRec(model_cfg, codes)
+    eval_cfg = EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_len)
+
+    def validate(m: VQRec) -> dict:
+        per = [evaluate_scorer(_domain_scorer(m, off, ds.n_items), ds, "valid", eval_cfg, device=device)
+               for ds, off in zip(datasets, offsets)]
+        res = {k: float(np.mean([p[k] for p in per])) for k in per[0] if "@" in k}
+        res["domains"] = per
+        return res
+
+    log(f"pre-training on {len(datasets)} domains: {len(inputs):,} sequences, {len(codes) - 1:,} items, "
+        f"semi-synthetic rho {vq_cfg.rho}")
+    res = fit(model, cfg=train_cfg, run_dir=out / "pretrain", device=device,
+              batches=sequence_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed),
+              steps_per_epoch=-(-len(inputs) // train_cfg.batch_size),
+              loss_fn=lambda m, b: m.contrastive_loss(b[0], b[1], rho=vq_cfg.rho), validate=validate, log=log)
+    from safetensors.torch import save_model
+
+    save_model(model, str(out / "model.safetensors"))
+    metrics = {"model": "vqrec", "stage": "pretrain", "validation": res.best_validation, "best_epoch": res.best_epoch,
+               "epochs_run": len(res.history), "train_seconds": round(res.seconds, 2)}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _read_meta(run: Path) -> dict:
+    f = run / "vqrec.json"
+    if not f.is_file():
+        raise SidrecError(f"{run}: not a VQ-Rec run (missing vqrec.json); pre-train one with "
+                          "`sidrec train vqrec --pretrain DIR ... --out RUN`")
+    return json.loads(f.read_text())
+
+
+def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig,
+                  tokens: str | Path | None, seed: int, out: Path, log) -> np.ndarray:
+    D, M = model_cfg.n_codes, model_cfg.code_size
+    if vq_cfg.codes == "random":
+        rng = np.random.default_rng(seed)
+        codes = rng.integers(0, M, size=(ds.n_items, D))
+    elif tokens is not None:
+        from sidrec.tokenizers.base import SemanticIDs
+
+        sid = SemanticIDs(tokens)
+        sid.check_dataset(ds)
+        base = np.load(sid.path / "base_codes.npy") if (sid.path / "base_codes.npy").is_file() else sid.codes
+        if base.shape[1] != D or base.max() >= M:
+            raise SidrecError(f"{tokens}: codes have width {base.shape[1]} and values up to {int(base.max())}, but "
+                              f"the model expects {D} codes per item in [0, {M})")
+        codes = base
+    else:
+        _, (codes,) = _fit_opq([emb], [train_item_mask(ds)], model_cfg, seed, out / "opq", log)
+    return np.concatenate([np.zeros((1, D), np.int64), codes.astype(np.int64)])
+
+
+def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, model_cfg: VQRecConfig,
+                   vq_cfg: VQRecTrainConfig, train_cfg: TrainConfig, embed_cfg: EmbedConfig,
+                   embeddings: str | Path | None = None, tokens: str | Path | None = None,
+                   eval_cfg: EvalConfig | None = None, log=print) -> dict:
+    """Fine-tune a pre-trained run on ``ds`` (or train from scratch when ``init`` is None); test once."""
+    from safetensors.torch import load_model, save_model
+
+    out = Path(out)
+    seed_everything(train_cfg.seed)
+    device = pick_device(train_cfg.device)
+    init_meta = None
+    if init is not None:
+        init = Path(init)
+        init_meta = _read_meta(init)
+        pre = from_dict(VQRecConfig, init_meta["model"])
+        for field in ARCHITECTURE:
+            if getattr(model_cfg, field) != getattr(pre, field):
+                raise SidrecError(f"{init}: pre-trained with {field}={getattr(pre, field)} but {field}="
+                                  f"{getattr(model_cfg, field)} was asked for; code layout and architecture must match")
+        if embeddings is None and tokens is None and vq_cfg.codes == "opq":
+            embed_cfg = from_dict(EmbedConfig, {**to_dict(embed_cfg), **init_meta.get("embed", {})})
+    eval_cfg = eval_cfg or EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_len)
+    write_run_info(out, kind="vqrec", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
+                                              "train": to_dict(train_cfg), "embed": to_dict(embed_cfg),
+                                              "eval": to_dict(eval_cfg), "init": str(init) if init else None},
+                   data=data_info(ds), device=str(device))
+    emb_dir = None
+    emb = None
+    if vq_cfg.codes == "opq" and tokens is None:
+        emb, emb_dir = _embeddings(ds, out / "embeddings", embed_cfg, embeddings, log)
+    codes = _target_codes(ds, emb, model_cfg, vq_cfg, tokens, train_cfg.seed, out, log)
+    np.save(out / "codes.npy", codes)
+    model = VQRec(model_cfg, codes)
+    if init is not None:
+        load_model(model, str(init / "model.safetensors"))
+    domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": 0,
+                "embeddings": emb_dir}]
+    _write_meta(out, model_cfg, vq_cfg, domains, stage="finetune", init=str(init) if init else None,
+                code_report=_code_report(codes), embed=to_dict(embed_cfg))
+
+    inputs, targets = ds.train_sequences(model_cfg.max_len)
+    keep = (targets > 0).any(1)
+    inputs, targets = inputs[keep], targets[keep]
+    batches = sequence_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed)
+    steps = -(-len(inputs) // train_cfg.batch_size)
+
+    def validate(m: VQRec) -> dict:
+        return evaluate_scorer(lambda u, h: m.score(h), ds, "valid", eval_cfg, device=device)
+
+    def run_stage(name: str, trainable, epochs: int, lr: float | None = None) -> dict:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+        cfg = from_dict(TrainConfig, {**to_dict(train_cfg), "epochs": epochs,
+                                      "learning_rate": lr or train_cfg.learning_rate})
+        log(f"stage {name}: {sum(p.numel() for p in trainable):,} trainable parameters")
+        r = fit(model, cfg=cfg, run_dir=out / name, device=device, batches=batches, steps_per_epoch=steps,
+                loss_fn=lambda m, b: m.loss(b[0], b[1]), validate=validate, log=log)
+        return {"best_epoch": r.best_epoch, "epochs_run": len(r.history), "seconds": round(r.seconds, 2),
+                "validation": {k: v for k, v in r.best_validation.items() if "@" in k}}
+
+    stages = {}
+    if init is not None and vq_cfg.permutation:
+        model.enable_permutation()
+        stages["permutation"] = run_stage("stage1", [model.perm_logits], vq_cfg.permutation_epochs,
+                                          vq_cfg.permutation_lr)
+        model.bake_permutation()
+    trainable = [model.code_emb] if (init is not None and vq_cfg.finetune == "codes") else list(model.parameters())
+    stages["finetune"] = run_stage("stage2", trainable, train_cfg.epochs)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    save_model(model, str(out / "model.safetensors"))
+    val = validate(model)
+    test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)
+    metrics = {"model": "vqrec", "stage": "finetune", "init": str(init) if init else None,
+               "ablation": _ablation_name(init, vq_cfg, init_meta), "validation": val, "test": test,
+               "stages": stages, "train_seconds": round(sum(s["seconds"] for s in stages.values()), 2)}
+    if device.type == "cuda":
+        metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _ablation_name(init, vq_cfg: VQRecTrainConfig, init_meta: dict | None) -> str:
+    parts = []
+    if init is None:
+        parts.append("no pre-training")
+    elif not vq_cfg.permutation:
+        parts.append("no permutation stage")
+    if init_meta and float(init_meta.get("vqrec", {}).get("rho", 0.75)) == 0:
+        parts.append("no semi-synthetic negative")
+    if vq_cfg.codes == "random":
+        parts.append("random codes")
+    return ", ".join(parts) or "full"
+
+
+def init_model_config(init: str | Path) -> dict:
+    """The model config of a pre-trained run (defaults for fine-tuning it)."""
+    return _read_meta(Path(init))["model"]
+
+
+def load_vqrec(run: str | Path, device: torch.device | str = "cpu") -> tuple[VQRec, dict]:
+    """A fine-tuned run's model (codes of its catalog loaded) and its vqrec.json."""
+    from safetensors.torch import load_model
+
+    run = Path(run)
+    meta = _read_meta(run)
+    model = VQRec(from_dict(VQRecConfig, meta["model"]), np.load(run / "codes.npy"))
+    load_model(model, str(run / "model.safetensors"))
+    return model.to(device).eval(), meta
