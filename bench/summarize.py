@@ -21,7 +21,9 @@ def main(w: Path) -> None:
         if not f.is_file():
             continue
         m = json.loads(f.read_text())
-        t = m["test"]
+        t = m.get("test")
+        if t is None or m.get("model") == "vqrec":
+            continue
         print(f"| {d.name} | {t['recall@5']:.4f} | {t['ndcg@5']:.4f} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
               f"{m.get('best_epoch')} / {m.get('epochs_run')} | {m.get('train_seconds')} | {m.get('seconds_per_epoch', '')} | "
               f"{m.get('samples_per_second', '')} | {m.get('test_decode_users_per_second', '')} | "
@@ -47,6 +49,18 @@ def main(w: Path) -> None:
         tail = log.read_text().splitlines()[-3:]
         if any("error" in x.lower() or "Traceback" in x for x in tail):
             print(f"\n{log.name}: " + " / ".join(tail))
+
+    vq = [(d, json.loads((d / "metrics.json").read_text())) for d in sorted(w.iterdir()) if (d / "metrics.json").is_file()]
+    vq = [(d, m) for d, m in vq if "recall@50" in (m.get("test") or {}) and (d.name.startswith(("vq-", "sasrec-")))]
+    if vq:
+        print()
+        print("| run (VQ-Rec section) | ablation | R@10 | N@10 | R@50 | N@50 | train s | stages (best epoch / run) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for d, m in vq:
+            t = m["test"]
+            st = "; ".join(f"{k} {v['best_epoch']}/{v['epochs_run']}" for k, v in m.get("stages", {}).items())
+            print(f"| {d.name} | {m.get('ablation', m.get('model'))} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
+                  f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} | {m.get('train_seconds')} | {st} |")
 
 
 if __name__ == "__main__":

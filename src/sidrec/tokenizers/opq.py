@@ -24,6 +24,7 @@ class OPQConfig:
     rotate: bool = True  # OPQ (True) or plain PQ (False)
     train_on: Literal["train", "all"] = "train"  # fit on items seen in training interactions, or all items
     collision: Literal["append", "none"] = "none"  # VQ-Rec uses the codes as they are
+    opq_iters: int = 50  # rotation/PQ alternations (faiss default 50; 10 costs ~0.6x the time, +17% recon MSE)
     seed: int = 0
 
 
@@ -50,6 +51,7 @@ class OPQTokenizer(ItemTokenizer):
             opq = faiss.downcast_VectorTransform(index.chain.at(0))
             self._opq_pq = faiss.ProductQuantizer(d, cfg.n_levels, bits)  # kept alive: faiss holds a raw pointer
             opq.pq = self._opq_pq
+            opq.niter = cfg.opq_iters
         t0 = time.time()
         try:
             index.train(train)

@@ -48,6 +48,7 @@ class VQRecTrainConfig:
     permutation_lr: float = 0.05  # stage 1 learning rate of the permutation logits
     finetune: Literal["codes", "all"] = "codes"  # stage 2 trains the code tables only, or everything
     codes: Literal["opq", "random"] = "opq"  # "random": the ablation with uniformly random codes
+    opq_iters: int = 50  # OPQ rotation iterations (faiss default)
 
 
 def _embeddings(ds: Dataset, out: Path, embed_cfg: EmbedConfig, given: str | Path | None, log) -> tuple[np.ndarray, str]:
@@ -60,13 +61,13 @@ def _embeddings(ds: Dataset, out: Path, embed_cfg: EmbedConfig, given: str | Pat
 
 
 def _fit_opq(embs: list[np.ndarray], masks: list[np.ndarray], cfg: VQRecConfig, seed: int, out: Path,
-             log) -> tuple[OPQTokenizer, list[np.ndarray]]:
+             log, iters: int = 50) -> tuple[OPQTokenizer, list[np.ndarray]]:
     """One OPQ fitted on the training items of all given catalogs; codes (n_items, D) of each catalog."""
     dims = {e.shape[1] for e in embs}
     if len(dims) != 1:
         raise SidrecError(f"the datasets' text embeddings have different widths {sorted(dims)}; "
                           "embed them all with the same encoder")
-    tok = OPQTokenizer(OPQConfig(n_levels=cfg.n_codes, codebook_size=cfg.code_size, seed=seed))
+    tok = OPQTokenizer(OPQConfig(n_levels=cfg.n_codes, codebook_size=cfg.code_size, seed=seed, opq_iters=iters))
     tok.fit(np.concatenate([e[1:] for e in embs]), train_mask=np.concatenate(masks), log=log)
     tok.save(out)
     return tok, [tok.encode(e[1:]) for e in embs]
@@ -122,7 +123,7 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
         embs.append(e)
         emb_dirs.append(d)
     _, per_domain = _fit_opq(embs, [train_item_mask(ds) for ds in datasets], model_cfg, train_cfg.seed,
-                             out / "opq", log)
+                             out / "opq", log, vq_cfg.opq_iters)
     codes, offsets = _stack_codes(per_domain, model_cfg.n_codes)
     np.save(out / "codes.npy", codes)
     domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": off,
@@ -186,8 +187,12 @@ def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: 
             raise SidrecError(f"{tokens}: codes have width {base.shape[1]} and values up to {int(base.max())}, but "
                               f"the model expects {D} codes per item in [0, {M})")
         codes = base
+        if (sid.path / "opq.faiss").is_file():  # keep the encoder of new items' text (cold start)
+            import shutil
+
+            shutil.copytree(sid.path, out / "opq", dirs_exist_ok=True)
     else:
-        _, (codes,) = _fit_opq([emb], [train_item_mask(ds)], model_cfg, seed, out / "opq", log)
+        _, (codes,) = _fit_opq([emb], [train_item_mask(ds)], model_cfg, seed, out / "opq", log, vq_cfg.opq_iters)
     return np.concatenate([np.zeros((1, D), np.int64), codes.astype(np.int64)])
 
 
@@ -219,7 +224,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                    data=data_info(ds), device=str(device))
     emb_dir = None
     emb = None
-    if vq_cfg.codes == "opq" and tokens is None:
+    if (vq_cfg.codes == "opq" and tokens is None) or embeddings is not None:
         emb, emb_dir = _embeddings(ds, out / "embeddings", embed_cfg, embeddings, log)
     codes = _target_codes(ds, emb, model_cfg, vq_cfg, tokens, train_cfg.seed, out, log)
     np.save(out / "codes.npy", codes)
