@@ -87,11 +87,14 @@ class VQRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         D, M = cfg.n_codes, cfg.code_size
-        self.code_emb = nn.Parameter(torch.randn(D, M, cfg.dim) * 0.02)
+        # item reps are means of D codes: their spread is the tables' / sqrt(D); tables at std 0.02 * sqrt(D) keep
+        # items at the position embeddings' scale (0.02, as in the official code), so LayerNorm does not drown them
+        self.code_emb = nn.Parameter(torch.randn(D, M, cfg.dim) * 0.02 * D ** 0.5)
         self.register_buffer("codes", torch.zeros(1, D, dtype=torch.long), persistent=False)
         self.set_codes(codes)
         self.perm_logits: nn.Parameter | None = None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.ln_in = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(dim=cfg.dim, n_heads=cfg.n_heads, dropout=cfg.dropout, inner=cfg.inner)
