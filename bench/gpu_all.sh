@@ -29,8 +29,8 @@ for d in beauty sports toys yelp instruments; do
   $S train sasrec $D/$d --out $W/sasrec-$d --max-minutes $B --dropout 0.5 --epochs 200 > $W/logs/sasrec-$d.log 2>&1 &
 done
 fi
-# 2. TIGER on LETTER's released IDs (Beauty, Instruments)
-for d in beauty instruments; do
+# 2. TIGER on LETTER's released IDs (Beauty, Instruments); ONLY=textpipes skips it (text pipelines alone)
+[ "$ONLY" = textpipes ] || for d in beauty instruments; do
   idx=$( [ $d = beauty ] && echo Beauty || echo Instruments )
   ( $S tokenize $D/$d --method published --index .gpu/index/$idx.index.json.gz --out $W/tok-pub-$d &&
     $S train tiger $D/$d --tokens $W/tok-pub-$d --out $W/tiger-pub-$d --preset tiger --epochs $EP --eval-every 3 \
@@ -43,16 +43,16 @@ for d in yelp sci; do
     $S tokenize $D/$d --method letter --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-letter-$d --epochs $TOKEP &&
     { $S tokenize $D/$d --method rqkmeans --embeddings $E/$d-minilm --cf $W/sas32-$d --out $W/tok-rqkmeans-$d || true; } &&
     { $S train tiger $D/$d --tokens $W/tok-rqvae-$d --out $W/tiger-rqvae-$d --epochs $EP --eval-every 3 --patience 4 --valid-users ${VALID_USERS:-0} \
-        --max-minutes ${PIPE_MIN:-3.5} --decode-batch 512 > $W/logs/tiger-rqvae-$d.log 2>&1 &
+        --max-minutes ${PIPE_MIN:-3.5} --decode-batch ${DECODE_BATCH:-512} > $W/logs/tiger-rqvae-$d.log 2>&1 &
       $S train tiger $D/$d --tokens $W/tok-letter-$d --out $W/tiger-letter-$d --temperature 0.7 --epochs $EP --valid-users ${VALID_USERS:-0} \
-        --eval-every 3 --patience 4 --max-minutes ${PIPE_MIN:-3.5} --decode-batch 512 \
+        --eval-every 3 --patience 4 --max-minutes ${PIPE_MIN:-3.5} --decode-batch ${DECODE_BATCH:-512} \
         > $W/logs/tiger-letter-$d.log 2>&1; wait; } ) > $W/logs/pipeline-$d.log 2>&1 &
 done
 while [ $(jobs -rp | wc -l) -gt 1 ]; do sleep 5; done
 kill $WATCH 2>/dev/null
 echo "all runs done in $(( $(date +%s) - t0 )) s"
 # 4. decoding speed against HF generate on the trained Beauty model
-timeout ${DECODE_BENCH_S:-45} python3 bench/decoding.py --run $W/tiger-pub-beauty --users 2048 --hf-users 64 --json $W/decoding.json \
+[ -d $W/tiger-pub-beauty ] && timeout ${DECODE_BENCH_S:-45} python3 bench/decoding.py --run $W/tiger-pub-beauty --users 2048 --hf-users 64 --json $W/decoding.json \
   > $W/logs/decoding.log 2>&1
 python3 bench/summarize.py "$W" > "$OUT/summary.md"
 cat "$OUT/summary.md"
