@@ -16,7 +16,7 @@ if ! python3 -c "import faiss" 2>/dev/null; then
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 S="python3 -m sidrec"
-PRE=${PRE_MIN:-3}; FT=${FT_MIN:-1.2}; EP=${EPOCHS:-300}; OPQIT=${OPQ_ITERS:-20}
+PRE=${PRE_MIN:-3}; FT=${FT_MIN:-1.2}; EP=${EPOCHS:-300}; OPQIT=${OPQ_ITERS:-20}; SEED=${SEED:-0}
 if [ "${TINY:-0}" = 1 ]; then PRE=0.05; FT=0.02; EP=1; OPQIT=1; fi
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
 t0=$(date +%s)
@@ -26,12 +26,12 @@ pretrain() {  # name [options]
   local name=$1; shift
   OMP_NUM_THREADS=${PRE_THREADS:-6} $S train vqrec --pretrain $V/data/office --pretrain $V/data/industrial --pretrain $V/data/yelp \
     --embeddings $V/emb/office-minilm --embeddings $V/emb/industrial-minilm --embeddings $V/emb/yelp-minilm \
-    --out $W/$name --epochs $EP --max-minutes $PRE --patience 10 --set opq_iters=$OPQIT "$@" > $W/logs/$name.log 2>&1
+    --out $W/$name --epochs $EP --max-minutes $PRE --patience 10 --seed $SEED --set opq_iters=$OPQIT "$@" > $W/logs/$name.log 2>&1
 }
 finetune() {  # target name [options]
   local t=$1 name=$2; shift 2
   OMP_NUM_THREADS=2 $S train vqrec $V/data/$t --embeddings $V/emb/$t-minilm --tokens $W/tok-opq-$t --out $W/$name --epochs $EP --max-minutes $FT \
-    --patience 10 --ks 5,10,20,50 "$@" > $W/logs/$name.log 2>&1
+    --patience 10 --seed $SEED --ks 5,10,20,50 "$@" > $W/logs/$name.log 2>&1
 }
 pretrain vq-pre &
 pretrain vq-pre-rho0 --rho 0 &
@@ -40,7 +40,7 @@ for t in sci retail; do  # one OPQ per target, fitted on its training items, sha
     --set opq_iters=$OPQIT > $W/logs/tok-opq-$t.log 2>&1
 done
 for t in sci retail; do
-  OMP_NUM_THREADS=2 $S train sasrec $V/data/$t --out $W/sasrec-$t --dropout 0.5 --epochs $EP --max-minutes $FT > $W/logs/sasrec-$t.log 2>&1 &
+  OMP_NUM_THREADS=2 $S train sasrec $V/data/$t --out $W/sasrec-$t --dropout 0.5 --seed $SEED --epochs $EP --max-minutes $FT > $W/logs/sasrec-$t.log 2>&1 &
   finetune $t vq-$t-nopre &
 done
 while pgrep -f "\-\-pretrain" >/dev/null; do sleep 3; done
