@@ -34,7 +34,7 @@ finetune() {  # target name [options]
     --patience 10 --seed $SEED --ks 5,10,20,50 "$@" > $W/logs/$name.log 2>&1
 }
 pretrain vq-pre &
-pretrain vq-pre-rho0 --rho 0 &
+[ "${ABLATIONS:-1}" = 1 ] && pretrain vq-pre-rho0 --rho 0 &
 for t in sci retail; do  # one OPQ per target, fitted on its training items, shared by its fine-tuning runs
   OMP_NUM_THREADS=2 $S tokenize $V/data/$t --method opq --embeddings $V/emb/$t-minilm --out $W/tok-opq-$t \
     --set opq_iters=$OPQIT > $W/logs/tok-opq-$t.log 2>&1
@@ -47,9 +47,12 @@ while pgrep -f "\-\-pretrain" >/dev/null; do sleep 3; done
 echo "pre-training done after $(( $(date +%s) - t0 )) s"
 for t in sci retail; do
   finetune $t vq-$t --init $W/vq-pre &
-  finetune $t vq-$t-norho --init $W/vq-pre-rho0 &
-  finetune $t vq-$t-noperm --init $W/vq-pre --no-permutation &
-  finetune $t vq-$t-random --init $W/vq-pre --codes random &
+  finetune $t vq-$t-all --init $W/vq-pre --finetune all &  # stage 2 trains everything, not only the tables
+  if [ "${ABLATIONS:-1}" = 1 ]; then
+    finetune $t vq-$t-norho --init $W/vq-pre-rho0 &
+    finetune $t vq-$t-noperm --init $W/vq-pre --no-permutation &
+    finetune $t vq-$t-random --init $W/vq-pre --codes random &
+  fi
 done
 while [ $(jobs -rp | wc -l) -gt 1 ]; do sleep 3; done
 kill $WATCH 2>/dev/null
