@@ -229,3 +229,32 @@ def test_minionerec_source_stitches_histories(tmp_path):
 
     with pytest.raises(SidrecError, match=r"bad.csv:2: history_item_id"):
         read_source("minionerec", [tmp_path / "bad.csv"])
+
+
+def test_recommend_errors_one_line_exit_2(vq, cli, tmp_path):
+    from sidrec.data.dataset import load_dataset
+
+    run = vq["tmp"] / "ft"
+    first = load_dataset(vq["target"]).items["item_id"].astype(str).iloc[0]
+    cases = [(["--history", first, "--k", "999"], "larger than the catalog"),
+             (["--history", "no-such-item"], "unknown item id"),
+             ([], "empty history"),
+             (["--history", first, "--new-items", tmp_path / "missing.csv"], "file not found")]
+    for args, msg in cases:
+        code, _, err = cli("recommend", run, *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+    bad = tmp_path / "new.csv"
+    bad.write_text("item_id,text\nX1,\n")
+    code, _, err = cli("recommend", run, "--history", first, "--new-items", bad)
+    assert code == 2 and "record 1: empty text" in err
+
+
+def test_tokens_of_another_dataset_are_refused(vq, cli, tmp_path):
+    """A tokens directory made for one dataset, used to train on another: one line, exit 2."""
+    src = vq["domains"][0]
+    code, _, err = cli("tokenize", src, "--method", "opq", "--embeddings", vq["tmp"] / "pre" / "embeddings" /
+                       f"0-{src.name}", "--levels", "4", "--codebook-size", "16", "--out", tmp_path / "tok")
+    assert code == 0, err
+    code, _, err = cli("train", "tiger", vq["target"], "--tokens", tmp_path / "tok", "--out", tmp_path / "t",
+                       "--preset", "small", "--epochs", "1")
+    assert code == 2 and "another dataset" in err and len(err.strip().splitlines()) == 1, err
