@@ -258,3 +258,26 @@ def test_tokens_of_another_dataset_are_refused(vq, cli, tmp_path):
     code, _, err = cli("train", "tiger", vq["target"], "--tokens", tmp_path / "tok", "--out", tmp_path / "t",
                        "--preset", "small", "--epochs", "1")
     assert code == 2 and "another dataset" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_http_serving_recommends_and_takes_cold_start_items(vq):
+    from fastapi.testclient import TestClient
+
+    from sidrec.data.dataset import load_dataset
+    from sidrec.serving.app import create_app
+
+    client = TestClient(create_app(vq["tmp"] / "ft"))
+    assert client.get("/health").json()["kind"] == "vqrec"
+    items = load_dataset(vq["target"]).items
+    hist = items["item_id"].astype(str).tolist()[:2]
+    r = client.post("/recommend", json={"history": hist, "k": 5})
+    assert r.status_code == 200 and len(r.json()["items"]) == 5
+    r = client.post("/recommend", json={"history": ["nope"], "k": 5})
+    assert r.status_code == 422 and "unknown item" in r.json()["detail"]
+    twin = items.set_index(items["item_id"].astype(str)).loc[r_top := client.post(
+        "/recommend", json={"history": hist, "k": 1}).json()["items"][0]["item"], "text"]
+    assert client.post("/items", json={"items": [{"item_id": "HTTP-NEW", "text": twin}]}).json()["added"] == 1
+    top = client.post("/recommend", json={"history": hist, "k": 5}).json()["items"]
+    new = [x for x in top if x["item"] == "HTTP-NEW"]
+    assert new and abs(new[0]["score"] - top[0]["score"]) < 1e-4  # the twin scores as high as the best item
+    assert r_top in [x["item"] for x in top]

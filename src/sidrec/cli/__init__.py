@@ -22,6 +22,7 @@ app.add_typer(train_cmd.app, name="train")
 app.command()(tokens_cmd.embed)
 app.command()(tokens_cmd.tokenize)
 app.command()(gen_cmd.recommend)
+app.command()(gen_cmd.serve)
 app.command()(gen_cmd.demo)
 app.command()(gen_cmd.run)
 

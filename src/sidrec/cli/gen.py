@@ -41,6 +41,25 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
                 f"top {k} for a history of {len(history)} items")
 
 
+def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run directory")],
+          host: Annotated[str, typer.Option()] = "127.0.0.1",
+          port: Annotated[int, typer.Option()] = 8000,
+          device: Annotated[str, typer.Option()] = "cpu"):
+    """Serve recommendations over HTTP (FastAPI): POST /recommend, POST /items (VQ-Rec cold start), GET /health.
+
+    Example: sidrec serve runs/vq-sci --port 8000
+      curl -X POST localhost:8000/recommend -H 'content-type: application/json' -d '{"history": ["B0001"], "k": 5}'
+    """
+    try:
+        import uvicorn
+
+        from sidrec.serving.app import create_app
+    except ImportError:
+        raise SidrecError("serving needs the 'serve' extra: pip install 'sidrec[serve]'") from None
+
+    uvicorn.run(create_app(run, device=device), host=host, port=port)
+
+
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("demo-out"),
          seed: Annotated[int, typer.Option()] = 0,
          quick: Annotated[bool, typer.Option(help="a smaller catalog and fewer epochs (for a smoke test)")] = False):
