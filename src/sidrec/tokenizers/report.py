@@ -57,6 +57,7 @@ def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
         "sinkhorn_rounds": getattr(tok, "sinkhorn_rounds_", 0),
         "reconstruction_mse": getattr(tok, "reconstruction_mse_", None),
         "fit_seconds": round(getattr(tok, "fit_seconds_", 0.0), 3),
+        "recluster_seconds": round(getattr(tok, "recluster_seconds_", 0.0), 3),  # LETTER: constrained k-means
         "reseeded_codes": getattr(tok, "reseeded_", 0),
         "cf_overlap": cf_overlap(base, cf) if cf is not None else None,
         "ranking_check": None,
