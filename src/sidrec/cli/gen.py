@@ -31,10 +31,7 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
         if not isinstance(rec, VQRecRecommender):
             raise SidrecError(f"{run}: --new-items needs a VQ-Rec run (a TIGER run only knows its trained IDs)")
         rec.add_items(*read_new_items(new_items))
-    if isinstance(rec, VQRecRecommender):
-        rows = rec.recommend(history, k=k)
-    else:
-        rows = rec.recommend(history, k=k, beam=beam or max(k, 20))
+    rows = rec.recommend(history, k=k, beam=beam)
     print_table([["rank", "item", "score", "title"]] +
                 [[str(i + 1), r["item"] + (" (new)" if r.get("new") else ""), f"{r['score']:.3f}", r["title"][:70]]
                  for i, r in enumerate(rows)],

@@ -12,9 +12,12 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidrec.errors import SidrecError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def check_file(path: str | Path) -> Path:
@@ -103,3 +106,25 @@ def atomic_dir(out: str | Path):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_table(p: Path) -> pd.DataFrame:
+    """A csv (delimiter sniffed, gzip ok), parquet or Excel file as a DataFrame; one-line error if unreadable."""
+    import pandas as pd
+
+    p = check_file(p)
+    try:
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p)
+        if p.suffix in (".xlsx", ".xls"):
+            return pd.read_excel(p)
+        return pd.read_csv(p, sep=None, engine="python", dtype=str)  # sniff ',' / '\t' / ';'
+    except (ValueError, OSError, EOFError, pd.errors.ParserError, ImportError) as e:
+        raise SidrecError(f"{p}: cannot read table ({str(e).splitlines()[0][:100]})") from None
+
+
+def column(df: pd.DataFrame, name: str, p: Path) -> pd.Series:
+    """``df[name]``, or a one-line error naming the file and the columns it has."""
+    if name not in df.columns:
+        raise SidrecError(f"{p}: missing column {name!r} (columns: {list(df.columns)[:12]})")
+    return df[name]

@@ -47,10 +47,7 @@ def create_app(run: str | Path, device: str = "cpu") -> FastAPI:
     @app.post("/recommend")
     def recommend(req: RecommendRequest) -> dict:
         try:
-            if isinstance(rec, VQRecRecommender):
-                items = rec.recommend(req.history, k=req.k)
-            else:
-                items = rec.recommend(req.history, k=req.k, beam=req.beam or max(req.k, 20))
+            items = rec.recommend(req.history, k=req.k, beam=req.beam)
         except SidrecError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
         return {"items": items}

@@ -63,12 +63,14 @@ class Recommender(_Catalog):
         model, trie, conf = load_tiger(run, device)
         return cls(model, trie, load_dataset(conf["dataset"]), device)
 
-    def recommend(self, history: list[str], *, k: int = 10, beam: int = 20) -> list[dict]:
+    def recommend(self, history: list[str], *, k: int = 10, beam: int = 0) -> list[dict]:
+        """Top-k by trie-constrained beam search (beam 0 = max(k, 20))."""
         from sidrec.decoding.beam import t5_beam_search
 
         hist = self._history_indices(history, k, self.model.cfg.max_history)
         items, scores = t5_beam_search(self.model, torch.zeros(1, dtype=torch.long, device=self.device),
-                                       torch.as_tensor(hist, device=self.device), self.trie, beam=max(beam, k), k=k)
+                                       torch.as_tensor(hist, device=self.device), self.trie,
+                                       beam=max(beam or 20, k), k=k)
         return self._rows(items[0].tolist(), scores[0].tolist())
 
 
@@ -77,6 +79,7 @@ class VQRecRecommender(_Catalog):
         self.model, self.meta, self.run, self.device = model, meta, Path(run), device
         self._init_catalog(ds)
         self.new_items: set[str] = set()
+        self._reps: torch.Tensor | None = None  # item representations, computed once per catalog
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu") -> VQRecRecommender:
@@ -113,11 +116,16 @@ class VQRecRecommender(_Catalog):
         self.titles = np.concatenate([self.titles, np.array(titles or texts, dtype=object)])
         self.index = pd.concat([self.index, pd.Series(np.arange(start, start + len(ids)), index=ids)])
         self.new_items.update(ids)
+        self._reps = None
 
-    def recommend(self, history: list[str], *, k: int = 10, exclude_history: bool = False) -> list[dict]:
+    def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, exclude_history: bool = False) -> list[dict]:
+        """Top-k of a full scoring of the catalog (``beam`` is accepted for a common signature and unused)."""
         hist = self._history_indices(history, k, self.model.cfg.max_len)
         with torch.no_grad():
-            scores = self.model.score(torch.as_tensor(hist, device=self.device))[0].float()
+            if self._reps is None:
+                self._reps = self.model.item_reps()
+            state = self.model.forward(torch.as_tensor(hist, device=self.device))[:, -1]
+            scores = self.model.logits(state, self._reps)[0].float()
         scores[0] = -torch.inf
         if exclude_history:
             scores[torch.as_tensor(hist[hist > 0], device=self.device)] = -torch.inf
@@ -140,7 +148,7 @@ def load_recommender(run: str | Path, device: str = "cpu") -> Recommender | VQRe
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """New items for cold start from a csv (columns item_id, text[, title]) or jsonl file: (ids, texts, titles)."""
-    from sidrec.data.io import check_file, iter_records, require
+    from sidrec.data.io import check_file, column, iter_records, read_table, require
 
     p = check_file(path)
     if p.name.endswith((".jsonl", ".jsonl.gz", ".json")):
@@ -150,13 +158,9 @@ def read_new_items(path: str | Path) -> tuple[list[str], list[str], list[str]]:
             rows.append(rec)
         df = pd.DataFrame(rows)
     else:
-        try:
-            df = pd.read_csv(p, dtype=str, keep_default_na=False)
-        except Exception as e:  # noqa: BLE001
-            raise SidrecError(f"{p}: not a readable csv ({type(e).__name__})") from None
+        df = read_table(p).fillna("")
         for col in ("item_id", "text"):
-            if col not in df.columns:
-                raise SidrecError(f"{p}:1: missing column {col!r} (need item_id, text[, title])")
+            column(df, col, p)
     if df.empty:
         raise SidrecError(f"{p}: no new items in the file")
     empty = df.index[df["text"].astype(str).str.strip() == ""]

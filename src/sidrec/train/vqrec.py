@@ -92,8 +92,7 @@ def _domain_scorer(model: VQRec, off: int, n: int):
 
 
 def _code_report(codes: np.ndarray) -> dict:
-    st = collision_stats(codes[1:])
-    return {"items": int(len(codes) - 1), **{k: v for k, v in st.items() if isinstance(v, (int, float))}}
+    return {"items": int(len(codes) - 1), **collision_stats(codes[1:])}
 
 
 def _write_meta(out: Path, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig, domains: list[dict], **extra) -> None:

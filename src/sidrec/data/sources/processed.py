@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sidrec.data.io import iter_lines, read_json
+from sidrec.data.io import column, iter_lines, read_json, read_table
 from sidrec.data.schema import RawData
 from sidrec.errors import SidrecError
 
@@ -125,14 +125,9 @@ def read_minionerec(inputs: list[Path]) -> RawData:
         raise SidrecError(f"{inputs[0]}: the minionerec source needs '*.csv' files (train/valid/test)")
     seqs: dict[str, list[str]] = {}
     for p in csvs:
-        try:
-            df = pd.read_csv(p, dtype=str, keep_default_na=False)
-        except Exception as e:  # noqa: BLE001 - pandas raises many parser error types
-            raise SidrecError(f"{p}: not a readable csv ({type(e).__name__}: {str(e)[:80]})") from None
-        for col in ("user_id", "history_item_id", "item_id"):
-            if col not in df.columns:
-                raise SidrecError(f"{p}:1: missing column {col!r} (have {list(df.columns)[:8]})")
-        for n, (u, h, t) in enumerate(zip(df["user_id"], df["history_item_id"], df["item_id"]), start=2):
+        df = read_table(p).fillna("")
+        cols = [column(df, c, p) for c in ("user_id", "history_item_id", "item_id")]
+        for n, (u, h, t) in enumerate(zip(*cols), start=2):
             try:
                 hist = [str(int(x)) for x in ast.literal_eval(h)] if h.strip() else []
             except (ValueError, SyntaxError, TypeError):

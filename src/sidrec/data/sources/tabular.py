@@ -6,27 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sidrec.data.io import check_file
+from sidrec.data.io import column as _col
+from sidrec.data.io import read_table as _read_table
 from sidrec.data.schema import RawData
 from sidrec.errors import SidrecError
-
-
-def _read_table(p: Path) -> pd.DataFrame:
-    check_file(p)
-    try:
-        if p.suffix == ".parquet":
-            return pd.read_parquet(p)
-        if p.suffix in (".xlsx", ".xls"):
-            return pd.read_excel(p)
-        return pd.read_csv(p, sep=None, engine="python", dtype=str)  # sniff ',' / '\t' / ';'
-    except (ValueError, OSError, EOFError, pd.errors.ParserError, ImportError) as e:
-        raise SidrecError(f"{p}: cannot read table ({str(e).splitlines()[0][:100]})") from None
-
-
-def _col(df: pd.DataFrame, name: str, p: Path) -> pd.Series:
-    if name not in df.columns:
-        raise SidrecError(f"{p}: missing column {name!r} (columns: {list(df.columns)[:12]})")
-    return df[name]
 
 
 def _time(series: pd.Series, p: Path, name: str) -> pd.Series:
