@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sidrec.decoding.beam import t5_beam_search
+from sidrec.decoding.beam import tiger_beam_search
 from sidrec.decoding.trie import Trie
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab, ranking_guided_loss
 
@@ -37,15 +37,12 @@ def test_beam_search_equals_brute_force(beam):
     trie = Trie(codes, sizes)
     hist = torch.randint(1, 51, (6, 5))
     users = torch.arange(6)
-    items, scores = t5_beam_search(model, users, hist, trie, beam=beam, k=10)
+    items, scores = tiger_beam_search(model, users, hist, trie, beam=beam, k=10)
     # brute force: full log-probability of every item's ID
-    ids, mask = model.encode_inputs(users, hist)
-    labels = model.item_tok[1:]  # (n, L)
     for b in range(6):
-        dec = torch.cat([torch.zeros(50, 1, dtype=torch.long), labels[:, :-1]], 1)
         with torch.no_grad():
-            logits = model.t5(input_ids=ids[b:b + 1].expand(50, -1), attention_mask=mask[b:b + 1].expand(50, -1),
-                              decoder_input_ids=dec).logits
+            logits, _ = model.teacher_forced(users[b:b + 1].expand(50), hist[b:b + 1].expand(50, -1),
+                                             torch.arange(1, 51))
         lp = torch.stack([torch.log_softmax(logits[:, j], -1)[:, model.vocab.offsets[j]:model.vocab.offsets[j] + 4]
                           .gather(1, torch.as_tensor(codes[:, j])[:, None]).squeeze(1) for j in range(3)], 1).sum(1)
         top = torch.topk(lp, 10)
@@ -57,13 +54,13 @@ def test_only_valid_distinct_items_even_with_narrow_beam():
     torch.manual_seed(1)
     codes = catalog(n=30, seed=3)
     model = TIGER(TINY, Vocab([4, 4, 4]), codes).eval()
-    items, scores = t5_beam_search(model, torch.arange(16), torch.randint(1, 31, (16, 5)), Trie(codes, [4, 4, 4]),
+    items, scores = tiger_beam_search(model, torch.arange(16), torch.randint(1, 31, (16, 5)), Trie(codes, [4, 4, 4]),
                                    beam=20, k=20)
     for row in items.tolist():
         valid = [i for i in row if i > 0]
         assert len(valid) == len(set(valid)) == 20 and all(1 <= i <= 30 for i in valid)
     # fewer items than the beam: the rest is -1, never an invalid ID
-    items, _ = t5_beam_search(model, torch.arange(2), torch.randint(1, 31, (2, 5)), Trie(codes, [4, 4, 4]),
+    items, _ = tiger_beam_search(model, torch.arange(2), torch.randint(1, 31, (2, 5)), Trie(codes, [4, 4, 4]),
                               beam=40, k=40)
     assert (items[:, 30:] == -1).all() and set(items[0, :30].tolist()) == set(range(1, 31))
 
@@ -101,3 +98,55 @@ def test_learns_planted_sequence_pattern(tmp_path):
                     TrainConfig(epochs=20, batch_size=64, learning_rate=3e-3, eval_every=5, seed=0),
                     beam=20, ks=(1, 5, 10, 20), log=lambda s: None)
     assert m["test"]["recall@1"] > 0.9, m["test"]
+
+
+def _hf_pair(seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    codes = catalog(n=40, seed=seed)
+    cfg = TIGERConfig(preset="custom", n_layers=2, d_model=32, n_heads=3, d_kv=8, d_ff=48, dropout=dropout,
+                      max_history=6)
+    model = TIGER(cfg, Vocab([4, 4, 4]), codes).eval()
+    with torch.no_grad():  # non-trivial norms, so a wrong norm placement would show
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    return model, model.to_hf().eval()
+
+
+def test_lean_backbone_equals_hf_t5():
+    """Same weights, same logits as HF T5ForConditionalGeneration (padding, relative bias, tied scaled head)."""
+    model, hf = _hf_pair()
+    g = torch.Generator().manual_seed(1)
+    hist = torch.randint(1, 41, (8, 6), generator=g)
+    hist[:3, :2] = 0  # padded histories
+    users, target = torch.arange(8), torch.randint(1, 41, (8,), generator=g)
+    ids, mask = model.encode_inputs(users, hist)
+    with torch.no_grad():
+        ours, labels = model.teacher_forced(users, hist, target)
+        dec = torch.cat([torch.zeros(8, 1, dtype=torch.long), labels[:, :-1]], 1)
+        ref = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    rel = (ours - ref).norm() / ref.norm()
+    assert rel < 1e-5, rel
+    # incremental decoding (cache + per-user cross-attention) gives the teacher-forced logits too
+    with torch.no_grad():
+        state = model.net.start(ids, mask)
+        for j in range(3):
+            step, state = model.net.step(dec[:, j:j + 1], state)
+            assert torch.allclose(step, ours[:, j], atol=1e-5)
+
+
+def test_old_hf_runs_load_into_lean_backbone(tmp_path):
+    from safetensors.torch import save_model
+
+    model, hf = _hf_pair(seed=2)
+
+    class Old(torch.nn.Module):  # the layout of sidrec <= 0.1 runs: TIGER.t5 = HF T5
+        def __init__(self):
+            super().__init__()
+            self.t5 = hf
+
+    save_model(Old(), str(tmp_path / "model.safetensors"))
+    fresh = TIGER(model.cfg, model.vocab, catalog(n=40, seed=2))
+    fresh.load_weights(str(tmp_path / "model.safetensors"))
+    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), n

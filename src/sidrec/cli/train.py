@@ -73,12 +73,18 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
           beam: Annotated[int, typer.Option(help="beam width (>= largest K)")] = 20,
           valid_users: Annotated[int, typer.Option(help="validate on a seeded sample of users (0 = all)")] = 0,
           decode_batch: Annotated[int, typer.Option(help="users decoded at once")] = 256,
+          select: Annotated[Optional[str], typer.Option(help="early-stopping signal: ndcg@10 (decoded validation) "
+                                                         "or loss (teacher-forced validation loss, LETTER; cheap)")] = None,
+          compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile",
+                                                           help="torch.compile the step (default: on CUDA)")] = None,
+          lr_scale: Annotated[Optional[str], typer.Option(help="batch-size rule for --lr: sqrt (default), linear, "
+                                                           "none; --lr is the rate at batch 256")] = None,
           seed: Annotated[Optional[int], typer.Option()] = None,
           device: Annotated[Optional[str], typer.Option()] = None,
           config: ConfigOpt = None, set_: SetOpt = None):
-    """Train a TIGER generator on semantic IDs; early stopping on validation NDCG@10; test once.
+    """Train a TIGER generator on semantic IDs; early stopping on validation NDCG@10 (or loss); test once.
 
-    Example: sidrec train tiger data/beauty --tokens runs/beauty-letter --out runs/beauty-tiger --preset strong
+    Example: sidrec train tiger data/beauty --tokens runs/beauty-letter --out runs/beauty-tiger --batch-size 1024
     """
     from sidrec.data.dataset import load_dataset
     from sidrec.models.tiger import TIGERConfig
@@ -89,7 +95,8 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
     mcfg, tcfg = layered([TIGERConfig, TrainConfig], config, set_,
                          dict(preset=preset, temperature=temperature, user_tokens=user_tokens, epochs=epochs,
                               batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-                              eval_every=eval_every, max_minutes=max_minutes, seed=seed, device=device),
+                              eval_every=eval_every, max_minutes=max_minutes, seed=seed, device=device,
+                              select_metric=select, compile=compile_, lr_scale=lr_scale),
                          defaults={**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]),
                                    "max_history": ds.stats["config"]["max_history"]})
     m = train_tiger(ds, tokens, out, mcfg, tcfg, beam=beam, valid_users=valid_users, decode_batch=decode_batch,

@@ -46,26 +46,9 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
     return items[:, :k], scores[:, :k]
 
 
-def t5_beam_search(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20):
-    """Beam search for a TIGER model (HF T5 with an EncoderDecoderCache)."""
-    t5 = model.t5
+def tiger_beam_search(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20):
+    """Beam search for a TIGER model: encoder once, then one incremental decoder step per ID level."""
     ids, mask = model.encode_inputs(users, hist)
-    enc = t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, d)
-    B = ids.shape[0]
-    enc = enc.repeat_interleave(beam, 0)
-    mask = mask.repeat_interleave(beam, 0)
-
-    def step(tokens, cache):
-        out = t5(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=tokens, past_key_values=cache,
-                 use_cache=True)
-        return out.logits[:, -1], out.past_key_values
-
-    def reorder(cache, idx):
-        cache.reorder_cache(idx)
-        return cache
-
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    return beam_search(step, cache, batch=B, trie=trie, offsets=model.vocab.offsets, beam=beam, k=k,
-                       reorder_fn=reorder)
+    net = model.net
+    return beam_search(net.step, net.start(ids, mask), batch=ids.shape[0], trie=trie, offsets=model.vocab.offsets,
+                       beam=beam, k=k, reorder_fn=net.reorder)

@@ -1,6 +1,7 @@
 """TIGER (Rajput et al., NeurIPS 2023): a T5 encoder-decoder, trained from scratch, that reads a user's
 history as semantic-ID tokens and generates the next item's ID; with LETTER's ranking-guided loss
-(cross-entropy on logits / tau)."""
+(cross-entropy on logits / tau). The backbone is sidrec's lean T5 (``models.encdec``): HF T5's math on
+``scaled_dot_product_attention``, compiled for training; runs trained on HF T5 load unchanged."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sidrec.models.encdec import EncoderDecoder, hf_key, hf_to_lean
 
 PAD, EOS, N_SPECIAL = 0, 1, 2  # PAD doubles as the decoder start token (T5 convention)
 
@@ -55,14 +58,9 @@ class Vocab:
 class TIGER(nn.Module):
     def __init__(self, cfg: TIGERConfig, vocab: Vocab, codes: np.ndarray):
         super().__init__()
-        from transformers import T5Config, T5ForConditionalGeneration
-
         self.cfg, self.vocab = cfg, vocab
-        t5 = T5Config(vocab_size=vocab.size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
-                      num_layers=cfg.n_layers, num_decoder_layers=cfg.n_layers, num_heads=cfg.n_heads,
-                      dropout_rate=cfg.dropout, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS,
-                      decoder_start_token_id=PAD, tie_word_embeddings=True)
-        self.t5 = T5ForConditionalGeneration(t5)
+        self.net = EncoderDecoder(vocab_size=vocab.size, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                                  n_heads=cfg.n_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff, dropout=cfg.dropout)
         self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)  # (n_items + 1, L)
 
     @property
@@ -77,13 +75,39 @@ class TIGER(nn.Module):
             ids = torch.cat([u[:, None], ids], 1)
         return ids, ids != PAD
 
-    def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy)."""
+    def teacher_forced(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
+        """Logits (B, L, V) of the target items' ID tokens given the true prefix, and the labels (B, L)."""
         ids, mask = self.encode_inputs(users, hist)
         labels = self.item_tok[target]  # (B, L)
         dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
-        logits = self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_in).logits  # (B, L, V)
+        return self.net(ids, mask, dec_in), labels
+
+    def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy)."""
+        logits, labels = self.teacher_forced(users, hist, target)
         return ranking_guided_loss(logits, labels, self.cfg.temperature)
+
+    def load_weights(self, path: str) -> None:
+        """Load RUN/model.safetensors, written by this backbone or by the HF-T5 one of sidrec <= 0.1."""
+        from safetensors.torch import load_file
+
+        sd = load_file(path, device=str(self.item_tok.device))
+        if any(k.startswith("t5.") for k in sd):
+            sd = {"net." + k: v for k, v in hf_to_lean({k[3:]: v for k, v in sd.items()}).items()}
+        self.load_state_dict(sd)
+
+    def to_hf(self):
+        """An HF ``T5ForConditionalGeneration`` with these weights (HF ``generate``, the old-step benchmark)."""
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        c = self.cfg
+        t5 = T5ForConditionalGeneration(T5Config(
+            vocab_size=self.vocab.size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.n_layers,
+            num_decoder_layers=c.n_layers, num_heads=c.n_heads, dropout_rate=c.dropout, feed_forward_proj="relu",
+            pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD, tie_word_embeddings=True))
+        lean = self.net.state_dict()
+        t5.load_state_dict({k: lean[hf_key(k)] for k in t5.state_dict()})
+        return t5.to(self.item_tok.device)
 
 
 def ranking_guided_loss(logits: torch.Tensor, labels: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

@@ -65,10 +65,10 @@ class Recommender(_Catalog):
 
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0) -> list[dict]:
         """Top-k by trie-constrained beam search (beam 0 = max(k, 20))."""
-        from sidrec.decoding.beam import t5_beam_search
+        from sidrec.decoding.beam import tiger_beam_search
 
         hist = self._history_indices(history, k, self.model.cfg.max_history)
-        items, scores = t5_beam_search(self.model, torch.zeros(1, dtype=torch.long, device=self.device),
+        items, scores = tiger_beam_search(self.model, torch.zeros(1, dtype=torch.long, device=self.device),
                                        torch.as_tensor(hist, device=self.device), self.trie,
                                        beam=max(beam or 20, k), k=k)
         return self._rows(items[0].tolist(), scores[0].tolist())

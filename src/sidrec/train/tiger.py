@@ -12,7 +12,7 @@ import torch
 
 from sidrec.config import from_dict, to_dict
 from sidrec.data.dataset import Dataset
-from sidrec.decoding.beam import t5_beam_search
+from sidrec.decoding.beam import tiger_beam_search
 from sidrec.decoding.trie import Trie
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
@@ -25,11 +25,11 @@ from sidrec.train.seeding import pick_device, seed_everything
 
 TRAIN_PRESETS = {
     "tiger": dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,
-                  weight_decay=0.0, patience=10, eval_every=2),
+                  weight_decay=0.0, patience=10, eval_every=2, lr_scale="sqrt"),
     "small": dict(epochs=30, batch_size=256, learning_rate=3e-3, schedule="cosine", warmup_steps=100,
-                  weight_decay=0.0, patience=5, eval_every=2),
+                  weight_decay=0.0, patience=5, eval_every=2, lr_scale="sqrt"),
     "strong": dict(epochs=200, batch_size=256, learning_rate=3e-4, schedule="cosine", warmup_steps=10_000,
-                   weight_decay=0.035, patience=10, eval_every=2),
+                   weight_decay=0.035, patience=10, eval_every=2, lr_scale="sqrt"),
 }
 
 
@@ -53,10 +53,23 @@ def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int
     batches = range(0, len(rows), batch_size)
     for s in progress(batches, total=len(batches), desc=f"decode {split}"):
         r = rows[s:s + batch_size]
-        items, _ = t5_beam_search(model, torch.as_tensor(u_all[r], device=device),
+        items, _ = tiger_beam_search(model, torch.as_tensor(u_all[r], device=device),
                                   torch.as_tensor(hist[r], device=device), trie, beam=beam, k=k)
         out[r] = items.cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def validation_loss(model: TIGER, ds: Dataset, *, batch_size: int, device: torch.device, split: str = "valid") -> float:
+    """Mean teacher-forced loss (the training objective) of the split's targets."""
+    model.eval()
+    u, hist, target = (torch.as_tensor(a, device=device) for a in ds.eval_inputs(split, model.cfg.max_history))
+    total = torch.zeros((), device=device)
+    for s in range(0, len(target), batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            total += model(u[s:s + batch_size], hist[s:s + batch_size], target[s:s + batch_size]).float() * \
+                len(target[s:s + batch_size])
+    return total.item() / len(target)
 
 
 def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIGERConfig, train_cfg: TrainConfig,
@@ -85,11 +98,14 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
     log(f"tiger: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n:,} training samples, "
         f"IDs of length {ids.codes.shape[1]}, vocab {model.vocab.size}")
 
+    # training samples live on the device; a batch is a gather there (same order on every device)
+    d_users, d_hist, d_target = (torch.as_tensor(a, device=device) for a in (users, hist, target))
+
     def batches(epoch: int):
-        order = np.random.default_rng([train_cfg.seed, epoch]).permutation(n)
+        order = torch.from_numpy(np.random.default_rng([train_cfg.seed, epoch]).permutation(n)).to(device)
         for s in range(0, n, train_cfg.batch_size):
             i = order[s:s + train_cfg.batch_size]
-            yield torch.from_numpy(users[i]), torch.from_numpy(hist[i]), torch.from_numpy(target[i])
+            yield d_users[i], d_hist[i], d_target[i]
 
     vrows = None
     if valid_users and valid_users < ds.n_users:
@@ -97,6 +113,8 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
     ecfg = EvalConfig(ks=ks, max_history=model_cfg.max_history)
 
     def validate(m: TIGER) -> dict:
+        if train_cfg.select_metric == "loss":  # LETTER's signal: teacher-forced loss, no decoding
+            return {"split": "valid", "loss": validation_loss(m, ds, batch_size=train_cfg.batch_size, device=device)}
         ranked = decode_users(m, trie, ds, "valid", beam=beam, k=max(ks), batch_size=decode_batch, device=device,
                               users=vrows)
         if vrows is not None:  # score only the sampled users (recorded in the results)
@@ -110,7 +128,7 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
 
     t0 = time.time()
     res = fit(model, cfg=train_cfg, run_dir=out, device=device, batches=batches, steps_per_epoch=steps,
-              loss_fn=lambda m, b: m(*b), validate=validate, log=log)
+              loss_fn=lambda m, b: m(*b), validate=validate, log=log, compilable=True)
     train_seconds = time.time() - t0
     t1 = time.time()
     ranked = decode_users(model, trie, ds, "test", beam=beam, k=max(ks), batch_size=decode_batch, device=device)
@@ -130,8 +148,6 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
 
 
 def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIGER, Trie, dict]:
-    from safetensors.torch import load_model
-
     run = Path(run)
     if not (run / "config.json").is_file() or not (run / "model.safetensors").is_file():
         raise SidrecError(f"{run}: not a trained TIGER run (missing config.json / model.safetensors)")
@@ -141,5 +157,5 @@ def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIG
     cfg = from_dict(TIGERConfig, conf["model"])
     ids = SemanticIDs(conf["tokens"])
     model, trie = build_model(cfg, ids)
-    load_model(model, str(run / "model.safetensors"))
+    model.load_weights(str(run / "model.safetensors"))
     return model.to(device).eval(), trie.to(device), conf
