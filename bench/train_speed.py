@@ -1,0 +1,215 @@
+"""Old vs new TIGER training step, side by side in one process on one card (issue 10, item 4).
+
+Beauty shapes: the prepared dataset and LETTER's released IDs (4 levels + collision level), history 20.
+- old: the sidrec <= 0.1 step: HF ``T5ForConditionalGeneration``, eager, batches built on the host and
+  copied per step, ``loss.item()`` every step, AdamW (foreach), ``clip_grad_norm_``;
+- new: the lean T5 backbone (``models.encdec``) under ``torch.compile``, batches gathered on the device
+  from device-resident tensors, loss kept on the device, fused AdamW;
+- new-eager: the new step without ``torch.compile`` (what the compiler contributes).
+Both start from the same weights; the loss of one fixed batch is compared (eval mode, float32).
+Then a kernel profile of the new step and, with ``--epoch``, end-to-end epochs of ``train_tiger``
+(epoch 1 includes compilation) with decoded-NDCG validation and with loss validation.
+
+  python bench/train_speed.py --data DIR --tokens TOK --batch 256 1024 4096 --json bench/results/train-speed-h100.json --epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from sidrec.data.dataset import load_dataset
+from sidrec.models.tiger import PRESETS, TIGER, TIGERConfig, Vocab, ranking_guided_loss
+from sidrec.tokenizers.base import SemanticIDs
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def old_loss(model: TIGER, hf, users, hist, target):
+    ids, mask = model.encode_inputs(users, hist)
+    labels = model.item_tok[target]
+    dec_in = torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1]], 1)
+    return ranking_guided_loss(hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_in).logits, labels)
+
+
+def time_variant(name, model, params, loss_fn, batches, *, dev, warmup, steps, fused):
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True if fused else None)
+    amp = dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    tc = time.time()
+    total = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(dev)
+            t0 = time.time()
+        b = next(batches)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(*b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=fused or None)
+        opt.step()
+        if name == "old":
+            total = (total or 0.0) + loss.item()  # the old loop's per-step host sync
+        else:
+            total = loss.detach() if total is None else total + loss.detach()
+        if i == 0:
+            first = time.time() - tc
+    sync(dev)
+    dt = time.time() - t0
+    return {"seconds_per_step": dt / steps, "first_step_seconds": round(first, 2),
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == "cuda" else None}
+
+
+def profile_new(step, dev, steps=20) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    for _ in range(3):
+        step()
+    sync(dev)
+    with profile(activities=acts) as prof:
+        t0 = time.time()
+        for _ in range(steps):
+            step()
+        sync(dev)
+        wall = time.time() - t0
+    ev = prof.key_averages()
+    if dev.type != "cuda":
+        return {"wall_ms_per_step": 1e3 * wall / steps}
+    kern = sum(e.self_device_time_total for e in ev if e.device_type.name == "CUDA") / 1e3 / steps  # ms
+    launches = sum(e.count for e in ev if e.device_type.name == "CUDA") / steps
+    top = sorted((e for e in ev if e.device_type.name == "CUDA"), key=lambda e: -e.self_device_time_total)[:8]
+    return {"wall_ms_per_step": round(1e3 * wall / steps, 3), "kernel_ms_per_step": round(kern, 3),
+            "gpu_busy_share": round(kern / (1e3 * wall / steps), 3), "kernels_per_step": round(launches, 1),
+            "top_kernels": [{"name": e.key[:90], "ms_per_step": round(e.self_device_time_total / 1e3 / steps, 3)}
+                            for e in top]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--batch", type=int, nargs="+", default=[256, 1024, 4096])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--history", type=int, default=20)
+    ap.add_argument("--epoch", action="store_true", help="also time end-to-end epochs of train_tiger")
+    ap.add_argument("--epoch-batch", type=int, default=1024)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    ds = load_dataset(a.data)
+    ids = SemanticIDs(a.tokens)
+    cfg = TIGERConfig(preset="tiger", **{**PRESETS["tiger"], "max_history": a.history})
+    hist, target = ds.train_prefix_samples(a.history)
+    users = np.repeat(np.arange(1, ds.n_users + 1), np.clip(np.diff(ds.offsets) - 3, 0, None))
+    n = len(target)
+    gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
+    res = {"gpu": gpu, "torch": torch.__version__, "dataset": str(a.data), "samples": n, "history": a.history,
+           "id_length": int(ids.codes.shape[1]), "runs": []}
+
+    base = TIGER(cfg, Vocab(ids.level_sizes, 0), ids.codes).to(dev)
+    # same function: one fixed batch, eval mode, float32
+    hf = base.to_hf()
+    with torch.no_grad():
+        b = [torch.as_tensor(x[:256], device=dev) for x in (users, hist, target)]
+        base.eval(), hf.eval()
+        lo, ln = old_loss(base, hf, *b).item(), base(*b).item()
+    res["loss_check"] = {"old": lo, "new": ln, "abs_diff": abs(lo - ln)}
+    d_users, d_hist, d_target = (torch.as_tensor(x, device=dev) for x in (users, hist, target))
+
+    for B in a.batch:
+        rng = np.random.default_rng(B)
+
+        def host_batches():  # the old loop: numpy gather on the host, copy per step
+            while True:
+                i = rng.integers(0, n, B)
+                yield tuple(torch.from_numpy(x[i]).to(dev, non_blocking=True) for x in (users, hist, target))
+
+        def device_batches():
+            while True:
+                i = torch.randint(0, n, (B,), device=dev)
+                yield d_users[i], d_hist[i], d_target[i]
+
+        row = {"batch_size": B}
+        old_model = TIGER(cfg, base.vocab, ids.codes).to(dev)
+        old_model.load_state_dict(base.state_dict())
+        hf_old = old_model.to_hf()
+        r = time_variant("old", hf_old, list(hf_old.parameters()), lambda *x: old_loss(old_model, hf_old, *x),
+                         host_batches(), dev=dev, warmup=a.warmup, steps=a.steps, fused=False)
+        row.update(old_samples_per_second=round(B / r["seconds_per_step"], 1), old_peak_memory_mb=r["peak_memory_mb"])
+        del hf_old, old_model
+        for name, comp in (("new_eager", False), ("new", True)):
+            m = TIGER(cfg, base.vocab, ids.codes).to(dev)
+            m.load_state_dict(base.state_dict())
+            fn = torch.compile(m, dynamic=False) if comp else m
+            r = time_variant(name, m, list(m.parameters()), fn, device_batches(), dev=dev,
+                             warmup=a.warmup, steps=a.steps, fused=dev.type == "cuda")
+            row[f"{name}_samples_per_second"] = round(B / r["seconds_per_step"], 1)
+            row[f"{name}_first_step_seconds"] = r["first_step_seconds"]
+            row["peak_memory_mb" if comp else "new_eager_peak_memory_mb"] = r["peak_memory_mb"]
+            if comp and B == a.batch[min(1, len(a.batch) - 1)]:
+                opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True if dev.type == "cuda" else None)
+                batches = device_batches()
+
+                def step():
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                        loss = fn(*next(batches))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=True)
+                    opt.step()
+
+                res["profile"] = {"batch_size": B, **profile_new(step, dev)}
+            del m, fn
+        row["speedup"] = round(row["new_samples_per_second"] / row["old_samples_per_second"], 2)
+        res["runs"].append(row)
+        print(json.dumps(row), flush=True)
+
+    if a.epoch:
+        from sidrec.train.loop import TrainConfig
+        from sidrec.train.tiger import train_tiger
+
+        res["epochs"] = []
+        for select, vu in (("ndcg@10", 0), ("ndcg@10", 4096), ("loss", 0)):
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.time()
+                mt = train_tiger(ds, a.tokens, tmp, replace(cfg), TrainConfig(
+                    epochs=2, batch_size=a.epoch_batch, learning_rate=1e-3, lr_scale="sqrt", schedule="cosine",
+                    warmup_steps=1000, eval_every=1, select_metric=select, seed=0), valid_users=vu,
+                    decode_batch=512, log=lambda s: None)
+                hist_ = [json.loads(x) for x in open(f"{tmp}/log.jsonl")]
+                res["epochs"].append({"select": select, "valid_users": vu or ds.n_users, "batch_size": a.epoch_batch,
+                                      "epoch1_train_seconds": round(hist_[0]["seconds"], 2),
+                                      "epoch2_train_seconds": round(hist_[1]["seconds"], 2),
+                                      "validate_seconds": hist_[1]["validate_seconds"],
+                                      "epoch2_end_to_end_seconds": round(hist_[1]["seconds"] + hist_[1]["validate_seconds"], 2),
+                                      "test_decode_users_per_second": mt["test_decode_users_per_second"],
+                                      "total_seconds": round(time.time() - t0, 1)})
+                print(json.dumps(res["epochs"][-1]), flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+    print("batch | old samples/s | new samples/s | new eager | speed-up | peak MB")
+    for r in res["runs"]:
+        print(f"{r['batch_size']} | {r['old_samples_per_second']:.0f} | {r['new_samples_per_second']:.0f} | "
+              f"{r['new_eager_samples_per_second']:.0f} | {r['speedup']}x | {r['peak_memory_mb']}")
+    print("loss check", res["loss_check"], "profile", {k: v for k, v in res.get("profile", {}).items() if k != "top_kernels"})
+
+
+if __name__ == "__main__":
+    main()
