@@ -91,13 +91,14 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_kv: int, d_ff: int, dropout: float, cross: bool):
+    def __init__(self, d_model: int, n_heads: int, d_kv: int, d_ff: int, dropout: float, cross: bool,
+                 attn_dropout: float):
         super().__init__()
         self.attn_norm = RMSNorm(d_model)
-        self.attn = Attention(d_model, n_heads, d_kv, dropout)
+        self.attn = Attention(d_model, n_heads, d_kv, attn_dropout)
         if cross:
             self.cross_norm = RMSNorm(d_model)
-            self.cross = Attention(d_model, n_heads, d_kv, dropout)
+            self.cross = Attention(d_model, n_heads, d_kv, attn_dropout)
         self.ff_norm = RMSNorm(d_model)
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.drop = nn.Dropout(dropout)
@@ -105,11 +106,12 @@ class Block(nn.Module):
 
 class Stack(nn.Module):
     def __init__(self, n_layers: int, d_model: int, n_heads: int, d_kv: int, d_ff: int, dropout: float,
-                 decoder: bool):
+                 decoder: bool, attn_dropout: float):
         super().__init__()
         self.decoder = decoder
         self.rel = nn.Embedding(BUCKETS, n_heads)
-        self.layers = nn.ModuleList(Block(d_model, n_heads, d_kv, d_ff, dropout, decoder) for _ in range(n_layers))
+        self.layers = nn.ModuleList(Block(d_model, n_heads, d_kv, d_ff, dropout, decoder, attn_dropout)
+                                    for _ in range(n_layers))
         self.norm = RMSNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
@@ -121,12 +123,15 @@ class Stack(nn.Module):
 
 class EncoderDecoder(nn.Module):
     def __init__(self, *, vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_kv: int, d_ff: int,
-                 dropout: float):
+                 dropout: float, attn_dropout: float | None = None):
+        """``attn_dropout``: dropout on attention probabilities (None = ``dropout``, as T5). With 0 the fused
+        attention kernels apply in training; with > 0 SDPA falls back to its materialised (math) path."""
         super().__init__()
         self.d_model = d_model
+        ad = dropout if attn_dropout is None else attn_dropout
+        self.encoder = Stack(n_layers, d_model, n_heads, d_kv, d_ff, dropout, decoder=False, attn_dropout=ad)
+        self.decoder = Stack(n_layers, d_model, n_heads, d_kv, d_ff, dropout, decoder=True, attn_dropout=ad)
         self.shared = nn.Embedding(vocab_size, d_model)
-        self.encoder = Stack(n_layers, d_model, n_heads, d_kv, d_ff, dropout, decoder=False)
-        self.decoder = Stack(n_layers, d_model, n_heads, d_kv, d_ff, dropout, decoder=True)
         self.reset_parameters(n_heads, d_kv, d_ff)
 
     @torch.no_grad()

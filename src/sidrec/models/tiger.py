@@ -27,15 +27,16 @@ class TIGERConfig:
     d_kv: int = 64
     d_ff: int = 1024
     dropout: float = 0.1
+    attn_dropout: float | None = None  # on attention probabilities; None = dropout (T5); 0 = fused kernels
     max_history: int = 20
     user_tokens: int = 0  # hashed user-id buckets (TIGER: 2000); 0 = off (it hurt in later studies)
     temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
 
 
 PRESETS = {
-    "tiger": dict(n_layers=4, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.1),
-    "strong": dict(n_layers=6, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.2),
-    "small": dict(n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=256, dropout=0.1),  # CPU demo / tests
+    "tiger": dict(n_layers=4, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.1, attn_dropout=0.0),
+    "strong": dict(n_layers=6, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.2, attn_dropout=0.0),
+    "small": dict(n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=256, dropout=0.1, attn_dropout=0.0),  # CPU demo
 }
 
 
@@ -60,7 +61,8 @@ class TIGER(nn.Module):
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
         self.net = EncoderDecoder(vocab_size=vocab.size, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                                  n_heads=cfg.n_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff, dropout=cfg.dropout)
+                                  n_heads=cfg.n_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff, dropout=cfg.dropout,
+                                  attn_dropout=cfg.attn_dropout)
         self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)  # (n_items + 1, L)
 
     @property
