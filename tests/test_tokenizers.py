@@ -83,7 +83,8 @@ def test_letter_raises_cf_overlap_over_rqvae():
 def test_diversity_regulariser_raises_level1_usage():
     x, _ = planted(n_clusters=4, per=100, dim=32, spread=0.3, seed=3)
     base = dict(hidden=(64,), code_dim=8, n_levels=2, codebook_size=32, epochs=300, log_every=1000,
-                learning_rate=3e-3, device="cpu", reseed_dead=False, kmeans_init=False, recluster_every=10)
+                learning_rate=3e-3, device="cpu", reseed_dead=False, kmeans_init=False, recluster_every=10,
+                batch_size=0, converge_tol=0, standardize=False)  # the regulariser alone, on the old recipe
     plain = RQVAETokenizer(RQVAEConfig(**base)).fit(x, **QUIET)
     div = RQVAETokenizer(RQVAEConfig(**base, div_weight=1.0)).fit(x, **QUIET)
     u_plain = len(np.unique(plain.codes_[:, 0]))
@@ -137,3 +138,68 @@ def test_cli_tokenize_and_bad_inputs(syn_dir, tmp_path, cli):
     bad("--method", "letter", "--embeddings", tmp_path / "emb", "--cf", tmp_path / "cf", "--codebook-size", "16",
         "--epochs", "2", expect="code dim is 32")
     bad("--method", "letter", "--embeddings", tmp_path / "emb", expect="needs --cf")
+
+
+def test_degenerate_codebook_warnings():
+    from sidrec.tokenizers.report import degenerate_warnings
+
+    rng = np.random.default_rng(0)
+    healthy = np.stack([rng.integers(0, 16, 400) for _ in range(3)], 1)
+    assert degenerate_warnings(healthy, [16] * 3, collision_stats(healthy)) == []
+    collapsed = healthy.copy()
+    collapsed[:, 0] = 0  # level 1 uses one code
+    w = degenerate_warnings(collapsed, [16] * 3, collision_stats(collapsed))
+    assert "level 1 uses 1 of 16" in w[0] and not any("level 2" in x or "level 3" in x for x in w)
+    same = np.zeros((400, 3), dtype=np.int64)  # every item the same prefix: the collision token does all the work
+    w = degenerate_warnings(same, [16] * 3, collision_stats(same))
+    assert len(w) == 4 and "collision token" in w[-1]
+
+
+def _tfidf_like(n=600, d=128, seed=0):
+    """Unit-norm sparse non-negative rows (the scale of tf-idf vectors, ~1/sqrt(d) per dimension) in 12 topics."""
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, 12, n)
+    words = rng.random((12, d)) < 0.08
+    x = (words[topic] * rng.random((n, d)) + (rng.random((n, d)) < 0.03) * rng.random((n, d))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_short_rqvae_schedule_keeps_codebooks_healthy():
+    """A short fit on tf-idf-scaled inputs used to end with one code per level (the collision token doing all
+    the work); standardised inputs + mini-batches + frequent re-seeding keep the codebooks used."""
+    x = _tfidf_like()
+    cfg = RQVAEConfig(hidden=(64, 32), code_dim=8, n_levels=3, codebook_size=32, epochs=100, batch_size=64,
+                      log_every=1000, device="cpu", converge_tol=0)
+    tok = RQVAETokenizer(cfg).fit(x, **QUIET)
+    from sidrec.tokenizers.report import build_report
+
+    rep = build_report(tok)
+    assert rep["warnings"] == [], rep["warnings"]
+    assert min(rep["usage_per_level"]) >= 28 and rep["collision_rate_before"] < 0.2
+    # the old recipe (raw scale, full batch, rare re-seeding) collapses on the same data: the check can fail
+    old = RQVAETokenizer(RQVAEConfig(**{**cfg.__dict__, "standardize": False, "batch_size": 0, "reseed_every": 100}))
+    rep_old = build_report(old.fit(x, **QUIET))
+    assert rep_old["warnings"] and rep_old["usage_per_level"][0] < 8
+
+
+def test_convergence_stop_ends_the_fit_early():
+    x, labels = planted(seed=2)
+    cfg = RQVAEConfig(**{**SMALL.__dict__, "epochs": 2000, "batch_size": 128, "min_epochs": 40, "check_every": 10,
+                         "converge_tol": 0.02})
+    tok = RQVAETokenizer(cfg).fit(x, **QUIET)
+    assert 40 <= tok.epochs_run_ < 2000
+    assert purity(tok.codes_[:, 0], labels)
+    last = tok.history_[-4:]
+    assert max(r["recon_all"] for r in last) - min(r["recon_all"] for r in last) <= 0.02 * 3 * last[0]["recon_all"]
+
+
+def test_tokenize_command_warns_on_a_degenerate_codebook(cli, syn_dir, syn_ds, tmp_path):
+    emb = np.ones((syn_ds.n_items + 1, 8), dtype=np.float32)  # every item the same text vector
+    (tmp_path / "emb").mkdir()
+    np.save(tmp_path / "emb" / "item_emb.npy", emb)
+    code, out, err = cli("tokenize", syn_dir, "--method", "rqkmeans", "--embeddings", tmp_path / "emb",
+                         "--codebook-size", "8", "--out", tmp_path / "tok")
+    assert code == 0
+    assert "warning:" in err and "degenerate codebook: level 1 uses 1 of 8" in err
+    rep = json.loads((tmp_path / "tok" / "report.json").read_text())
+    assert any("collision token" in w for w in rep["warnings"])

@@ -82,8 +82,11 @@ def show_report(rep: dict, title: str) -> None:
             ["collision rate after", f"{rep['collision_rate_after']:.4f}"],
             ["reconstruction mse", f"{rep['reconstruction_mse']:.5f}" if rep["reconstruction_mse"] is not None else "-"],
             ["cf overlap", f"{rep['cf_overlap']:.4f}" if rep["cf_overlap"] is not None else "-"],
-            ["fit seconds", f"{rep['fit_seconds']:.1f}"]]
+            ["fit seconds", f"{rep['fit_seconds']:.1f}" + (f" ({rep['epochs_run']} epochs)" if rep.get("epochs_run")
+                                                            else "")]]
     if rep.get("ranking_check"):
         rows.append(["ranking check R@10 / N@10",
                      f"{rep['ranking_check']['recall@10']:.4f} / {rep['ranking_check']['ndcg@10']:.4f}"])
     print_table(rows, title)
+    for w in rep.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)

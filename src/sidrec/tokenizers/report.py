@@ -39,6 +39,23 @@ def cf_overlap(codes: np.ndarray, cf: np.ndarray) -> float:
     return float((codes == codes[nn_idx]).mean())
 
 
+def degenerate_warnings(codes: np.ndarray, sizes: list[int], collisions: dict) -> list[str]:
+    """Loud warnings for a degenerate codebook: a level that uses under a quarter of the codes it could use
+    (min(codebook size, catalog size)), or base IDs so crowded that the collision token does a level's work
+    (a group of at least codebook_size / 4 items, or over half of all items colliding)."""
+    out = []
+    n = len(codes)
+    for lvl, u in enumerate(usage(codes, sizes)):
+        possible = min(u["of"], n)
+        if u["used"] < max(2, possible // 4):
+            out.append(f"degenerate codebook: level {lvl + 1} uses {u['used']} of {u['of']} codes")
+    big = collisions["largest_group"]
+    if big >= max(2, sizes[-1] // 4) or collisions["rate"] > 0.5:
+        out.append(f"degenerate IDs: {collisions['rate']:.0%} of items share their base ID with another (largest "
+                   f"group {big} items), so the collision token does the work of a level")
+    return out
+
+
 def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
     base = tok.codes_
     sizes = tok.base_sizes
@@ -61,6 +78,8 @@ def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
         "reseeded_codes": getattr(tok, "reseeded_", 0),
         "cf_overlap": cf_overlap(base, cf) if cf is not None else None,
         "ranking_check": None,
+        "epochs_run": getattr(tok, "epochs_run_", None),
+        "warnings": degenerate_warnings(base, sizes, tok.collisions_before_) if tok.method != "published" else [],
     }
     if tok.collisions_after_["rate"] > 0:
         from sidrec.tokenizers.collisions import group_ids
@@ -101,8 +120,9 @@ def plot_report(tok, rep: dict, out: Path) -> list[str]:
     if hist:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ep = [h["epoch"] for h in hist]
-        for key in ("loss", "recon", "quant", "cf"):
-            ax.plot(ep, [h[key] for h in hist], label=key)
+        for key in ("loss", "recon", "quant", "cf", "collision_rate"):
+            if all(key in h for h in hist):
+                ax.plot(ep, [h[key] for h in hist], label=key)
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_xlabel("epoch")
         ax.legend()

@@ -32,14 +32,15 @@ class RQVAEConfig:
     codebook_size: int = 256
     commitment: float = 0.25  # mu: weight of ||r - sg[e]||^2
     level_reduce: Literal["sum", "mean"] = "sum"  # TIGER sums level losses, LETTER averages them
-    epochs: int = 2000
-    batch_size: int = 0  # 0 = full batch (whole catalog per step)
+    epochs: int = 2000  # at most; the convergence stop usually ends the fit far earlier
+    batch_size: int = 1024  # 0 = full batch (whole catalog per step)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     dropout: float = 0.0
+    standardize: bool = True  # centre the inputs and scale them to unit mean variance (healthy codebooks at init)
     kmeans_init: bool = True  # k-means on each level's residuals before training
     reseed_dead: bool = True  # re-seed codes unused since the last check with random residuals
-    reseed_every: int = 100  # epochs
+    reseed_every: int = 10  # epochs
     collision: Literal["append", "sinkhorn", "none"] = "append"
     sinkhorn_epsilon: float = 0.003
     sinkhorn_rounds: int = 20
@@ -47,7 +48,11 @@ class RQVAEConfig:
     div_weight: float = 0.0  # LETTER beta (diversity regulariser); not the commitment weight
     div_clusters: int = 10
     recluster_every: int = 10  # epochs between constrained k-means of the codebooks (official: 1)
-    log_every: int = 250
+    converge_tol: float = 0.01  # stop once usage, collisions and reconstruction move less than this (0 = off)
+    converge_checks: int = 3  # ... over this many consecutive checks
+    check_every: int = 20  # epochs between convergence checks (whole catalog encoded)
+    min_epochs: int = 100
+    log_every: int = 100
     seed: int = 0
     device: str = "auto"
 
@@ -69,14 +74,30 @@ def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
 
 
 class RQVAE(nn.Module):
+    """Input -> (x - mean) / scale -> MLP encoder -> residual quantizer -> MLP decoder (standardised space)."""
+
     def __init__(self, in_dim: int, cfg: RQVAEConfig):
         super().__init__()
         dims = [in_dim, *cfg.hidden, cfg.code_dim]
         self.encoder = _mlp(dims, cfg.dropout)
         self.decoder = _mlp(dims[::-1], cfg.dropout)
         self.rq = ResidualQuantizer(n_levels=cfg.n_levels, codebook_size=cfg.codebook_size, dim=cfg.code_dim)
+        self.register_buffer("in_mean", torch.zeros(in_dim))
+        self.register_buffer("in_scale", torch.ones(()))
+
+    @torch.no_grad()
+    def set_standardization(self, x: torch.Tensor) -> None:
+        """Unit mean per-dimension variance: tf-idf or unit-norm text vectors have per-dimension scales of
+        ~1/sqrt(d), at which a freshly initialised encoder maps every item to nearly the same point and the
+        k-means-initialised codebooks collapse to one code per level."""
+        self.in_mean.copy_(x.mean(0))
+        self.in_scale.copy_((x - self.in_mean).pow(2).mean().sqrt().clamp(min=1e-12))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.in_mean) / self.in_scale
 
     def forward(self, x: torch.Tensor):
+        """x: standardised inputs."""
         out = self.rq(self.encoder(x))
         return self.decoder(out.z_q), out
 
@@ -104,6 +125,9 @@ class RQVAETokenizer(ItemTokenizer):
         x = torch.as_tensor(emb, dtype=torch.float32, device=dev)
         h = torch.as_tensor(cf, dtype=torch.float32, device=dev) if cf is not None else None
         model = RQVAE(x.shape[1], cfg).to(dev)
+        if cfg.standardize:
+            model.set_standardization(x)
+        x = model.standardize(x)  # the autoencoder works in standardised units; reports convert back
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kmeans_init:
             with torch.no_grad():
@@ -145,28 +169,63 @@ class RQVAETokenizer(ItemTokenizer):
                 usage.index_put_((torch.arange(cfg.n_levels, device=dev)[None].expand_as(out.codes), out.codes),
                                  torch.ones_like(out.codes, dtype=usage.dtype), accumulate=True)
             last = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.check_every == 0 or (epoch + 1) % cfg.log_every == 0 or last:
+                rec = self._check(model, x, epoch + 1, loss, recon, q, lcf, time.time() - t0)
+                stable = cfg.converge_tol > 0 and epoch + 1 >= cfg.min_epochs and self._converged()
+                if (epoch + 1) % cfg.log_every == 0 or last or stable:
+                    log(f"epoch {epoch + 1}: loss {rec['loss']:.4f} recon {rec['recon']:.4f} cf {rec['cf']:.3f} "
+                        f"usage {rec['used']} collisions {rec['collision_rate']:.4f}")
+                if stable:
+                    log(f"converged after {epoch + 1} epochs: usage, collisions and reconstruction changed by less "
+                        f"than {cfg.converge_tol:g} over {cfg.converge_checks} checks")
+                    break
             if cfg.reseed_dead and (epoch + 1) % cfg.reseed_every == 0 and not last:
                 self.reseeded_ += model.rq.reseed(usage, out.residuals.detach(), cfg.seed + epoch)
                 usage.zero_()
-            if (epoch + 1) % cfg.log_every == 0 or last:
-                with torch.no_grad():
-                    all_codes = model.rq(model.encoder(x)).codes
-                used = [int(all_codes[:, lvl].unique().numel()) for lvl in range(cfg.n_levels)]
-                rec = {"epoch": epoch + 1, "loss": loss.item(), "recon": recon.item(), "quant": q.item(),
-                       "cf": lcf.item(), "used": used, "seconds": round(time.time() - t0, 2)}
-                self.history_.append(rec)
-                log(f"epoch {epoch + 1}: loss {rec['loss']:.4f} recon {rec['recon']:.4f} cf {rec['cf']:.3f} "
-                    f"usage {used}")
+        self.epochs_run_ = epoch + 1
         self.fit_seconds_ = time.time() - t0
         model.eval()
         with torch.no_grad():
             x_hat, out = model(x)
         self.model_ = model
-        self.reconstruction_mse_ = float(F.mse_loss(x_hat, x).item())
+        self.reconstruction_mse_ = float(F.mse_loss(x_hat, x).item() * model.in_scale.item() ** 2)  # input units
         self.z_hat_ = out.chosen.sum(1).cpu().numpy()
         self.finalize(out.codes.cpu().numpy(), out.residuals[:, -1].cpu().numpy(),
                       model.rq.codebooks[-1].detach().cpu().numpy())
         return self
+
+    @torch.no_grad()
+    def _check(self, model: RQVAE, x: torch.Tensor, epoch: int, loss, recon, q, lcf, seconds: float) -> dict:
+        """Encode the whole catalog: codes used per level, collision rate and reconstruction (one record)."""
+        from sidrec.tokenizers.collisions import collision_stats
+
+        was = model.training
+        model.eval()
+        x_hat, out = model(x)
+        model.train(was)
+        codes = out.codes
+        rec = {"epoch": epoch, "loss": loss.item(), "recon": recon.item(), "quant": q.item(), "cf": lcf.item(),
+               "used": [int(codes[:, lvl].unique().numel()) for lvl in range(codes.shape[1])],
+               "collision_rate": collision_stats(codes.cpu().numpy())["rate"],
+               "recon_all": F.mse_loss(x_hat, x).item(), "seconds": round(seconds, 2)}
+        self.history_.append(rec)
+        return rec
+
+    def _converged(self) -> bool:
+        """The last ``converge_checks`` checks (at ``check_every`` spacing) moved usage (share of the codebook),
+        collision rate (absolute) and reconstruction (relative) by less than ``converge_tol``."""
+        cfg = self.cfg
+        h = [r for r in self.history_ if r["epoch"] % cfg.check_every == 0][-(cfg.converge_checks + 1):]
+        if len(h) <= cfg.converge_checks:
+            return False
+        for a, b in zip(h, h[1:]):
+            if max(abs(u - v) for u, v in zip(a["used"], b["used"])) > cfg.converge_tol * cfg.codebook_size:
+                return False
+            if abs(a["collision_rate"] - b["collision_rate"]) > cfg.converge_tol:
+                return False
+            if abs(a["recon_all"] - b["recon_all"]) > cfg.converge_tol * max(a["recon_all"], 1e-12):
+                return False
+        return True
 
     def _save_weights(self, out: Path) -> None:
         from safetensors.torch import save_file
