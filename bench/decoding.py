@@ -34,7 +34,9 @@ def hf_generate(model, trie, users, hist, beam: int, k: int):
     gc = GenerationConfig(num_beams=beam, num_return_sequences=k, max_new_tokens=L, min_new_tokens=L, do_sample=False,
                           early_stopping=True, length_penalty=0.0, decoder_start_token_id=0, pad_token_id=0,
                           eos_token_id=1)
-    out = model.t5.generate(input_ids=ids, attention_mask=mask, generation_config=gc, prefix_allowed_tokens_fn=allowed)
+    if "_hf" not in model.__dict__:  # an HF T5 with the run's weights (the lean backbone has no generate)
+        model.__dict__["_hf"] = model.to_hf().eval()
+    out = model.__dict__["_hf"].generate(input_ids=ids, attention_mask=mask, generation_config=gc, prefix_allowed_tokens_fn=allowed)
     seq = out[:, 1:L + 1].cpu().numpy() - np.asarray(offs)[None, :]  # (B*k, L) codes
     return seq.reshape(len(users), k, L)
 
