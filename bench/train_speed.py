@@ -147,7 +147,7 @@ def main() -> None:
                 i = torch.randint(0, n, (B,), device=dev)
                 yield d_users[i], d_hist[i], d_target[i]
 
-        row = {"batch_size": B}
+        row = {"gpu": gpu, "batch_size": B}
         old_model = TIGER(cfg, base.vocab, ids.codes).to(dev)
         old_model.load_state_dict(base.state_dict())
         hf_old = old_model.to_hf()
