@@ -65,7 +65,9 @@ def main() -> None:
     dev = pick_device(a.device)
     run = a.run
     if run is None:
-        from sidrec.pipeline import QUICK_DEMO, run_pipeline
+        from sidrec.pipeline import demo_config, run_pipeline
+
+        QUICK_DEMO = demo_config(quick=True)
 
         cfg = {**QUICK_DEMO, "data": {"source": "synthetic", "synthetic": {"n_users": 600, "n_items": 300}},
                "tokenize": {**QUICK_DEMO["tokenize"], "method": "rqvae", "codebook_size": 32, "cf_weight": 0.0,

@@ -15,22 +15,22 @@ from typing import Any
 from sidrec.config import from_dict, to_dict
 from sidrec.errors import SidrecError
 
-DEMO_CONFIG: dict[str, Any] = {
-    "seed": 0,
-    "data": {"source": "synthetic", "synthetic": {"n_users": 1000, "n_items": 400}, "max_history": 10},
-    "embed": {"encoder": "tfidf", "dim": 128},
-    "sasrec": {"dim": 32, "epochs": 60, "patience": 10, "learning_rate": 2e-3},
-    "tokenize": {"method": "letter", "hidden": [256, 128, 64], "codebook_size": 64, "n_levels": 3, "epochs": 1500,
-                 "cf_weight": 0.02, "div_weight": 1e-4},
-    "tiger": {"preset": "small", "epochs": 15, "temperature": 1.0, "eval_every": 3, "patience": 4},
-}
-QUICK_DEMO: dict[str, Any] = {
-    **DEMO_CONFIG,
-    "data": {"source": "synthetic", "synthetic": {"n_users": 300, "n_items": 120}},
-    "sasrec": {"dim": 32, "epochs": 10},
-    "tokenize": {**DEMO_CONFIG["tokenize"], "codebook_size": 16, "epochs": 100},
-    "tiger": {"preset": "small", "epochs": 4, "eval_every": 2},
-}
+DEMO_FILE = Path(__file__).parent / "configs" / "demo.toml"  # the one demo config
+
+
+def demo_config(quick: bool = False) -> dict[str, Any]:
+    """The demo pipeline (``configs/demo.toml``); ``quick``: a smaller catalog and fewer epochs on top of it."""
+    import tomllib
+
+    cfg = tomllib.loads(DEMO_FILE.read_text())
+    if quick:
+        cfg["data"] = {"source": "synthetic", "synthetic": {"n_users": 300, "n_items": 120}}
+        cfg["sasrec"] = {"dim": 32, "epochs": 10}
+        cfg["tokenize"].update(codebook_size=16, epochs=100)
+        cfg["tiger"] = {"preset": "small", "epochs": 4, "eval_every": 2}
+    return cfg
+
+
 STAGES = ("data", "embed", "sasrec", "tokenize", "tiger")
 
 
@@ -122,7 +122,7 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path, log=print) -> dict:
     gc = dict(cfg.get("tiger", {}))
     preset = gc.get("preset", "tiger")
     gc = {**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), "seed": seed,
-          "max_history": ds.stats["config"]["max_history"], **gc}
+          **gc}
     fps["tiger"] = _fp(["tiger", gc, fps["tokenize"], fps["data"]])
     gdir = out / "tiger"
     if not _cached(gdir, fps["tiger"]):

@@ -65,10 +65,9 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("dem
 
     Example: sidrec demo --out demo-out
     """
-    from sidrec.pipeline import DEMO_CONFIG, QUICK_DEMO, run_pipeline
+    from sidrec.pipeline import demo_config, run_pipeline
 
-    cfg = QUICK_DEMO if quick else DEMO_CONFIG
-    res = run_pipeline({**cfg, "seed": seed}, out, log=console.print)
+    res = run_pipeline({**demo_config(quick), "seed": seed}, out, log=console.print)
     _show(res)
 
 
@@ -76,7 +75,7 @@ def run(config: Annotated[Path, typer.Argument(help="pipeline config (TOML or YA
         out: Annotated[Optional[Path], typer.Option(help="output directory (default: the config's 'out')")] = None):
     """Run a whole pipeline from a config file; each stage is cached by a fingerprint of its inputs and config.
 
-    Example: sidrec run configs/demo.toml --out runs/demo
+    Example: sidrec run src/sidrec/configs/demo.toml --out runs/demo
     """
     from sidrec.config import load_file
     from sidrec.pipeline import run_pipeline

@@ -97,8 +97,7 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                               batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                               eval_every=eval_every, max_minutes=max_minutes, seed=seed, device=device,
                               select_metric=select, compile=compile_, lr_scale=lr_scale),
-                         defaults={**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]),
-                                   "max_history": ds.stats["config"]["max_history"]})
+                         defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
     m = train_tiger(ds, tokens, out, mcfg, tcfg, beam=beam, valid_users=valid_users, decode_batch=decode_batch,
                     log=console.print)
     show_metrics({"tiger": m["test"]}, f"test, {ds.n_users:,} users, beam {beam}")

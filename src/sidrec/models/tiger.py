@@ -18,26 +18,39 @@ from sidrec.models.encdec import EncoderDecoder, hf_key, hf_to_lean
 PAD, EOS, N_SPECIAL = 0, 1, 2  # PAD doubles as the decoder start token (T5 convention)
 
 
-@dataclass(frozen=True, kw_only=True)
-class TIGERConfig:
-    preset: Literal["tiger", "strong", "small", "custom"] = "tiger"
-    n_layers: int = 4  # encoder layers (decoder the same)
-    d_model: int = 128
-    n_heads: int = 6
-    d_kv: int = 64
-    d_ff: int = 1024
-    dropout: float = 0.1
-    attn_dropout: float | None = None  # on attention probabilities; None = dropout (T5); 0 = fused kernels
-    max_history: int = 20
-    user_tokens: int = 0  # hashed user-id buckets (TIGER: 2000); 0 = off (it hurt in later studies)
-    temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
-
-
 PRESETS = {
     "tiger": dict(n_layers=4, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.1, attn_dropout=0.0),
     "strong": dict(n_layers=6, d_model=128, n_heads=6, d_kv=64, d_ff=1024, dropout=0.2, attn_dropout=0.0),
     "small": dict(n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=256, dropout=0.1, attn_dropout=0.0),  # CPU demo
 }
+PRESETS["custom"] = PRESETS["tiger"]  # "custom": no preset of its own; unset fields take the tiger values
+
+
+@dataclass(frozen=True, kw_only=True)
+class TIGERConfig:
+    """Generator shape. Precedence: a field given explicitly (not None) > the preset's value.
+    ``TIGERConfig(preset="strong", d_model=256)`` is the strong preset with d_model 256."""
+
+    preset: Literal["tiger", "strong", "small", "custom"] = "tiger"
+    n_layers: int | None = None  # encoder layers (decoder the same)
+    d_model: int | None = None
+    n_heads: int | None = None
+    d_kv: int | None = None
+    d_ff: int | None = None
+    dropout: float | None = None
+    attn_dropout: float | None = None  # on attention probabilities (T5: = dropout); 0 = fused SDPA kernels
+    max_history: int | None = None  # None = the dataset's (stats.json); train_tiger resolves it
+    user_tokens: int = 0  # hashed user-id buckets (TIGER: 2000); 0 = off (it hurt in later studies)
+    temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            from sidrec.errors import SidrecError
+
+            raise SidrecError(f"unknown TIGER preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        for k, v in PRESETS[self.preset].items():
+            if getattr(self, k) is None:
+                object.__setattr__(self, k, v)
 
 
 class Vocab:

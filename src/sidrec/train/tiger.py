@@ -16,7 +16,7 @@ from sidrec.decoding.beam import tiger_beam_search
 from sidrec.decoding.trie import Trie
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
-from sidrec.models.tiger import PRESETS, TIGER, TIGERConfig, Vocab
+from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.loop import TrainConfig, fit
 from sidrec.train.progress import progress
@@ -33,8 +33,10 @@ TRAIN_PRESETS = {
 }
 
 
-def resolve_config(cfg: TIGERConfig) -> TIGERConfig:
-    return replace(cfg, **PRESETS.get(cfg.preset, {})) if cfg.preset != "custom" else cfg
+def tiger_train_config(preset: str = "tiger", **overrides) -> TrainConfig:
+    """The training defaults of a preset, then ``overrides`` (None values are ignored)."""
+    base = TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"])
+    return TrainConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def build_model(cfg: TIGERConfig, ids: SemanticIDs) -> tuple[TIGER, Trie]:
@@ -72,18 +74,24 @@ def validation_loss(model: TIGER, ds: Dataset, *, batch_size: int, device: torch
     return total.item() / len(target)
 
 
-def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIGERConfig, train_cfg: TrainConfig,
+def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIGERConfig,
+                train_cfg: TrainConfig | None = None,
                 *, beam: int = 20, ks: tuple[int, ...] = (5, 10, 20), valid_users: int = 0,
                 decode_batch: int = 256, log=print) -> dict:
-    """Fit on every prefix of the training sequences; select on validation NDCG@10; test once."""
+    """Fit on every prefix of the training sequences; select on validation NDCG@10 (or loss); test once.
+
+    ``train_cfg`` None = the training preset of ``model_cfg.preset`` (as the CLI does)."""
     out = Path(out)
+    if train_cfg is None:
+        train_cfg = tiger_train_config(model_cfg.preset)
+    if model_cfg.max_history is None:  # the dataset's own history length, as the CLI uses
+        model_cfg = replace(model_cfg, max_history=int(ds.stats["config"]["max_history"]))
     ids = SemanticIDs(tokens)
     ids.check_dataset(ds)
     if beam < max(ks):
         raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
-    model_cfg = resolve_config(model_cfg)
     write_run_info(out, kind="tiger", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
                                               "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
                                               "tokens": str(Path(tokens).resolve()),
