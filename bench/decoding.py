@@ -59,7 +59,7 @@ def main() -> None:
 
     from sidrec.data.dataset import load_dataset
     from sidrec.decoding.beam import tiger_beam_search
-    from sidrec.train.seeding import pick_device
+    from sidrec.utils.seeding import pick_device
     from sidrec.train.tiger import load_tiger
 
     dev = pick_device(a.device)

@@ -88,7 +88,7 @@ def _tfidf(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
 def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    from sidrec.train.seeding import pick_device
+    from sidrec.utils.seeding import pick_device
 
     model = SentenceTransformer(path, device=str(pick_device(cfg.device)))
     model.max_seq_length = cfg.max_length
@@ -100,8 +100,8 @@ def _hf_mean(texts: list[str], path: str, cfg: EmbedConfig) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from sidrec.train.progress import progress
-    from sidrec.train.seeding import pick_device
+    from sidrec.utils.progress import progress
+    from sidrec.utils.seeding import pick_device
 
     dev = pick_device(cfg.device)
     tok = AutoTokenizer.from_pretrained(path)

@@ -24,7 +24,7 @@ from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
 from sidrec.tokenizers.letter import CodebookClusters, cf_loss, diversity_loss
 from sidrec.tokenizers.quantizers import ResidualQuantizer
-from sidrec.train.progress import progress
+from sidrec.utils.progress import progress
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +110,7 @@ class RQVAETokenizer(ItemTokenizer):
 
     def fit(self, emb: np.ndarray, *, cf: np.ndarray | None = None, log=print) -> RQVAETokenizer:
         """emb (n, d) item text embeddings (no padding row); cf (n, code_dim) CF embeddings for LETTER."""
-        from sidrec.train.seeding import pick_device, seed_everything
+        from sidrec.utils.seeding import pick_device, seed_everything
 
         cfg = self.cfg
         check_embeddings(emb, codebook_size=cfg.codebook_size)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_model, save_model
 
-from sidrec.train.progress import progress
+from sidrec.utils.progress import progress
 
 CKPT = "checkpoint.pt"
 BEST = "model.safetensors"

@@ -13,8 +13,8 @@ from sidrec.data.dataset import Dataset
 from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
 from sidrec.models.sasrec import SASRec, SASRecConfig
 from sidrec.train.loop import TrainConfig, fit
-from sidrec.train.runinfo import data_info, write_run_info
-from sidrec.train.seeding import pick_device, seed_everything
+from sidrec.utils.runinfo import data_info, write_run_info
+from sidrec.utils.seeding import pick_device, seed_everything
 
 SASREC_TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
 

@@ -19,9 +19,9 @@ from sidrec.eval.evaluate import EvalConfig, evaluate_lists
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.loop import TrainConfig, fit
-from sidrec.train.progress import progress
-from sidrec.train.runinfo import data_info, write_run_info
-from sidrec.train.seeding import pick_device, seed_everything
+from sidrec.utils.progress import progress
+from sidrec.utils.runinfo import data_info, write_run_info
+from sidrec.utils.seeding import pick_device, seed_everything
 
 TRAIN_PRESETS = {
     "tiger": dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,

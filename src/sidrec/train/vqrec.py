@@ -30,9 +30,9 @@ from sidrec.models.vqrec import VQRec, VQRecConfig
 from sidrec.tokenizers.collisions import collision_stats
 from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer
 from sidrec.train.loop import TrainConfig, fit
-from sidrec.train.runinfo import data_info, write_run_info
+from sidrec.utils.runinfo import data_info, write_run_info
 from sidrec.train.sasrec import sequence_batches
-from sidrec.train.seeding import pick_device, seed_everything
+from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.train.tokenize import train_item_mask
 
 VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)

@@ -1,0 +1,40 @@
+"""The package's import direction: data -> embeddings -> tokenizers -> models -> decoding -> eval -> train ->
+pipeline/report -> cli/serving. A module may import its own layer and lower ones, never a higher one."""
+
+import ast
+from pathlib import Path
+
+import sidrec
+
+ROOT = Path(sidrec.__file__).parent
+ORDER = [("utils", "errors", "config"), ("data",), ("embeddings",), ("tokenizers",), ("models",), ("decoding",),
+         ("eval",), ("train",), ("pipeline", "report"), ("cli", "serving", "__main__")]
+LEVEL = {name: i for i, names in enumerate(ORDER) for name in names}
+
+
+def top(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "sidrec" and len(parts) > 1 else None
+
+
+def test_lower_layers_never_import_higher_ones():
+    bad = []
+    for f in ROOT.rglob("*.py"):
+        rel = f.relative_to(ROOT).parts
+        own = rel[0].removesuffix(".py")
+        if own not in LEVEL:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for n in names:
+                t = top(n)
+                if t in LEVEL and LEVEL[t] > LEVEL[own]:
+                    bad.append(f"{'/'.join(rel)} imports {n}")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_top_level_module_has_a_layer():
+    tops = {p.name.removesuffix(".py") for p in ROOT.iterdir() if (p.suffix == ".py" or p.is_dir())
+            and not p.name.startswith("__py")}
+    assert tops - {"__init__", "configs"} <= set(LEVEL), tops - set(LEVEL)
