@@ -144,6 +144,11 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             tv = time.time()
             val = validate(model)
             rec["validate_seconds"] = round(time.time() - tv, 3)
+            if cfg.select_metric not in val:
+                from sidrec.errors import SidrecError
+
+                raise SidrecError(f"selection metric {cfg.select_metric!r} is not among the validation results "
+                                  f"({', '.join(k for k in val if '@' in k or k == 'loss')}); pick one of those")
             score = sign * val[cfg.select_metric]
             rec["validation"] = {k: v for k, v in val.items() if "@" in k or k == "loss"}
             if score > best:

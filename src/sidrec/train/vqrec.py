@@ -14,7 +14,7 @@ Run directory (pre-training and fine-tuning alike):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import replace, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -217,6 +217,10 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
         if embeddings is None and tokens is None and vq_cfg.codes == "opq":
             embed_cfg = from_dict(EmbedConfig, {**to_dict(embed_cfg), **init_meta.get("embed", {})})
     eval_cfg = eval_cfg or EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_len)
+    if "@" in train_cfg.select_metric:  # the selection cut-off is always evaluated (--ks 5,20 selects on @10 too)
+        sel_k = int(train_cfg.select_metric.split("@")[1])
+        if sel_k not in eval_cfg.ks:
+            eval_cfg = replace(eval_cfg, ks=tuple(sorted({*eval_cfg.ks, sel_k})))
     write_run_info(out, kind="vqrec", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
                                               "train": to_dict(train_cfg), "embed": to_dict(embed_cfg),
                                               "eval": to_dict(eval_cfg), "init": str(init) if init else None},
