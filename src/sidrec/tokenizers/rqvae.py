@@ -141,6 +141,7 @@ class RQVAETokenizer(ItemTokenizer):
         bs = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
         usage = torch.zeros(cfg.n_levels, cfg.codebook_size, device=dev)
         self.history_ = []
+        self._x_rows = range(n)  # catalog size, for the degenerate-codebook guard of the convergence stop
         self.reseeded_ = 0
         t0 = time.time()
         self.recluster_seconds_ = 0.0
@@ -220,6 +221,9 @@ class RQVAETokenizer(ItemTokenizer):
         cfg = self.cfg
         h = [r for r in self.history_ if r["epoch"] % cfg.check_every == 0][-(cfg.converge_checks + 1):]
         if len(h) <= cfg.converge_checks:
+            return False
+        n = len(self._x_rows)
+        if min(h[-1]["used"]) < max(2, min(cfg.codebook_size, n) // 4):  # stable but degenerate: keep going
             return False
         for a, b in zip(h, h[1:]):
             if max(abs(u - v) for u, v in zip(a["used"], b["used"])) > cfg.converge_tol * cfg.codebook_size:
