@@ -41,6 +41,8 @@ class RQVAEConfig:
     weight_decay: float = 1e-4
     dropout: float = 0.0
     standardize: bool = True  # centre the inputs and scale them to unit mean variance (healthy codebooks at init)
+    recon_units: Literal["input", "standardized"] = "standardized"  # unit of the reconstruction loss ("input":
+    # the papers' balance against the CF / diversity weights, but at short schedules RQ-VAE then collapses)
     kmeans_init: bool = True  # k-means on each level's residuals before training
     reseed_dead: bool = True  # re-seed codes unused since the last check with random residuals
     reseed_every: int = 10  # epochs
@@ -131,6 +133,8 @@ class RQVAETokenizer(ItemTokenizer):
         if cfg.standardize:
             model.set_standardization(x)
         x = model.standardize(x)  # the autoencoder works in standardised units; reports convert back
+        # the reconstruction term in input units keeps the papers' balance with the CF / diversity weights
+        self._recon_scale = model.in_scale.item() ** 2 if cfg.recon_units == "input" else 1.0
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kmeans_init:
             with torch.no_grad():
@@ -156,7 +160,7 @@ class RQVAETokenizer(ItemTokenizer):
                 idx = perm[s:s + bs]
                 xb = x[idx]
                 x_hat, out = model(xb)
-                recon = F.mse_loss(x_hat, xb)
+                recon = F.mse_loss(x_hat, xb) * self._recon_scale
                 per_level = out.codebook_loss + cfg.commitment * out.commit_loss  # (L,)
                 if cfg.div_weight > 0:
                     div = torch.stack([diversity_loss(model.rq.codebooks[lvl], out.codes[:, lvl],
