@@ -149,3 +149,37 @@ def test_old_hf_runs_load_into_lean_backbone(tmp_path):
     fresh.load_weights(str(tmp_path / "model.safetensors"))
     for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), n
+
+
+def test_run_is_self_contained_after_tokens_and_dataset_move(tmp_path, cli):
+    """A trained TIGER run keeps its codes and catalog: recommend works with the tokens and dataset gone."""
+    import shutil
+
+    import pandas as pd
+
+    from sidrec.data.dataset import load_dataset
+    from sidrec.data.prepare import PrepareConfig, prepare
+    from sidrec.data.schema import RawData
+    from sidrec.serving.recommender import Recommender
+    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.tiger import train_tiger
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{(s + k) % 20}", float(k)) for u, s in enumerate(rng.integers(0, 20, 80)) for k in range(6)]
+    prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"])), tmp_path / "ds", PrepareConfig(min_count=1))
+    ds = load_dataset(tmp_path / "ds")
+    tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=4)).fit(
+        rng.normal(size=(ds.n_items, 8)).astype(np.float32), log=lambda s: None)
+    tok.save(tmp_path / "tok")
+    train_tiger(ds, tmp_path / "tok", tmp_path / "run", TINY, TrainConfig(epochs=1, batch_size=64), beam=10,
+                ks=(5, 10), log=lambda s: None)
+    before = Recommender.load(tmp_path / "run").recommend(["i3", "i4"], k=5)
+    shutil.rmtree(tmp_path / "tok")
+    shutil.move(tmp_path / "ds", tmp_path / "elsewhere")
+    after = Recommender.load(tmp_path / "run").recommend(["i3", "i4"], k=5)
+    assert after == before and len(after) == 5
+    code, out, err = cli("recommend", tmp_path / "run", "--history", "i3", "--k", "3")
+    assert code == 0, err
+    code, out, err = cli("recommend", tmp_path / "run", "--history", "nope")
+    assert code == 2 and "unknown item" in err

@@ -21,10 +21,13 @@ from sidrec.errors import SidrecError
 class _Catalog:
     """Raw ids, titles and request checks shared by the recommenders."""
 
-    def _init_catalog(self, ds) -> None:
+    def _init_catalog(self, ds=None, *, items: pd.DataFrame | None = None, name: str = "") -> None:
+        """From a dataset, or from an items table (item_id, title/text) saved in a run."""
         self.ds = ds
-        self.ids = ds.items["item_id"].astype(str).to_numpy()
-        self.titles = ds.items.get("title", ds.items["text"]).fillna("").astype(str).to_numpy()
+        items = ds.items if items is None else items
+        self.catalog_name = name or (str(ds.path) if ds is not None else "the run's catalog")
+        self.ids = items["item_id"].astype(str).to_numpy()
+        self.titles = items.get("title", items.get("text", pd.Series([""] * len(items)))).fillna("").astype(str).to_numpy()
         self.index = pd.Series(np.arange(1, len(self.ids) + 1), index=self.ids)
 
     @property
@@ -36,7 +39,7 @@ class _Catalog:
             raise SidrecError("empty history: give at least one --history ITEM")
         unknown = [h for h in history if h not in self.index.index]
         if unknown:
-            raise SidrecError(f"unknown item id(s) {unknown[:5]} (not in dataset {self.ds.path})")
+            raise SidrecError(f"unknown item id(s) {unknown[:5]} (not in {self.catalog_name})")
         if k > self.n_items:
             raise SidrecError(f"k={k} is larger than the catalog ({self.n_items} items)")
         if k < 1:
@@ -52,15 +55,21 @@ class _Catalog:
 
 
 class Recommender(_Catalog):
-    def __init__(self, model, trie, ds, device: str = "cpu"):
+    def __init__(self, model, trie, ds=None, device: str = "cpu", *, items: pd.DataFrame | None = None,
+                 name: str = ""):
         self.model, self.trie, self.device = model, trie, device
-        self._init_catalog(ds)
+        self._init_catalog(ds, items=items, name=name)
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu") -> Recommender:
+        """A TIGER run is self-contained (RUN/tokens, RUN/items.parquet): the tokens and dataset directories it
+        was trained from may have moved. Runs of sidrec 0.1 fall back to the recorded dataset path."""
         from sidrec.train.tiger import load_tiger
 
         model, trie, conf = load_tiger(run, device)
+        cat = Path(run) / "items.parquet"
+        if cat.is_file():
+            return cls(model, trie, None, device, items=pd.read_parquet(cat), name=f"run {run}")
         return cls(model, trie, load_dataset(conf["dataset"]), device)
 
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0) -> list[dict]:

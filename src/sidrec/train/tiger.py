@@ -95,8 +95,11 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
     write_run_info(out, kind="tiger", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
                                               "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
                                               "tokens": str(Path(tokens).resolve()),
-                                              "dataset": str(Path(ds.path).resolve())},
+                                              "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"),
+                                              "dataset": str(Path(ds.path).resolve()),
+                                              "dataset_fingerprint": ds.fingerprint},
                    data=data_info(ds), device=str(device))
+    _bundle(out, ids, ds)
     model, trie = build_model(model_cfg, ids)
     trie.to(device)
     hist, target = ds.train_prefix_samples(model_cfg.max_history)
@@ -155,6 +158,25 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
     return metrics
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
+    """Copy what serving needs into the run: RUN/tokens (codes.npy, tokenizer.json) and RUN/items.parquet
+    (item_id, title, text), so the run works after its tokens and dataset directories move."""
+    import shutil
+
+    (out / "tokens").mkdir(parents=True, exist_ok=True)
+    for f in ("codes.npy", "tokenizer.json"):
+        if (ids.path / f).resolve() != (out / "tokens" / f).resolve():
+            shutil.copyfile(ids.path / f, out / "tokens" / f)
+    cols = [c for c in ("item_id", "title", "text") if c in ds.items.columns]
+    ds.items[cols].to_parquet(out / "items.parquet", index=False)
+
+
 def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIGER, Trie, dict]:
     run = Path(run)
     if not (run / "config.json").is_file() or not (run / "model.safetensors").is_file():
@@ -163,7 +185,7 @@ def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIG
     if conf.get("kind") != "tiger":
         raise SidrecError(f"{run}: is a {conf.get('kind')} run, not a TIGER run")
     cfg = from_dict(TIGERConfig, conf["model"])
-    ids = SemanticIDs(conf["tokens"])
+    ids = SemanticIDs(run / "tokens" if (run / "tokens" / "codes.npy").is_file() else conf["tokens"])
     model, trie = build_model(cfg, ids)
     model.load_weights(str(run / "model.safetensors"))
     return model.to(device).eval(), trie.to(device), conf
