@@ -58,7 +58,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from sidrec.data.dataset import load_dataset
-    from sidrec.decoding.beam import tiger_beam_search
+    from sidrec.decoding.beam import generate
     from sidrec.utils.seeding import pick_device
     from sidrec.train.tiger import load_tiger
 
@@ -87,12 +87,12 @@ def main() -> None:
         m = min(n, max(bs, 64 if bs == 1 else bs))
         u = torch.as_tensor(users[:m], device=dev)
         h = torch.as_tensor(hist[:m], device=dev)
-        tiger_beam_search(model, u[:bs], h[:bs], trie, beam=a.beam, k=10)  # warm-up
+        generate(model, u[:bs], h[:bs], trie, beam=a.beam, k=10)  # warm-up
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for s in range(0, m, bs):
-            tiger_beam_search(model, u[s:s + bs], h[s:s + bs], trie, beam=a.beam, k=10)
+            generate(model, u[s:s + bs], h[s:s + bs], trie, beam=a.beam, k=10)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         ours[bs] = m / (time.perf_counter() - t0)
@@ -111,7 +111,7 @@ def main() -> None:
         res[f"hf_users_per_s_batch{bs}"] = round((m if bs > 1 else min(m, 16)) / dt, 2)
         if bs == 64:
             hf_items = np.concatenate(got)
-    ours_items = tiger_beam_search(model, u, h, trie, beam=a.beam, k=10)[0].cpu().numpy()
+    ours_items = generate(model, u, h, trie, beam=a.beam, k=10)[0].cpu().numpy()
     same = (ours_items == hf_items).all(1)
     res["identical_top10_share"] = float(same.mean())
     res["identical_top10_sets_share"] = float(np.mean([set(x) == set(y) for x, y in zip(ours_items, hf_items)]))

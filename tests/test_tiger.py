@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sidrec.decoding.beam import tiger_beam_search
+from sidrec.decoding.beam import generate
 from sidrec.decoding.trie import Trie
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab, ranking_guided_loss
 
@@ -36,7 +36,7 @@ def test_beam_search_equals_brute_force(beam):
     trie = Trie(codes, sizes)
     hist = torch.randint(1, 51, (6, 5))
     users = torch.arange(6)
-    items, scores = tiger_beam_search(model, users, hist, trie, beam=beam, k=10)
+    items, scores = generate(model, users, hist, trie, beam=beam, k=10)
     # brute force: full log-probability of every item's ID
     for b in range(6):
         with torch.no_grad():
@@ -53,13 +53,13 @@ def test_only_valid_distinct_items_even_with_narrow_beam():
     torch.manual_seed(1)
     codes = catalog(n=30, seed=3)
     model = TIGER(TINY, Vocab([4, 4, 4]), codes).eval()
-    items, scores = tiger_beam_search(model, torch.arange(16), torch.randint(1, 31, (16, 5)), Trie(codes, [4, 4, 4]),
+    items, scores = generate(model, torch.arange(16), torch.randint(1, 31, (16, 5)), Trie(codes, [4, 4, 4]),
                                    beam=20, k=20)
     for row in items.tolist():
         valid = [i for i in row if i > 0]
         assert len(valid) == len(set(valid)) == 20 and all(1 <= i <= 30 for i in valid)
     # fewer items than the beam: the rest is -1, never an invalid ID
-    items, _ = tiger_beam_search(model, torch.arange(2), torch.randint(1, 31, (2, 5)), Trie(codes, [4, 4, 4]),
+    items, _ = generate(model, torch.arange(2), torch.randint(1, 31, (2, 5)), Trie(codes, [4, 4, 4]),
                               beam=40, k=40)
     assert (items[:, 30:] == -1).all() and set(items[0, :30].tolist()) == set(range(1, 31))
 
@@ -183,3 +183,21 @@ def test_run_is_self_contained_after_tokens_and_dataset_move(tmp_path, cli):
     assert code == 0, err
     code, out, err = cli("recommend", tmp_path / "run", "--history", "nope")
     assert code == 2 and "unknown item" in err
+
+
+def test_generator_contract_and_registry(tmp_path):
+    """TIGER implements the generator contract; a run of another kind is one clear error, not a TIGER fallback."""
+    import json
+
+    from sidrec.errors import SidrecError
+    from sidrec.models.generator import GENERATORS, Generator
+    from sidrec.serving.recommender import load_generator, load_recommender
+
+    model = TIGER(TINY, Vocab([4, 4, 4]), catalog())
+    assert isinstance(model, Generator) and model.kind in GENERATORS
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"kind": "sasrec"}))
+    with pytest.raises(SidrecError, match="is a sasrec run, not a generator run"):
+        load_generator(tmp_path / "run")
+    with pytest.raises(SidrecError, match="not a generator run"):
+        load_recommender(tmp_path / "run")

@@ -46,9 +46,8 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
     return items[:, :k], scores[:, :k]
 
 
-def tiger_beam_search(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20):
-    """Beam search for a TIGER model: encoder once, then one incremental decoder step per ID level."""
-    ids, mask = model.encode_inputs(users, hist)
-    net = model.net
-    return beam_search(net.step, net.start(ids, mask), batch=ids.shape[0], trie=trie, offsets=model.vocab.offsets,
-                       beam=beam, k=k, reorder_fn=net.reorder)
+def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20):
+    """Top-k distinct valid items of any generator (models/generator.py): encode once, then one decoder step
+    per ID level; returns items (B, k) (-1 where fewer exist) and their log-probabilities."""
+    return beam_search(model.decode_step, model.decode_start(users, hist), batch=hist.shape[0], trie=trie,
+                       offsets=model.vocab.offsets, beam=beam, k=k, reorder_fn=model.decode_reorder)

@@ -70,6 +70,10 @@ class Vocab:
 
 
 class TIGER(nn.Module):
+    """A ``Generator`` (models/generator.py): T5 encoder over the history's ID tokens, decoder over the next ID."""
+
+    kind = "tiger"
+
     def __init__(self, cfg: TIGERConfig, vocab: Vocab, codes: np.ndarray):
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
@@ -101,6 +105,16 @@ class TIGER(nn.Module):
         """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy)."""
         logits, labels = self.teacher_forced(users, hist, target)
         return ranking_guided_loss(logits, labels, self.cfg.temperature)
+
+    # the decoding hooks of the generator contract
+    def decode_start(self, users: torch.Tensor, hist: torch.Tensor) -> dict:
+        return self.net.start(*self.encode_inputs(users, hist))
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        return self.net.step(tokens, state)
+
+    def decode_reorder(self, state: dict, index: torch.Tensor) -> dict:
+        return self.net.reorder(state, index)
 
     def load_weights(self, path: str) -> None:
         """Load RUN/model.safetensors, written by this backbone or by the HF-T5 one of sidrec <= 0.1."""

@@ -41,7 +41,7 @@ def create_app(run: str | Path, device: str = "cpu") -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        return {"run": str(run), "kind": "vqrec" if isinstance(rec, VQRecRecommender) else "tiger",
+        return {"run": str(run), "kind": rec.kind,
                 "items": rec.n_items}
 
     @app.post("/recommend")

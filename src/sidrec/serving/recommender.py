@@ -54,19 +54,36 @@ class _Catalog:
                 for i, s in zip(items, scores) if i > 0]
 
 
+def load_generator(run: str | Path, device: str = "cpu"):
+    """(model, trie, config) of any generator run, by the run kind in RUN/config.json (models/generator.py)."""
+    import importlib
+
+    from sidrec.models.generator import GENERATORS
+
+    conf = Path(run) / "config.json"
+    if not conf.is_file():
+        raise SidrecError(f"{run}: not a run directory (missing config.json)")
+    kind = json.loads(conf.read_text()).get("kind")
+    if kind not in GENERATORS:
+        raise SidrecError(f"{run}: is a {kind} run, not a generator run (generators: {', '.join(GENERATORS)})")
+    module, fn = GENERATORS[kind].split(":")
+    return getattr(importlib.import_module(module), fn)(run, device)
+
+
 class Recommender(_Catalog):
+    """Serves any generator run (TIGER today) through the generator contract."""
+
     def __init__(self, model, trie, ds=None, device: str = "cpu", *, items: pd.DataFrame | None = None,
                  name: str = ""):
         self.model, self.trie, self.device = model, trie, device
+        self.kind = model.kind
         self._init_catalog(ds, items=items, name=name)
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu") -> Recommender:
         """A TIGER run is self-contained (RUN/tokens, RUN/items.parquet): the tokens and dataset directories it
         was trained from may have moved. Runs of sidrec 0.1 fall back to the recorded dataset path."""
-        from sidrec.train.tiger import load_tiger
-
-        model, trie, conf = load_tiger(run, device)
+        model, trie, conf = load_generator(run, device)
         cat = Path(run) / "items.parquet"
         if cat.is_file():
             return cls(model, trie, None, device, items=pd.read_parquet(cat), name=f"run {run}")
@@ -74,16 +91,18 @@ class Recommender(_Catalog):
 
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0) -> list[dict]:
         """Top-k by trie-constrained beam search (beam 0 = max(k, 20))."""
-        from sidrec.decoding.beam import tiger_beam_search
+        from sidrec.decoding.beam import generate
 
         hist = self._history_indices(history, k, self.model.cfg.max_history)
-        items, scores = tiger_beam_search(self.model, torch.zeros(1, dtype=torch.long, device=self.device),
+        items, scores = generate(self.model, torch.zeros(1, dtype=torch.long, device=self.device),
                                        torch.as_tensor(hist, device=self.device), self.trie,
                                        beam=max(beam or 20, k), k=k)
         return self._rows(items[0].tolist(), scores[0].tolist())
 
 
 class VQRecRecommender(_Catalog):
+    kind = "vqrec"
+
     def __init__(self, model, meta: dict, ds, run: Path, device: str = "cpu"):
         self.model, self.meta, self.run, self.device = model, meta, Path(run), device
         self._init_catalog(ds)
@@ -152,7 +171,7 @@ def load_recommender(run: str | Path, device: str = "cpu") -> Recommender | VQRe
     kind = json.loads(conf.read_text()).get("kind")
     if kind in ("vqrec", "vqrec-pretrain"):
         return VQRecRecommender.load(run, device)
-    return Recommender.load(run, device)
+    return Recommender.load(run, device)  # any generator kind; other kinds are one clear error there
 
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str], list[str]]:

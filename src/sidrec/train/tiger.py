@@ -12,7 +12,7 @@ import torch
 
 from sidrec.config import from_dict, to_dict
 from sidrec.data.dataset import Dataset
-from sidrec.decoding.beam import tiger_beam_search
+from sidrec.decoding.beam import generate
 from sidrec.decoding.trie import Trie
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
@@ -55,7 +55,7 @@ def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int
     batches = range(0, len(rows), batch_size)
     for s in progress(batches, total=len(batches), desc=f"decode {split}"):
         r = rows[s:s + batch_size]
-        items, _ = tiger_beam_search(model, torch.as_tensor(u_all[r], device=device),
+        items, _ = generate(model, torch.as_tensor(u_all[r], device=device),
                                   torch.as_tensor(hist[r], device=device), trie, beam=beam, k=k)
         out[r] = items.cpu().numpy()
     return out
