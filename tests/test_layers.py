@@ -38,3 +38,21 @@ def test_every_top_level_module_has_a_layer():
     tops = {p.name.removesuffix(".py") for p in ROOT.iterdir() if (p.suffix == ".py" or p.is_dir())
             and not p.name.startswith("__py")}
     assert tops - {"__init__", "configs"} <= set(LEVEL), tops - set(LEVEL)
+
+
+def test_thread_policy(monkeypatch):
+    import torch
+
+    from sidrec.utils.threads import configure_threads, default_threads
+
+    assert default_threads(cores=2, load=0.0) == 2
+    assert default_threads(cores=2, load=1.2) == 1  # another heavy process: take the free core only
+    assert default_threads(cores=2, load=5.0) == 1
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert configure_threads(None) == torch.get_num_threads()  # the user's setting is respected
+    finally:
+        torch.set_num_threads(before)

@@ -27,6 +27,17 @@ app.command()(gen_cmd.demo)
 app.command()(gen_cmd.run)
 
 
+@app.callback()
+def _global(threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores not already busy)")] = None):
+    """Generative recommendation with semantic item IDs."""
+    from sidrec.utils.threads import configure_threads
+
+    if threads is not None and threads < 1:
+        raise SidrecError(f"--threads {threads}: must be at least 1")
+    configure_threads(threads)
+
+
 @app.command()
 def evaluate(data: Annotated[Path, typer.Option(help="prepared dataset directory")],
              predictions: Annotated[Path, typer.Option(help="jsonl/parquet: user + ranked raw item ids")],
