@@ -1,7 +1,7 @@
 """CPU thread policy. Two torch processes that each take every core thrash each other's OpenMP threads (a
 TIGER epoch measured 85 s instead of 13 s beside a second run on 2 cores). Rule: an explicit ``--threads N``
 wins, then ``OMP_NUM_THREADS``; otherwise the cores left over by the work already on the machine (the
-processes runnable right now, from /proc/loadavg; elsewhere the 1-minute load average), at least one."""
+processes running right now; elsewhere the 1-minute load average), at least one."""
 
 from __future__ import annotations
 
@@ -18,15 +18,23 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
 
 
 def busy_cores() -> float:
-    """Cores other processes use now: runnable tasks minus this one (Linux), else the load average."""
+    """Other processes running right now (state R in /proc/PID/stat, this process excluded; Linux), else the
+    1-minute load average."""
+    if os.path.isdir("/proc"):
+        me, n = os.getpid(), 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == me:
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                continue
+        return float(n)
     try:
-        with open("/proc/loadavg") as f:
-            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except OSError:  # not available on this platform
-            return 0.0
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return 0.0
 
 
 def configure_threads(threads: int | None = None) -> int:
