@@ -92,8 +92,13 @@ def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.n
 
     model = SentenceTransformer(path, device=str(pick_device(cfg.device)))
     model.max_seq_length = cfg.max_length
-    z = model.encode(texts, batch_size=cfg.batch_size, show_progress_bar=len(texts) > 1000, convert_to_numpy=True)
-    return z.astype(np.float32)
+    from sidrec.utils.progress import progress
+
+    chunk = cfg.batch_size * 8  # sidrec's progress bar (quiet when not a terminal), not tqdm's redrawn lines
+    starts = range(0, len(texts), chunk)
+    z = [model.encode(texts[s:s + chunk], batch_size=cfg.batch_size, show_progress_bar=False, convert_to_numpy=True)
+         for s in progress(starts, total=len(starts), desc="embed")]
+    return np.concatenate(z).astype(np.float32)
 
 
 def _hf_mean(texts: list[str], path: str, cfg: EmbedConfig) -> np.ndarray:
