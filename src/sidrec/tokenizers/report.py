@@ -39,15 +39,19 @@ def cf_overlap(codes: np.ndarray, cf: np.ndarray) -> float:
     return float((codes == codes[nn_idx]).mean())
 
 
-def degenerate_warnings(codes: np.ndarray, sizes: list[int], collisions: dict) -> list[str]:
-    """Loud warnings for a degenerate codebook: a level that uses under a quarter of the codes it could use
-    (min(codebook size, catalog size)), or base IDs so crowded that the collision token does a level's work
-    (a group of at least codebook_size / 4 items, or over half of all items colliding)."""
+def healthy_floor(codebook_size: int, n_items: int) -> int:
+    """Fewest codes a healthy level uses: a quarter of those it could use (min(codebook size, catalog size))."""
+    return max(2, min(codebook_size, n_items) // 4)
+
+
+def degenerate_warnings(codes: np.ndarray, sizes: list[int], collisions: dict,
+                        per_level: list[dict] | None = None) -> list[str]:
+    """Loud warnings for a degenerate codebook: a level that uses fewer codes than ``healthy_floor``, or base
+    IDs so crowded that the collision token does a level's work (a group of at least codebook_size / 4
+    items, or over half of all items colliding). ``per_level``: ``usage(codes, sizes)`` if already computed."""
     out = []
-    n = len(codes)
-    for lvl, u in enumerate(usage(codes, sizes)):
-        possible = min(u["of"], n)
-        if u["used"] < max(2, possible // 4):
+    for lvl, u in enumerate(per_level or usage(codes, sizes)):
+        if u["used"] < healthy_floor(u["of"], len(codes)):
             out.append(f"degenerate codebook: level {lvl + 1} uses {u['used']} of {u['of']} codes")
     big = collisions["largest_group"]
     if big >= max(2, sizes[-1] // 4) or collisions["rate"] > 0.5:
@@ -59,13 +63,14 @@ def degenerate_warnings(codes: np.ndarray, sizes: list[int], collisions: dict) -
 def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
     base = tok.codes_
     sizes = tok.base_sizes
+    per_level = usage(base, sizes)
     rep = {
         "method": tok.method,
         "levels": int(base.shape[1]),
         "codebook_size": int(sizes[0]),
         "id_length": int(tok.sids_.shape[1]),
-        "usage_per_level": [u["used"] for u in usage(base, sizes)],
-        "usage": usage(base, sizes),
+        "usage_per_level": [u["used"] for u in per_level],
+        "usage": per_level,
         "collision_rate_before": tok.collisions_before_["rate"],
         "collision_rate_after": tok.collisions_after_["rate"],
         "collisions_before": tok.collisions_before_,
@@ -79,7 +84,7 @@ def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
         "cf_overlap": cf_overlap(base, cf) if cf is not None else None,
         "ranking_check": None,
         "epochs_run": getattr(tok, "epochs_run_", None),
-        "warnings": degenerate_warnings(base, sizes, tok.collisions_before_) if tok.method != "published" else [],
+        "warnings": degenerate_warnings(base, sizes, tok.collisions_before_, per_level) if tok.method != "published" else [],
     }
     if tok.collisions_after_["rate"] > 0:
         from sidrec.tokenizers.collisions import group_ids

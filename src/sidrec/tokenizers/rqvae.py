@@ -24,6 +24,7 @@ from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
 from sidrec.tokenizers.letter import CodebookClusters, cf_loss, diversity_loss
 from sidrec.tokenizers.quantizers import ResidualQuantizer
+from sidrec.tokenizers.report import healthy_floor
 from sidrec.utils.progress import progress
 
 
@@ -134,7 +135,7 @@ class RQVAETokenizer(ItemTokenizer):
             model.set_standardization(x)
         x = model.standardize(x)  # the autoencoder works in standardised units; reports convert back
         # the reconstruction term in input units keeps the papers' balance with the CF / diversity weights
-        self._recon_scale = model.in_scale.item() ** 2 if cfg.recon_units == "input" else 1.0
+        recon_scale = model.in_scale.item() ** 2 if cfg.recon_units == "input" else 1.0
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kmeans_init:
             with torch.no_grad():
@@ -145,7 +146,6 @@ class RQVAETokenizer(ItemTokenizer):
         bs = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
         usage = torch.zeros(cfg.n_levels, cfg.codebook_size, device=dev)
         self.history_ = []
-        self._x_rows = range(n)  # catalog size, for the degenerate-codebook guard of the convergence stop
         self.reseeded_ = 0
         t0 = time.time()
         self.recluster_seconds_ = 0.0
@@ -160,7 +160,7 @@ class RQVAETokenizer(ItemTokenizer):
                 idx = perm[s:s + bs]
                 xb = x[idx]
                 x_hat, out = model(xb)
-                recon = F.mse_loss(x_hat, xb) * self._recon_scale
+                recon = F.mse_loss(x_hat, xb) * recon_scale
                 per_level = out.codebook_loss + cfg.commitment * out.commit_loss  # (L,)
                 if cfg.div_weight > 0:
                     div = torch.stack([diversity_loss(model.rq.codebooks[lvl], out.codes[:, lvl],
@@ -179,7 +179,7 @@ class RQVAETokenizer(ItemTokenizer):
             last = epoch + 1 == cfg.epochs
             if (epoch + 1) % cfg.check_every == 0 or (epoch + 1) % cfg.log_every == 0 or last:
                 rec = self._check(model, x, epoch + 1, loss, recon, q, lcf, time.time() - t0)
-                stable = cfg.converge_tol > 0 and epoch + 1 >= cfg.min_epochs and self._converged()
+                stable = cfg.converge_tol > 0 and epoch + 1 >= cfg.min_epochs and self._converged(n)
                 if (epoch + 1) % cfg.log_every == 0 or last or stable:
                     log(f"epoch {epoch + 1}: loss {rec['loss']:.4f} recon {rec['recon']:.4f} cf {rec['cf']:.3f} "
                         f"usage {rec['used']} collisions {rec['collision_rate']:.4f}")
@@ -219,15 +219,14 @@ class RQVAETokenizer(ItemTokenizer):
         self.history_.append(rec)
         return rec
 
-    def _converged(self) -> bool:
+    def _converged(self, n_items: int) -> bool:
         """The last ``converge_checks`` checks (at ``check_every`` spacing) moved usage (share of the codebook),
         collision rate (absolute) and reconstruction (relative) by less than ``converge_tol``."""
         cfg = self.cfg
         h = [r for r in self.history_ if r["epoch"] % cfg.check_every == 0][-(cfg.converge_checks + 1):]
         if len(h) <= cfg.converge_checks:
             return False
-        n = len(self._x_rows)
-        if min(h[-1]["used"]) < max(2, min(cfg.codebook_size, n) // 4):  # stable but degenerate: keep going
+        if min(h[-1]["used"]) < healthy_floor(cfg.codebook_size, n_items):  # stable but degenerate: keep going
             return False
         for a, b in zip(h, h[1:]):
             if max(abs(u - v) for u, v in zip(a["used"], b["used"])) > cfg.converge_tol * cfg.codebook_size:

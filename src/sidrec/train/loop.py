@@ -4,8 +4,7 @@ self-describing checkpoints and exact resume (per-epoch seeding, so a resumed ru
 The step is built for speed on a GPU without a second code path: the model's forward can be compiled
 (``compile``; default on CUDA for trainers that allow it, with a one-line fallback to eager), batches may
 arrive already on the device, the loss is accumulated on the device and read once per epoch (no host
-sync per step), AdamW is fused on CUDA, and ``lr_scale`` adapts the learning rate and warm-up to the
-batch size."""
+sync per step), AdamW is fused on CUDA, and ``lr_scale`` adapts the learning rate to the batch size."""
 
 from __future__ import annotations
 
@@ -70,9 +69,9 @@ class FitResult:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    lr, warmup = scaled_lr(cfg), cfg.warmup_steps
+    warmup = cfg.warmup_steps
     fused = next(model.parameters()).device.type == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    opt = torch.optim.AdamW(model.parameters(), lr=scaled_lr(cfg), weight_decay=cfg.weight_decay, fused=fused or None)
 
     def lr_lambda(step: int) -> float:
         warm = min(1.0, (step + 1) / warmup) if warmup else 1.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sidrec.config import from_dict, to_dict
+from sidrec.config import from_dict, merge, to_dict
 from sidrec.data.dataset import Dataset
 from sidrec.decoding.beam import generate
 from sidrec.decoding.trie import Trie
@@ -35,8 +35,7 @@ TRAIN_PRESETS = {
 
 def tiger_train_config(preset: str = "tiger", **overrides) -> TrainConfig:
     """The training defaults of a preset, then ``overrides`` (None values are ignored)."""
-    base = TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"])
-    return TrainConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+    return merge(TrainConfig, TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), overrides)
 
 
 def build_model(cfg: TIGERConfig, ids: SemanticIDs) -> tuple[TIGER, Trie]:
@@ -68,9 +67,9 @@ def validation_loss(model: TIGER, ds: Dataset, *, batch_size: int, device: torch
     u, hist, target = (torch.as_tensor(a, device=device) for a in ds.eval_inputs(split, model.cfg.max_history))
     total = torch.zeros((), device=device)
     for s in range(0, len(target), batch_size):
+        b = slice(s, s + batch_size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            total += model(u[s:s + batch_size], hist[s:s + batch_size], target[s:s + batch_size]).float() * \
-                len(target[s:s + batch_size])
+            total += model(u[b], hist[b], target[b]).float() * len(target[b])
     return total.item() / len(target)
 
 
@@ -88,6 +87,10 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
         model_cfg = replace(model_cfg, max_history=int(ds.stats["config"]["max_history"]))
     ids = SemanticIDs(tokens)
     ids.check_dataset(ds)
+    known = {"loss"} | {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks}
+    if train_cfg.select_metric not in known:  # before any training, not after the first validation
+        raise SidrecError(f"selection metric {train_cfg.select_metric!r}: choose loss or one of "
+                          f"{', '.join(sorted(known - {'loss'}))}")
     if beam < max(ks):
         raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
     seed_everything(train_cfg.seed)
