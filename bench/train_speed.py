@@ -7,7 +7,10 @@ Beauty shapes: the prepared dataset and LETTER's released IDs (4 levels + collis
   from device-resident tensors, loss kept on the device, fused AdamW;
 - new-eager: the new step without ``torch.compile`` (what the compiler contributes);
 - new-t5-attn-dropout: the new step with T5's dropout on attention probabilities (the presets' default is
-  none: with it SDPA cannot use its fused kernels and materialises the attention matrix).
+  none: with it SDPA cannot use its fused kernels and materialises the attention matrix);
+- new-bucketed: the trainer's real epoch: the new step over ``PrefixBatches`` (4 history widths, one
+  compiled graph each, remainder batches eager), timed over one full epoch after one warm-up batch per
+  width; samples/s = training samples / epoch seconds.
 Both start from the same weights; the loss of one fixed batch is compared (eval mode, float32).
 Then a kernel profile of the new step and, with ``--epoch``, end-to-end epochs of ``train_tiger``
 (epoch 1 includes compilation) with decoded-NDCG validation and with loss validation.
@@ -75,6 +78,43 @@ def time_variant(name, model, params, loss_fn, batches, *, dev, warmup, steps, f
             "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == "cuda" else None}
 
 
+def bucketed_epoch(base, cfg, users, hist, target, B, dev, buckets=4) -> dict:
+    from sidrec.train.loop import Compiled
+    from sidrec.train.tiger import PrefixBatches
+
+    pb = PrefixBatches(users, hist, target, batch_size=B, buckets=buckets, seed=0, device=dev)
+    m = TIGER(cfg, base.vocab, base.item_tok[1:].cpu().numpy() - np.asarray(base.vocab.offsets)).to(dev)
+    m.load_state_dict(base.state_dict())
+    m.train()
+    fn = Compiled(m, print, B)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True if dev.type == "cuda" else None)
+    amp = dev.type == "cuda"
+
+    def step(b):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = fn(*b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=True)
+        opt.step()
+        return loss.detach()
+
+    tc, warmed = time.time(), set()
+    for b in pb(0):  # one batch of each shape: compiles each width's graph
+        if tuple(b[1].shape) not in warmed:
+            warmed.add(tuple(b[1].shape))
+            step(b)
+    sync(dev)
+    compile_s = time.time() - tc
+    t0 = time.time()
+    total = sum(step(b) for b in pb(1))
+    sync(dev)
+    dt = time.time() - t0
+    return {"bucketed_samples_per_second": round(pb.n / dt, 1), "bucketed_widths": pb.widths,
+            "bucketed_padding_share": round(pb.padded_share, 3), "bucketed_warmup_seconds": round(compile_s, 1),
+            "bucketed_epoch_seconds": round(dt, 2), "bucketed_epoch_loss": round(float(total) / pb.steps, 4)}
+
+
 def profile_new(step, dev, steps=20) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
@@ -111,6 +151,7 @@ def main() -> None:
     ap.add_argument("--epoch", action="store_true", help="also time end-to-end epochs of train_tiger")
     ap.add_argument("--epoch-batch", type=int, default=1024)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--skip-attn-dropout", action="store_true", help="skip the new + attention-dropout variant")
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -155,8 +196,9 @@ def main() -> None:
                          host_batches(), dev=dev, warmup=a.warmup, steps=a.steps, fused=False)
         row.update(old_samples_per_second=round(B / r["seconds_per_step"], 1), old_peak_memory_mb=r["peak_memory_mb"])
         del hf_old, old_model
-        for name, comp, ad in (("new_eager", False, cfg.attn_dropout), ("new_t5_attn_dropout", True, None),
-                               ("new", True, cfg.attn_dropout)):
+        variants = [("new_eager", False, cfg.attn_dropout), ("new_t5_attn_dropout", True, None),
+                    ("new", True, cfg.attn_dropout)]
+        for name, comp, ad in [v for v in variants if not (a.skip_attn_dropout and v[0] == "new_t5_attn_dropout")]:
             m = TIGER(replace(cfg, attn_dropout=ad), base.vocab, ids.codes).to(dev)
             m.load_state_dict(base.state_dict())
             fn = torch.compile(m, dynamic=False) if comp else m
@@ -179,7 +221,9 @@ def main() -> None:
 
                 res["profile"] = {"batch_size": B, **profile_new(step, dev)}
             del m, fn
+        row.update(bucketed_epoch(base, cfg, users, hist, target, B, dev))
         row["speedup"] = round(row["new_samples_per_second"] / row["old_samples_per_second"], 2)
+        row["bucketed_speedup"] = round(row["bucketed_samples_per_second"] / row["old_samples_per_second"], 2)
         res["runs"].append(row)
         print(json.dumps(row), flush=True)
 
@@ -188,15 +232,16 @@ def main() -> None:
         from sidrec.train.tiger import train_tiger
 
         res["epochs"] = []
-        for select, vu in (("ndcg@10", 0), ("ndcg@10", 4096), ("loss", 0)):
+        for select, vu, nb in (("loss", 0, 4), ("loss", 0, 1), ("ndcg@10", 4096, 4)):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.time()
                 mt = train_tiger(ds, a.tokens, tmp, replace(cfg), TrainConfig(
                     epochs=2, batch_size=a.epoch_batch, learning_rate=1e-3, lr_scale="sqrt", schedule="cosine",
-                    warmup_steps=1000, eval_every=1, select_metric=select, seed=0), valid_users=vu,
+                    warmup_steps=1000, eval_every=1, select_metric=select, seed=0, length_buckets=nb), valid_users=vu,
                     decode_batch=512, log=lambda s: None)
                 hist_ = [json.loads(x) for x in open(f"{tmp}/log.jsonl")]
                 res["epochs"].append({"select": select, "valid_users": vu or ds.n_users, "batch_size": a.epoch_batch,
+                                      "length_buckets": nb,
                                       "epoch1_train_seconds": round(hist_[0]["seconds"], 2),
                                       "epoch2_train_seconds": round(hist_[1]["seconds"], 2),
                                       "validate_seconds": hist_[1]["validate_seconds"],
@@ -207,11 +252,13 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
-    print("batch | old samples/s | new samples/s | new eager | new + attn dropout | speed-up | peak MB")
+    print("batch | old samples/s | new samples/s | new eager | new + attn dropout | speed-up | bucketed epoch | "
+          "speed-up | peak MB")
     for r in res["runs"]:
         print(f"{r['batch_size']} | {r['old_samples_per_second']:.0f} | {r['new_samples_per_second']:.0f} | "
-              f"{r['new_eager_samples_per_second']:.0f} | {r['new_t5_attn_dropout_samples_per_second']:.0f} | "
-              f"{r['speedup']}x | {r['peak_memory_mb']}")
+              f"{r['new_eager_samples_per_second']:.0f} | {r.get('new_t5_attn_dropout_samples_per_second', float('nan')):.0f} | "
+              f"{r['speedup']}x | {r['bucketed_samples_per_second']:.0f} | {r['bucketed_speedup']}x | "
+              f"{r['peak_memory_mb']}")
     print("loss check", res["loss_check"], "profile", {k: v for k, v in res.get("profile", {}).items() if k != "top_kernels"})
 
 

@@ -116,3 +116,78 @@ def test_selection_on_validation_loss(tmp_path):
     assert m["validation"]["loss"] == pytest.approx(min(losses))
     assert losses[-1] < losses[0]  # it learns
     assert m["test"]["recall@10"] > 0.5
+
+
+def test_bucket_widths_are_optimal():
+    """The widths minimise the padded positions: checked against every choice of widths by brute force."""
+    import itertools
+
+    from sidrec.train.tiger import bucket_widths
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        H, k = int(rng.integers(2, 10)), int(rng.integers(1, 5))
+        lengths = rng.integers(1, H + 1, int(rng.integers(1, 40)))
+
+        def cost(w):
+            w = sorted(set(w) | {H})
+            return np.asarray(w)[np.searchsorted(w, lengths)].sum()
+
+        w = bucket_widths(lengths, H, k)
+        assert len(w) <= k and w[-1] == H and w == sorted(set(w))
+        assert cost(w) == min(cost(c) for j in range(k) for c in itertools.combinations(range(1, H), j))
+
+
+def test_length_buckets_serve_every_sample_once_cut_exactly():
+    from sidrec.train.tiger import PrefixBatches
+
+    rng = np.random.default_rng(1)
+    n, H = 500, 12
+    lengths = np.minimum(rng.geometric(0.25, n), H)
+    hist = np.where(np.arange(H)[None, :] >= H - lengths[:, None], rng.integers(1, 50, (n, H)), 0)
+    users, target = np.arange(n), rng.integers(1, 50, n)
+    pb = PrefixBatches(users, hist, target, batch_size=32, buckets=3, seed=0, device=torch.device("cpu"))
+    assert len(pb.widths) == 3 and pb.padded_share < 1 - lengths.mean() / H
+    seen, shapes, n_batches = [], set(), 0
+    for u, h, t in pb(0):
+        n_batches += 1
+        shapes.add(tuple(h.shape))
+        assert h.shape[1] in pb.widths and len(u) <= 32
+        assert torch.equal(h, torch.as_tensor(hist[u.numpy()])[:, H - h.shape[1]:])  # the cut drops padding only
+        assert ((h > 0).sum(1) == torch.as_tensor(lengths[u.numpy()])).all()
+        if h.shape[1] > pb.widths[0]:  # a batch sits in the smallest width that holds it
+            assert (h > 0).sum(1).min() > pb.widths[pb.widths.index(h.shape[1]) - 1]
+        seen.append(u.numpy())
+    assert n_batches == pb.steps and sorted(np.concatenate(seen)) == list(range(n))
+    assert len({s for s in shapes if s[0] == 32}) == 3  # one full-batch shape per width: one graph each
+    again = [u.numpy() for u, _, _ in pb(0)]
+    other = [u.numpy() for u, _, _ in pb(1)]
+    assert all(np.array_equal(a, b) for a, b in zip(seen, again))  # seeded by (seed, epoch)
+    assert not all(len(a) == len(b) and np.array_equal(a, b) for a, b in zip(seen, other))
+
+
+def test_cut_history_gives_the_same_loss_and_decoding():
+    """T5's relative positions: dropping all-padding columns changes neither the loss nor beam search."""
+    from sidrec.decoding.beam import generate
+    from sidrec.decoding.trie import Trie
+
+    model, (u, hist, t) = _model_and_batch()
+    model.eval()
+    hist[:, :2] = 0  # two all-padding columns
+    with torch.no_grad():
+        assert model(u, hist, t).item() == pytest.approx(model(u, hist[:, 2:], t).item(), rel=1e-5)
+        trie = Trie(model.item_tok[1:].numpy() - np.asarray(model.vocab.offsets), model.vocab.level_sizes)
+        a, sa = generate(model, u, hist, trie, beam=5, k=5)
+        b, sb = generate(model, u, hist[:, 2:], trie, beam=5, k=5)
+    assert torch.equal(a, b) and torch.allclose(sa, sb, atol=1e-4)
+
+
+def test_compiled_step_runs_remainder_batches_eagerly(monkeypatch):
+    """Only full batches go through the compiled graph; an epoch's remainder batch runs eagerly."""
+    model, batch = _model_and_batch()
+    step = Compiled(model, log=lambda s: pytest.fail(s), batch_size=16)
+    calls = []
+    step.fn = lambda *a: calls.append(a[0].shape[0]) or model(*a)
+    step(*batch)
+    step(*(b[:5] for b in batch))
+    assert calls == [16]

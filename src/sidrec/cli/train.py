@@ -79,6 +79,8 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                                                            help="torch.compile the step (default: on CUDA)")] = None,
           lr_scale: Annotated[Optional[str], typer.Option(help="batch-size rule for --lr: sqrt (default), linear, "
                                                            "none; --lr is the rate at batch 256")] = None,
+          length_buckets: Annotated[Optional[int], typer.Option(help="batch histories of similar length: this "
+                                                                "many widths (default 4; 1 = off)")] = None,
           seed: Annotated[Optional[int], typer.Option()] = None,
           device: Annotated[Optional[str], typer.Option()] = None,
           config: ConfigOpt = None, set_: SetOpt = None):
@@ -96,7 +98,8 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                          dict(preset=preset, temperature=temperature, user_tokens=user_tokens, epochs=epochs,
                               batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                               eval_every=eval_every, max_minutes=max_minutes, seed=seed, device=device,
-                              select_metric=select, compile=compile_, lr_scale=lr_scale),
+                              select_metric=select, compile=compile_, lr_scale=lr_scale,
+                              length_buckets=length_buckets),
                          defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
     m = train_tiger(ds, tokens, out, mcfg, tcfg, beam=beam, valid_users=valid_users, decode_batch=decode_batch,
                     log=console.print)

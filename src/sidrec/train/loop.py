@@ -45,6 +45,7 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
     lr_scale: Literal["none", "sqrt", "linear"] = "none"  # learning_rate is the rate at base_batch_size
     base_batch_size: int = 256
+    length_buckets: int = 4  # variable-length inputs (TIGER): batch similar lengths, this many widths; 1 = off
 
 
 def scaled_lr(cfg: TrainConfig) -> float:
@@ -66,6 +67,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
     seconds: float = 0.0
+    stopped: str = "epochs"  # why training ended: epochs (all run), patience (early stop) or time (budget; resumable)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
@@ -99,7 +101,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     sign = -1.0 if cfg.select_metric == "loss" else 1.0
-    step_model = Compiled(model, log) if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) \
+    step_model = Compiled(model, log, cfg.batch_size) if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) \
         else model
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
     start_epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
@@ -117,6 +119,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     t0 = time.time()
     stopped = bad >= cfg.patience
     epoch = start_epoch
+    reason = ""
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
             break
@@ -165,24 +168,29 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
                     "best_validation": best_val}, ckpt_path)
-        if cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60:
-            log(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}")
+        if cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60 and epoch + 1 < cfg.epochs and not stopped:
+            log(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} (rerun to resume)")
+            reason = "time"
             break
     if (run_dir / BEST).exists():
         load_model(model, str(run_dir / BEST), device=str(device))
-    return FitResult(best_epoch, best_val, history, start_epoch, time.time() - t0)
+    reason = reason or ("patience" if stopped else "epochs")
+    return FitResult(best_epoch, best_val, history, start_epoch, time.time() - t0, reason)
 
 
 class Compiled:
     """``torch.compile(model)`` called like the model; if compilation fails (no compiler, unsupported
-    platform), one line is logged and the eager model is used from then on."""
+    platform), one line is logged and the eager model is used from then on. Static shapes: one graph per
+    input shape; batches of another size than ``batch_size`` (an epoch's remainders) run eagerly
+    instead of compiling a graph each."""
 
-    def __init__(self, model: torch.nn.Module, log: Callable[[str], None]):
-        self.model, self.log = model, log
+    def __init__(self, model: torch.nn.Module, log: Callable[[str], None], batch_size: int | None = None):
+        self.model, self.log, self.batch_size = model, log, batch_size
         self.fn: Callable | None = torch.compile(model, dynamic=False)
 
     def __call__(self, *args, **kwargs):
-        if self.fn is not None:
+        full = self.batch_size is None or not args or getattr(args[0], "shape", (None,))[:1] == (self.batch_size,)
+        if self.fn is not None and full:
             try:
                 return self.fn(*args, **kwargs)
             except Exception as e:  # compile errors surface on the first call

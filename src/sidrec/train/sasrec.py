@@ -54,7 +54,7 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)
     secs = [h["seconds"] for h in res.history]
     metrics = {"model": "sasrec", "validation": res.best_validation, "test": test, "best_epoch": res.best_epoch,
-               "epochs_run": len(res.history), "train_seconds": round(res.seconds, 2),
+               "epochs_run": len(res.history), "stopped": res.stopped, "train_seconds": round(res.seconds, 2),
                "seconds_per_epoch": round(float(np.mean(secs)), 3) if secs else None}
     if device.type == "cuda":
         metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -157,7 +157,7 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
 
     save_model(model, str(out / "model.safetensors"))
     metrics = {"model": "vqrec", "stage": "pretrain", "validation": res.best_validation, "best_epoch": res.best_epoch,
-               "epochs_run": len(res.history), "train_seconds": round(res.seconds, 2)}
+               "epochs_run": len(res.history), "stopped": res.stopped, "train_seconds": round(res.seconds, 2)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -258,7 +258,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
         log(f"stage {name}: {sum(p.numel() for p in trainable):,} trainable parameters")
         r = fit(model, cfg=cfg, run_dir=out / name, device=device, batches=batches, steps_per_epoch=steps,
                 loss_fn=lambda m, b: m.loss(b[0], b[1]), validate=validate, log=log)
-        return {"best_epoch": r.best_epoch, "epochs_run": len(r.history), "seconds": round(r.seconds, 2),
+        return {"best_epoch": r.best_epoch, "epochs_run": len(r.history), "stopped": r.stopped, "seconds": round(r.seconds, 2),
                 "validation": {k: v for k, v in r.best_validation.items() if "@" in k}}
 
     stages = {}
