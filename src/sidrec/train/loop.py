@@ -43,6 +43,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget for training (0 = none); stops after the current epoch
     resume: bool = True  # continue from RUN/checkpoint.pt when present
     compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
+    compile_mode: str = "reduce-overhead"  # torch.compile mode: reduce-overhead (CUDA graphs: 2.1x the default
+    # mode's samples/s for TIGER at batch 1024 on an H100, bench/README.md) | default | max-autotune
     lr_scale: Literal["none", "sqrt", "linear"] = "none"  # learning_rate is the rate at base_batch_size
     base_batch_size: int = 256
     length_buckets: int = 4  # variable-length inputs (TIGER): batch similar lengths, this many widths; 1 = off
@@ -101,7 +103,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     sign = -1.0 if cfg.select_metric == "loss" else 1.0
-    step_model = Compiled(model, log, cfg.batch_size) if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) \
+    step_model = Compiled(model, log, cfg.batch_size, cfg.compile_mode) if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) \
         else model
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
     start_epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
@@ -184,9 +186,10 @@ class Compiled:
     input shape; batches of another size than ``batch_size`` (an epoch's remainders) run eagerly
     instead of compiling a graph each."""
 
-    def __init__(self, model: torch.nn.Module, log: Callable[[str], None], batch_size: int | None = None):
+    def __init__(self, model: torch.nn.Module, log: Callable[[str], None], batch_size: int | None = None,
+                 mode: str = "default"):
         self.model, self.log, self.batch_size = model, log, batch_size
-        self.fn: Callable | None = torch.compile(model, dynamic=False)
+        self.fn: Callable | None = torch.compile(model, dynamic=False, mode=None if mode == "default" else mode)
 
     def __call__(self, *args, **kwargs):
         full = self.batch_size is None or not args or getattr(args[0], "shape", (None,))[:1] == (self.batch_size,)

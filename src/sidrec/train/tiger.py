@@ -208,7 +208,7 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
     if valid_users and valid_users < ds.n_users:
         vrows = np.sort(np.random.default_rng(train_cfg.seed).choice(ds.n_users, valid_users, replace=False))
     ecfg = EvalConfig(ks=ks, max_history=model_cfg.max_history)
-    vloss = ValidationLoss(ds, model_cfg.max_history, batch_size=train_cfg.batch_size, device=device) \
+    vloss = ValidationLoss(ds, model_cfg.max_history, batch_size=max(4096, train_cfg.batch_size), device=device) \
         if train_cfg.select_metric == "loss" else None
 
     def validate(m: TIGER) -> dict:
