@@ -9,8 +9,9 @@ Beauty shapes: the prepared dataset and LETTER's released IDs (4 levels + collis
 - new-t5-attn-dropout: the new step with T5's dropout on attention probabilities (the presets' default is
   none: with it SDPA cannot use its fused kernels and materialises the attention matrix);
 - new-bucketed: the trainer's real epoch: the new step over ``PrefixBatches`` (4 history widths, one
-  compiled graph each, remainder batches eager), timed over one full epoch after one warm-up batch per
-  width; samples/s = training samples / epoch seconds.
+  compiled graph each, CUDA graphs (compile mode reduce-overhead, the trainer's default), remainder
+  batches eager), timed over one full epoch after two warm-up batches per width; samples/s = training
+  samples / epoch seconds. (bench/bucket_probe.py compares the compile modes on this epoch.)
 Both start from the same weights; the loss of one fixed batch is compared (eval mode, float32).
 Then a kernel profile of the new step and, with ``--epoch``, end-to-end epochs of ``train_tiger``
 (epoch 1 includes compilation) with decoded-NDCG validation and with loss validation.
@@ -78,7 +79,7 @@ def time_variant(name, model, params, loss_fn, batches, *, dev, warmup, steps, f
             "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == "cuda" else None}
 
 
-def bucketed_epoch(base, cfg, users, hist, target, B, dev, buckets=4) -> dict:
+def bucketed_epoch(base, cfg, users, hist, target, B, dev, buckets=4, mode="reduce-overhead") -> dict:
     from sidrec.train.loop import Compiled
     from sidrec.train.tiger import PrefixBatches
 
@@ -86,7 +87,7 @@ def bucketed_epoch(base, cfg, users, hist, target, B, dev, buckets=4) -> dict:
     m = TIGER(cfg, base.vocab, base.item_tok[1:].cpu().numpy() - np.asarray(base.vocab.offsets)).to(dev)
     m.load_state_dict(base.state_dict())
     m.train()
-    fn = Compiled(m, print, B)
+    fn = Compiled(m, print, B, mode)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True if dev.type == "cuda" else None)
     amp = dev.type == "cuda"
 
@@ -99,11 +100,13 @@ def bucketed_epoch(base, cfg, users, hist, target, B, dev, buckets=4) -> dict:
         opt.step()
         return loss.detach()
 
-    tc, warmed = time.time(), set()
-    for b in pb(0):  # one batch of each shape: compiles each width's graph
-        if tuple(b[1].shape) not in warmed:
-            warmed.add(tuple(b[1].shape))
-            step(b)
+    tc = time.time()
+    for _ in range(2):  # one batch of each shape, twice: compiles each width's graph, records its CUDA graph
+        warmed = set()
+        for b in pb(0):
+            if tuple(b[1].shape) not in warmed:
+                warmed.add(tuple(b[1].shape))
+                step(b)
     sync(dev)
     compile_s = time.time() - tc
     t0 = time.time()
