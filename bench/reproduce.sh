@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Issue 11: one table row at the paper's protocol and budget, seeds side by side on one card.
 #   bash bench/reproduce.sh DATASET TOKENS [VARIANT]      e.g.  bench/reproduce.sh beauty letter full
-# Protocol: leave-one-out, full ranking over all items, all test users, beam 20; TIGER preset (4+4 layers,
-# d_model 128), up to 200 epochs, early stopping with patience 20 on the teacher-forced validation loss
-# (LETTER's), batch 1024 (lr 1e-3 at batch 256, sqrt rule -> 2e-3), warm-up 1000 steps, cosine schedule.
+# Protocol: leave-one-out, full ranking over all items, all test users, beam 20; TIGER's shape (4+4 layers,
+# d_model 128) trained with LETTER-TIGER's released recipe (`--preset letter`: batch 1024, lr 5e-4, weight
+# decay 0.01, warm-up 1% of the steps, cosine over 200 epochs, early stopping with patience 20 on the
+# teacher-forced validation loss). PRESET=tiger gives sidrec's own recipe (lr 1e-3 at 256, sqrt rule).
 # VARIANT: full (ranking-guided loss tau 0.7 for letter/published IDs; tau 1 for the others), no-rank-loss
 # (tau 1), cf-only / div-only (LETTER tokenizer ablations, tokens .gpu/tok/DATASET-letter-VARIANT, tau 1),
 # or any name with EXTRA="--set ..." (a "beyond" row).
 # Inputs: .gpu/data/DATASET (sidrec data prepare), .gpu/tok/DATASET-TOKENS[-VARIANT] (sidrec tokenize).
 # Runs live in $RUNS (default /tmp/repro) and resume: a command stops training after MINUTES (default 7.5)
-# and the next identical command continues; finished runs append a row to $OUT/reproduce.jsonl.
+# and the next identical command continues; finished runs append a row to $OUT/reproduce.jsonl, which
+# `python bench/reproduce_row.py --merge $OUT/reproduce.jsonl` adds to bench/results/reproduce.json.
 set -u
 DATASET=$1; TOKENS=$2; VARIANT=${3:-full}
 OUT=${OUT:-bench/out/reproduce}; RUNS=${RUNS:-/tmp/repro}; mkdir -p "$OUT" "$RUNS"
@@ -21,16 +23,16 @@ if [ "$VARIANT" = full ] && { [ "$TOKENS" = letter ] || [ "$TOKENS" = published 
 TAU=${TAU_OVERRIDE:-$TAU}
 # the text encoder behind the tokens (LETTER's released IDs: its LLaMA-7B embeddings)
 if [ "$TOKENS" = published ]; then ENCODER=${ENCODER:-llama-7b (LETTER release)}; else ENCODER=${ENCODER:-minilm}; fi
-ARGS="--tokens $T --preset tiger --epochs ${EPOCHS:-200} --batch-size ${BATCH:-1024} --lr 1e-3 --lr-scale sqrt \
---select loss --patience ${PATIENCE:-20} --eval-every 1 --temperature $TAU --decode-batch 512 --max-minutes ${MINUTES:-7.5} ${EXTRA:-}"
+ARGS="--tokens $T --preset ${PRESET:-letter} --temperature $TAU --decode-batch 512 --max-minutes ${MINUTES:-7.5} \
+${EPOCHS:+--epochs $EPOCHS} ${BATCH:+--batch-size $BATCH} ${EXTRA:-}"
 for s in ${SEEDS:-0 1}; do
-  R=$RUNS/$DATASET-$TOKENS-$VARIANT-s$s
+  N=$DATASET-$TOKENS-$VARIANT-${PRESET:-letter}-s$s; R=$RUNS/$N
   if [ -f "$R/.row" ]; then echo "$R: already finished"; continue; fi
-  ( python3 -m sidrec train tiger $D $ARGS --seed $s --out $R >> "$RUNS/$DATASET-$TOKENS-$VARIANT-s$s.log" 2>&1
+  ( python3 -m sidrec train tiger $D $ARGS --seed $s --out $R >> "$RUNS/$N.log" 2>&1
     if python3 bench/reproduce_row.py $R --dataset $DATASET --tokens $TOKENS --variant $VARIANT --encoder "$ENCODER" \
-         --seed $s --command "bash bench/reproduce.sh $DATASET $TOKENS $VARIANT  (SEEDS=$s${EXTRA:+ EXTRA='$EXTRA'})" > $R/.row.tmp; then
+         --seed $s --command "bash bench/reproduce.sh $DATASET $TOKENS $VARIANT  (SEEDS=$s${PRESET:+ PRESET=$PRESET}${EXTRA:+ EXTRA='$EXTRA'})" > $R/.row.tmp; then
       mv $R/.row.tmp $R/.row; cat $R/.row >> "$OUT/reproduce.jsonl"
     fi
-    tail -n 2 "$RUNS/$DATASET-$TOKENS-$VARIANT-s$s.log" ) &
+    tail -n 2 "$RUNS/$N.log" ) &
 done
 wait

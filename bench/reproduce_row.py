@@ -3,7 +3,8 @@
   python bench/reproduce_row.py RUN --dataset beauty --tokens letter --variant full --encoder minilm \
       --seed 0 --command "..." >> rows.jsonl
 
-A run stopped by its time budget (metrics.json "stopped": "time") is not finished: no row (exit 1)."""
+A run stopped by its time budget (metrics.json "stopped": "time") is not finished: no row (exit 1).
+  python bench/reproduce_row.py --merge reproduce.jsonl    # add finished rows to bench/results/reproduce.json"""
 
 from __future__ import annotations
 
@@ -28,10 +29,25 @@ def row(run: Path, **meta) -> dict:
             "train_seconds": round(sum(r["seconds"] + r.get("validate_seconds", 0) for r in log), 1),
             "gpu": info.get("gpu", info.get("device")), "torch": info["versions"]["torch"],
             "batch_size": conf["train"]["batch_size"], "learning_rate": conf["train"]["learning_rate"],
+            "weight_decay": conf["train"]["weight_decay"], "lr_scale": conf["train"].get("lr_scale", "none"),
             "temperature": conf["model"]["temperature"], "preset": conf["model"]["preset"]}
 
 
+def merge(jsonl: Path, into: Path) -> int:
+    """Add the rows of ``jsonl`` to the table ``into`` (a JSON list), skipping rows already there."""
+    rows = json.loads(into.read_text()) if into.exists() else []
+    key = lambda r: (r["dataset"], r["tokens"], r["variant"], r.get("preset"), r["seed"], r["command"])  # noqa: E731
+    have = {key(r) for r in rows}
+    new = [r for r in (json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()) if key(r) not in have]
+    into.write_text(json.dumps(rows + new, indent=1) + "\n")
+    return len(new)
+
+
 def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--merge":
+        into = Path(__file__).parent / "results" / "reproduce.json"
+        print(f"{merge(Path(sys.argv[2]), into)} new rows in {into}")
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
     for k in ("dataset", "tokens", "variant", "encoder", "command"):

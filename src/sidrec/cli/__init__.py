@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -35,6 +36,10 @@ def _global(threads: Annotated[Optional[int], typer.Option(
 
     if threads is not None and threads < 1:
         raise SidrecError(f"--threads {threads}: must be at least 1")
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:  # torchrun with several processes: each would write the same run
+        raise SidrecError(f"started as one of {world} processes (torchrun): sidrec trains on one process per run "
+                          f"for now; run it once (distributed training is planned, not built)")
     configure_threads(threads)
 
 

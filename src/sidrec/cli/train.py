@@ -61,7 +61,8 @@ def show_metrics(rows: dict[str, dict], title: str) -> None:
 def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory")],
           tokens: Annotated[Path, typer.Option(help="tokens directory (sidrec tokenize)")] = Path("runs/tokens"),
           out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tiger"),
-          preset: Annotated[str, typer.Option(help="tiger (4+4) | strong (6+6) | small (CPU) | custom")] = "tiger",
+          preset: Annotated[str, typer.Option(help="tiger (4+4) | letter (4+4, LETTER-TIGER's "
+                                                     "training recipe) | strong (6+6) | small (CPU) | custom")] = "tiger",
           temperature: Annotated[Optional[float], typer.Option(help="ranking-guided loss tau (1 = plain CE)")] = None,
           user_tokens: Annotated[Optional[int], typer.Option(help="hashed user buckets (0 = off)")] = None,
           epochs: Annotated[Optional[int], typer.Option()] = None,

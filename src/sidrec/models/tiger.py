@@ -24,6 +24,7 @@ PRESETS = {
     "small": dict(n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=256, dropout=0.1, attn_dropout=0.0),  # CPU demo
 }
 PRESETS["custom"] = PRESETS["tiger"]  # "custom": no preset of its own; unset fields take the tiger values
+PRESETS["letter"] = PRESETS["tiger"]  # LETTER-TIGER: TIGER's shape, LETTER's training recipe (train/tiger.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +32,7 @@ class TIGERConfig:
     """Generator shape. Precedence: a field given explicitly (not None) > the preset's value.
     ``TIGERConfig(preset="strong", d_model=256)`` is the strong preset with d_model 256."""
 
-    preset: Literal["tiger", "strong", "small", "custom"] = "tiger"
+    preset: Literal["tiger", "letter", "strong", "small", "custom"] = "tiger"
     n_layers: int | None = None  # encoder layers (decoder the same)
     d_model: int | None = None
     n_heads: int | None = None

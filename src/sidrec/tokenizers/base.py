@@ -29,12 +29,61 @@ def check_embeddings(emb: np.ndarray, *, codebook_size: int, name: str = "embedd
 
 
 class ItemTokenizer:
-    """Base: subclasses implement ``_fit`` returning base codes (n, L) and set ``z_hat_`` when they have one."""
+    """The tokenizer contract, the same for every method (rqvae, letter, rqkmeans, opq, published):
+
+    - ``fit(emb, *, cf=None, train_mask=None, item_ids=None, log=print) -> self``: learn from the catalog;
+      a method reads the inputs it ``needs`` (``embeddings``, ``cf``, ``item_ids``) and ignores the others;
+      it ends with ``finalize(base_codes)``, which sets ``codes_`` (n, L) and the unique IDs ``sids_``;
+    - ``encode(emb) -> (n, L)`` base codes of any items, unseen ones included (cold start); methods that
+      cannot (published IDs) raise a one-line ``SidrecError``;
+    - ``new_ids(base_codes) -> (n, L')``: unique IDs for new items next to the fitted catalog's;
+    - ``save(TOK, item_ids)`` writes the tokens directory; ``ItemTokenizer.load(TOK)`` (any method, through
+      ``registry.load_tokenizer``) restores a fitted tokenizer that can ``encode``.
+    Subclasses set ``method`` and ``config_cls`` and implement ``fit``, ``encode`` (when they can),
+    ``_save_weights`` / ``_load_weights``."""
 
     method = "base"
+    config_cls: type = object
+    needs: tuple[str, ...] = ("embeddings",)
 
     def __init__(self, cfg: Any):
         self.cfg = cfg  # no work in __init__
+
+    def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> ItemTokenizer:
+        raise NotImplementedError
+
+    def encode(self, emb: np.ndarray) -> np.ndarray:
+        raise SidrecError(f"{self.method} tokens cannot encode new items; use rqvae, letter, rqkmeans or opq")
+
+    def new_ids(self, base_codes: np.ndarray) -> np.ndarray:
+        """Unique IDs for new items (n, L) next to the fitted ones: with ``collision`` append, the suffix
+        continues after the largest one already used by the same code prefix (training's rule)."""
+        from sidrec.tokenizers.collisions import extend_ids
+
+        mode = getattr(self.cfg, "collision", "append")
+        if mode != "append":
+            raise SidrecError(f"new items need collision handling 'append' (this tokenizer used {mode!r})")
+        return extend_ids(self.sids_, np.asarray(base_codes, dtype=np.int64))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ItemTokenizer:
+        """A fitted tokenizer from its tokens directory (codes, IDs, config and weights)."""
+        from sidrec.config import from_dict
+
+        p = Path(path)
+        ids = SemanticIDs(p)
+        if ids.meta.get("method") != cls.method:
+            raise SidrecError(f"{p}: holds {ids.meta.get('method')} tokens, not {cls.method}")
+        tok = cls(from_dict(cls.config_cls, ids.meta["config"]))
+        tok.sids_ = ids.codes
+        levels = int(ids.meta["levels"])
+        tok.codes_ = np.load(p / "base_codes.npy") if (p / "base_codes.npy").is_file() else ids.codes[:, :levels]
+        tok._load_weights(p, ids.meta)
+        return tok
+
+    def _load_weights(self, path: Path, meta: dict) -> None:
+        pass
 
     # learned state: codes_ (n, L) base codes, sids_ (n, L') unique IDs, z_hat_, reconstruction_mse_
     def finalize(self, codes: np.ndarray, last_residual: np.ndarray | None = None,

@@ -58,3 +58,24 @@ def sinkhorn_reassign(codes: np.ndarray, last_residual: np.ndarray, last_codeboo
         plan = _sinkhorn(d, epsilon)
         codes[col, -1] = plan.argmax(1).numpy()
     return codes, rounds
+
+
+def extend_ids(sids: np.ndarray, new_codes: np.ndarray) -> np.ndarray:
+    """IDs (n_new, L + 1) for new items with base codes ``new_codes`` (n_new, L), given the catalog's
+    appended IDs ``sids`` (n, L + 1): within a code prefix the suffix continues after the largest one
+    used (by the catalog, then by earlier new items), so every ID stays unique."""
+    L = new_codes.shape[1]
+    if sids.shape[1] != L + 1:
+        raise ValueError(f"catalog IDs have {sids.shape[1]} positions, new codes {L}: expected L + 1")
+    both = np.vstack([sids[:, :L], new_codes])
+    _, group = np.unique(both, axis=0, return_inverse=True)
+    group = group.ravel()
+    g_old, g_new = group[: len(sids)], group[len(sids):]
+    start = np.zeros(group.max() + 1, dtype=np.int64)
+    np.maximum.at(start, g_old, sids[:, L] + 1)
+    order = np.argsort(g_new, kind="stable")  # rank of each new item among the new ones of its prefix
+    sorted_g = g_new[order]
+    first = np.searchsorted(sorted_g, sorted_g, side="left")
+    rank = np.empty(len(g_new), dtype=np.int64)
+    rank[order] = np.arange(len(g_new)) - first
+    return np.hstack([new_codes, (start[g_new] + rank)[:, None]])

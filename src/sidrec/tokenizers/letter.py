@@ -1,4 +1,5 @@
-"""LETTER (Wang et al., CIKM 2024) regularisers, computed as the official code does, vectorised.
+"""LETTER (Wang et al., CIKM 2024): the tokenizer (an RQ-VAE with two regularisers) and its regularisers,
+computed as the official code does, vectorised.
 
 - Collaborative: ``cross_entropy(z_q @ H_batch.T, arange(B))`` aligns the summed straight-through
   quantized vector with the frozen SASRec embedding of the same item (in-batch negatives).
@@ -12,6 +13,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sidrec.tokenizers.rqvae import RQVAETokenizer
+
+
+class LETTERTokenizer(RQVAETokenizer):
+    """LETTER: RQ-VAE + collaborative alignment (``cf_weight``) + codebook diversity (``div_weight``); needs
+    CF embeddings (a SASRec run of width ``code_dim``). The training loop is the RQ-VAE's, which adds these
+    two terms when their weights are set."""
+
+    method = "letter"
 
 
 def cf_loss(z_q: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

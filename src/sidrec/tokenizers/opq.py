@@ -30,9 +30,10 @@ class OPQConfig:
 
 class OPQTokenizer(ItemTokenizer):
     method = "opq"
+    config_cls = OPQConfig
 
-    def fit(self, emb: np.ndarray, *, cf: np.ndarray | None = None, train_mask: np.ndarray | None = None,
-            log=print) -> OPQTokenizer:
+    def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> OPQTokenizer:
         import faiss
 
         cfg = self.cfg
@@ -77,6 +78,9 @@ class OPQTokenizer(ItemTokenizer):
     def encode(self, emb: np.ndarray) -> np.ndarray:
         """Codes (n, D) for any items, including ones never seen in training (cold start)."""
         x = self._pad(np.ascontiguousarray(emb, dtype=np.float32))
+        if x.shape[1] != self.index_.d:
+            raise SidrecError(f"embeddings are {emb.shape[1]}-d but this tokenizer was fitted on {self.index_.d}-d "
+                              f"ones (after padding); embed with the same encoder")
         raw = self.index_.sa_encode(x)  # (n, bytes): IVF1 list number (0 bytes for 1 list) + PQ codes
         D = self.cfg.n_levels
         bits = int(np.log2(self.cfg.codebook_size))
@@ -90,18 +94,7 @@ class OPQTokenizer(ItemTokenizer):
 
         faiss.write_index(self.index_, str(out / "opq.faiss"))
 
-    @classmethod
-    def load(cls, path: str | Path) -> OPQTokenizer:
-        import json
-
+    def _load_weights(self, path: Path, meta: dict) -> None:
         import faiss
 
-        from sidrec.config import from_dict
-
-        p = Path(path)
-        meta = json.loads((p / "tokenizer.json").read_text())
-        tok = cls(from_dict(OPQConfig, meta["config"]))
-        tok.index_ = faiss.read_index(str(p / "opq.faiss"))
-        tok.codes_ = np.load(p / "base_codes.npy")
-        tok.sids_ = np.load(p / "codes.npy")
-        return tok
+        self.index_ = faiss.read_index(str(path / "opq.faiss"))

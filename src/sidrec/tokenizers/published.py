@@ -27,9 +27,17 @@ class PublishedConfig:
 
 
 class PublishedTokenizer(ItemTokenizer):
-    method = "published"
+    """IDs read from a released index file (LETTER / LC-Rec ``*.index.json``): nothing to learn, and no
+    encoder for new items (``encode`` says so)."""
 
-    def fit_items(self, item_ids: list[str], log=print) -> PublishedTokenizer:
+    method = "published"
+    config_cls = PublishedConfig
+    needs = ("item_ids",)
+
+    def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> PublishedTokenizer:
+        if item_ids is None:
+            raise SidrecError("published IDs are looked up by item id: pass item_ids")
         path = Path(self.cfg.index)
         data = read_json(path)
         if not isinstance(data, dict):
@@ -56,6 +64,13 @@ class PublishedTokenizer(ItemTokenizer):
             f"{self.collisions_before_['items_colliding']} items share an ID")
         return self
 
+    def encode(self, emb: np.ndarray) -> np.ndarray:
+        raise SidrecError(f"published IDs ({self.cfg.index or 'a released index'}) cannot encode new items: "
+                          f"tokenize with rqvae, letter, rqkmeans or opq for cold start")
+
     @property
     def base_sizes(self) -> list[int]:
         return self.sizes_
+
+    def _load_weights(self, path: Path, meta: dict) -> None:
+        self.sizes_ = list(meta["level_sizes"][: int(meta["levels"])])

@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
 
 
@@ -39,8 +40,10 @@ class RQKMeansConfig:
 
 class RQKMeansTokenizer(ItemTokenizer):
     method = "rqkmeans"
+    config_cls = RQKMeansConfig
 
-    def fit(self, emb: np.ndarray, *, cf: np.ndarray | None = None, log=print) -> RQKMeansTokenizer:
+    def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> RQKMeansTokenizer:
         import faiss
 
         cfg = self.cfg
@@ -71,5 +74,28 @@ class RQKMeansTokenizer(ItemTokenizer):
         self.finalize(np.stack(codes, 1), last_res, self.centroids_[-1])
         return self
 
+    def encode(self, emb: np.ndarray) -> np.ndarray:
+        """Base codes (n, L): the nearest centroid of each level, on the residual of the levels before."""
+        import faiss
+
+        check_embeddings(emb, codebook_size=0)
+        if emb.shape[1] != self.centroids_.shape[2]:
+            raise SidrecError(f"embeddings are {emb.shape[1]}-d but this tokenizer was fitted on "
+                              f"{self.centroids_.shape[2]}-d ones; embed with the same encoder")
+        r = np.ascontiguousarray(emb, dtype=np.float32)
+        if self.cfg.normalize:
+            r = r / np.linalg.norm(r, axis=1, keepdims=True).clip(1e-12)
+        codes = []
+        for cents in self.centroids_:
+            index = faiss.IndexFlatL2(cents.shape[1])
+            index.add(np.ascontiguousarray(cents))
+            a = index.search(r, 1)[1][:, 0].astype(np.int64)
+            codes.append(a)
+            r = r - cents[a]
+        return np.stack(codes, 1)
+
     def _save_weights(self, out: Path) -> None:
         np.save(out / "centroids.npy", self.centroids_)
+
+    def _load_weights(self, path: Path, meta: dict) -> None:
+        self.centroids_ = np.load(path / "centroids.npy")

@@ -22,7 +22,6 @@ from torch import nn
 
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
-from sidrec.tokenizers.letter import CodebookClusters, cf_loss, diversity_loss
 from sidrec.tokenizers.quantizers import ResidualQuantizer
 from sidrec.tokenizers.report import healthy_floor
 from sidrec.utils.progress import progress
@@ -110,9 +109,16 @@ class RQVAE(nn.Module):
 
 class RQVAETokenizer(ItemTokenizer):
     method = "rqvae"
+    config_cls = RQVAEConfig
 
-    def fit(self, emb: np.ndarray, *, cf: np.ndarray | None = None, log=print) -> RQVAETokenizer:
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("embeddings", "cf") if self.cfg.cf_weight > 0 else ("embeddings",)
+
+    def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> RQVAETokenizer:
         """emb (n, d) item text embeddings (no padding row); cf (n, code_dim) CF embeddings for LETTER."""
+        from sidrec.tokenizers.letter import CodebookClusters, cf_loss, diversity_loss
         from sidrec.utils.seeding import pick_device, seed_everything
 
         cfg = self.cfg
@@ -237,17 +243,34 @@ class RQVAETokenizer(ItemTokenizer):
                 return False
         return True
 
+    @torch.no_grad()
+    def encode(self, emb: np.ndarray) -> np.ndarray:
+        """Base codes (n, L) of any items through the trained encoder and codebooks (eval mode)."""
+        model = self.model_.eval()
+        dev = model.in_mean.device
+        check_embeddings(emb, codebook_size=0)
+        if emb.shape[1] != model.in_mean.shape[0]:
+            raise SidrecError(f"embeddings are {emb.shape[1]}-d but this tokenizer was fitted on "
+                              f"{model.in_mean.shape[0]}-d ones; embed with the same encoder")
+        out = []
+        for s in range(0, len(emb), 8192):
+            x = model.standardize(torch.as_tensor(emb[s:s + 8192], dtype=torch.float32, device=dev))
+            out.append(model.rq(model.encoder(x)).codes.cpu())
+        return torch.cat(out).numpy().astype(np.int64)
+
     def _save_weights(self, out: Path) -> None:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()},
                   str(out / "model.safetensors"))
 
+    def _load_weights(self, path: Path, meta: dict) -> None:
+        from safetensors.torch import load_file
 
-class LETTERTokenizer(RQVAETokenizer):
-    """LETTER: RQ-VAE + collaborative alignment + codebook diversity (needs CF embeddings)."""
-
-    method = "letter"
+        sd = load_file(str(path / "model.safetensors"))
+        self.model_ = RQVAE(int(sd["in_mean"].shape[0]), self.cfg)
+        self.model_.load_state_dict(sd)
+        self.model_.eval()
 
 
 def make_config(preset: str, **overrides) -> RQVAEConfig:

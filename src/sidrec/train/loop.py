@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
     warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # > 0: warm-up over this share of all optimizer steps (HF Trainer's rule), not warmup_steps
     grad_clip: float = 1.0
     patience: int = 10  # validations without improvement before stopping
     eval_every: int = 1  # epochs between validations
@@ -73,9 +74,14 @@ class FitResult:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    warmup = cfg.warmup_steps
+    """AdamW (fused on CUDA; weight decay on matrices only, not on norm scales or biases, as HF's Trainer)
+    with linear warm-up and the schedule of ``cfg``."""
+    warmup = round(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio > 0 else cfg.warmup_steps
     fused = next(model.parameters()).device.type == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=scaled_lr(cfg), weight_decay=cfg.weight_decay, fused=fused or None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=scaled_lr(cfg), fused=fused or None)
 
     def lr_lambda(step: int) -> float:
         warm = min(1.0, (step + 1) / warmup) if warmup else 1.0

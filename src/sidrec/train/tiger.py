@@ -30,6 +30,11 @@ TRAIN_PRESETS = {
                   weight_decay=0.0, patience=5, eval_every=2, lr_scale="sqrt"),
     "strong": dict(epochs=200, batch_size=256, learning_rate=3e-4, schedule="cosine", warmup_steps=10_000,
                    weight_decay=0.035, patience=10, eval_every=2, lr_scale="sqrt"),
+    # LETTER-TIGER's released recipe (LETTER-TIGER/run_train.sh + utils.py): 2 GPUs x 256 x 2 accumulation
+    # = 1024 per step, lr 5e-4, weight decay 0.01, warm-up 1% of the steps, cosine, 200 epochs,
+    # early stopping with patience 20 on the validation loss
+    "letter": dict(epochs=200, batch_size=1024, learning_rate=5e-4, schedule="cosine", warmup_ratio=0.01,
+                   weight_decay=0.01, patience=20, eval_every=1, select_metric="loss", lr_scale="none"),
 }
 
 

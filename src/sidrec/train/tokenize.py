@@ -33,21 +33,19 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
     out = Path(out)
     tok_cls, default = tokenizer_for(method)
     cfg = merge(type(default), to_dict(default), overrides or {})
-    cf = None
-    if method == "published":
-        tok = tok_cls(cfg).fit_items(ds.items["item_id"].astype(str).tolist(), log=log)
-        return _write(tok, ds, out, embeddings=None, cf_run=None, cf=None)
-    emb = load_embeddings(embeddings, ds.n_items)[1:]
+    tok = tok_cls(cfg)
+    emb = cf = None
+    if "embeddings" in tok.needs:
+        emb = load_embeddings(embeddings, ds.n_items)[1:]
     if cf_run is not None:
         cf_path = Path(cf_run)
         cf = load_embeddings(cf_path / "item_emb.npy" if cf_path.is_dir() else cf_path, ds.n_items)[1:]
-    elif method == "letter":
-        raise SidrecError("--method letter needs --cf SASREC_RUN (train one with `sidrec train sasrec DIR --dim 32`)")
-    tok = tok_cls(cfg)
-    if method == "opq":
-        tok.fit(emb, train_mask=train_item_mask(ds), log=log)
-    else:
-        tok.fit(emb, cf=cf if method == "letter" else None, log=log)
+    elif "cf" in tok.needs:
+        raise SidrecError(f"--method {method} needs --cf SASREC_RUN (train one with `sidrec train sasrec DIR --dim 32`)")
+    tok.fit(emb, cf=cf if "cf" in tok.needs else None, train_mask=train_item_mask(ds),
+            item_ids=ds.items["item_id"].astype(str).tolist(), log=log)
+    if "embeddings" not in tok.needs:
+        embeddings = None
     return _write(tok, ds, out, embeddings=embeddings, cf_run=cf_run, cf=cf)
 
 
