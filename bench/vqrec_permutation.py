@@ -38,7 +38,7 @@ def main() -> None:
     prepare(read_source("synthetic", [], synthetic={"n_users": 1500, "n_items": 400, "seed": 5}), tmp / "ds",
             source="synthetic")
     ds = load_dataset(tmp / "ds")
-    mcfg = VQRecConfig(n_codes=8, code_size=32, dim=64, n_layers=2, n_heads=2, inner=64, dropout=0.2, max_len=20)
+    mcfg = VQRecConfig(n_levels=8, codebook_size=32, dim=64, n_layers=2, n_heads=2, inner=64, dropout=0.2, max_history=20)
     finetune_vqrec(ds, tmp / "base", init=None, model_cfg=mcfg, vq_cfg=VQRecTrainConfig(),
                    train_cfg=TrainConfig(epochs=30, batch_size=128, patience=5, device="cpu"),
                    embed_cfg=EmbedConfig(encoder="tfidf", dim=64), log=lambda s: None)
@@ -47,7 +47,7 @@ def main() -> None:
     keep = (y > 0).any(1)
     x, y = x[keep], y[keep]
     g = torch.Generator().manual_seed(0)
-    perm = torch.stack([torch.randperm(mcfg.code_size, generator=g) for _ in range(mcfg.n_codes)])
+    perm = torch.stack([torch.randperm(mcfg.codebook_size, generator=g) for _ in range(mcfg.n_levels)])
     rows = []
     for lr, noise in [(1e-3, 1.0), (5e-2, 1.0), (1e-3, 0.1), (5e-2, 0.1)]:
         model, _ = load_vqrec(tmp / "base")
@@ -65,10 +65,10 @@ def main() -> None:
                 steps_per_epoch=-(-len(x) // 128), loss_fn=lambda m, b: m.loss(b[0], b[1]),
                 validate=lambda m: evaluate_scorer(lambda u, h: m.score(h), ds, "valid", ev))
         P = hard_permutation(model.perm_logits)
-        recovered = float((P.argmax(-1).gather(1, perm) == torch.arange(mcfg.code_size)).float().mean())
+        recovered = float((P.argmax(-1).gather(1, perm) == torch.arange(mcfg.codebook_size)).float().mean())
         row = {"lr": lr, "gumbel_noise": noise, "ndcg10_original_codes": orig, "ndcg10_scrambled": scrambled,
                "ndcg10_after_stage1": r.best_validation["ndcg@10"], "loss_first_epoch": r.history[0]["loss"],
-               "loss_last_epoch": r.history[-1]["loss"], "rows_recovered": recovered, "chance": 1 / mcfg.code_size}
+               "loss_last_epoch": r.history[-1]["loss"], "rows_recovered": recovered, "chance": 1 / mcfg.codebook_size}
         rows.append(row)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if a.json:

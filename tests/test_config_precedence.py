@@ -47,3 +47,25 @@ def test_cli_set_and_options_reach_the_run(cli, tmp_path, syn_dir):
     assert (m["d_model"], m["n_heads"], m["n_layers"]) == (48, 2, PRESETS["small"]["n_layers"])
     assert t["epochs"] == 1  # an explicit option beats --set, which beats the preset
     assert m["max_history"] == ds.stats["config"]["max_history"]  # dataset-derived, as in the API
+
+
+def test_one_name_per_concept_and_old_run_configs_still_load():
+    """max_history / n_levels / codebook_size everywhere; keys written by sidrec <= 0.2 map to them."""
+    import dataclasses
+
+    from sidrec.config import from_dict
+    from sidrec.models.sasrec import SASRecConfig
+    from sidrec.models.tiger import TIGERConfig
+    from sidrec.models.vqrec import VQRecConfig
+    from sidrec.tokenizers.opq import OPQConfig
+    from sidrec.tokenizers.rqvae import RQVAEConfig
+
+    for cls in (SASRecConfig, VQRecConfig, TIGERConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert "max_history" in names and "max_len" not in names
+    for cls in (VQRecConfig, OPQConfig, RQVAEConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert {"n_levels", "codebook_size"} <= names and not names & {"n_codes", "code_size"}
+    assert from_dict(SASRecConfig, {"max_len": 30}).max_history == 30
+    old = from_dict(VQRecConfig, {"n_codes": 8, "code_size": 64, "max_len": 40})
+    assert (old.n_levels, old.codebook_size, old.max_history) == (8, 64, 40)

@@ -11,7 +11,7 @@ import torch
 from sidrec.models.vqrec import (VQRec, VQRecConfig, gumbel_sinkhorn, hard_permutation,
                                  straight_through_permutation)
 
-SMALL = dict(n_codes=4, code_size=16, dim=32, n_layers=1, n_heads=2, inner=32, dropout=0.1, max_len=20)
+SMALL = dict(n_levels=4, codebook_size=16, dim=32, n_layers=1, n_heads=2, inner=32, dropout=0.1, max_history=20)
 
 
 def _prep(tmp, name, seed, n_items=150):
@@ -179,7 +179,7 @@ def test_bad_input_one_line_exit_2(vq, cli, tmp_path):
     # a pre-trained run of another code layout than asked for
     code, _, err = cli("train", "vqrec", target, "--init", pre, "--out", tmp_path / "x", "--codes-per-item", "8",
                        "--encoder", "tfidf")
-    assert code == 2 and "n_codes=4" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "n_levels=4" in err and len(err.strip().splitlines()) == 1
     # codes of another width
     from sidrec.data.dataset import load_dataset
     from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer

@@ -64,6 +64,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build config ``cls`` from a dict; unknown keys are an error naming the key."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "RENAMED", {})  # old key -> new key: configs saved by earlier versions still load
+    data = {renamed.get(k, k) if renamed.get(k) in names else k: v for k, v in data.items()}
     unknown = sorted(set(data) - names)
     if unknown:
         raise SidrecError(f"config: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")

@@ -97,7 +97,7 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path, log=print) -> dict:
         _mark(edir, fps["embed"], ec)
 
     # SASRec (CF embeddings + baseline)
-    sc = {**SASREC_TRAIN_DEFAULTS, "seed": seed, "max_len": ds.stats["config"]["max_history"], **cfg.get("sasrec", {})}
+    sc = {**SASREC_TRAIN_DEFAULTS, "seed": seed, "max_history": ds.stats["config"]["max_history"], **cfg.get("sasrec", {})}
     fps["sasrec"] = _fp(["sasrec", sc, fps["data"]])
     sdir = out / "sasrec"
     if not _cached(sdir, fps["sasrec"]):

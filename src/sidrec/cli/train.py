@@ -22,7 +22,7 @@ def sasrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory
            n_layers: Annotated[Optional[int], typer.Option("--layers")] = None,
            n_heads: Annotated[Optional[int], typer.Option("--heads")] = None,
            dropout: Annotated[Optional[float], typer.Option()] = None,
-           max_len: Annotated[Optional[int], typer.Option(help="history cut")] = None,
+           max_history: Annotated[Optional[int], typer.Option("--max-history", "--max-len", help="history cut")] = None,
            loss: Annotated[Optional[str], typer.Option(help="ce (full softmax) or bce (sampled negative)")] = None,
            epochs: Annotated[Optional[int], typer.Option()] = None,
            batch_size: Annotated[Optional[int], typer.Option()] = None,
@@ -43,10 +43,10 @@ def sasrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory
 
     ds = load_dataset(data)
     mcfg, tcfg = layered([SASRecConfig, TrainConfig], config, set_,
-                         dict(dim=dim, n_layers=n_layers, n_heads=n_heads, dropout=dropout, max_len=max_len,
+                         dict(dim=dim, n_layers=n_layers, n_heads=n_heads, dropout=dropout, max_history=max_history,
                               loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                               patience=patience, max_minutes=max_minutes, seed=seed, device=device),
-                         defaults={**SASREC_TRAIN_DEFAULTS, "max_len": ds.stats["config"]["max_history"]})
+                         defaults={**SASREC_TRAIN_DEFAULTS, "max_history": ds.stats["config"]["max_history"]})
     m = train_sasrec(ds, out, mcfg, tcfg, log=console.print)
     show_metrics({"sasrec": m["test"]}, f"test, {ds.n_users:,} users")
 
@@ -117,8 +117,8 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
           embeddings: Annotated[Optional[list[Path]], typer.Option("--embeddings", help="precomputed item_emb.npy "
                                                                    "per dataset, in order (repeatable)")] = None,
           tokens: Annotated[Optional[Path], typer.Option(help="precomputed OPQ tokens dir for the target")] = None,
-          n_codes: Annotated[Optional[int], typer.Option("--codes-per-item", help="D (default 32)")] = None,
-          code_size: Annotated[Optional[int], typer.Option(help="M codes per table (default 256)")] = None,
+          n_levels: Annotated[Optional[int], typer.Option("--codes-per-item", help="D (default 32)")] = None,
+          codebook_size: Annotated[Optional[int], typer.Option(help="M codes per table (default 256)")] = None,
           rho: Annotated[Optional[float], typer.Option(help="semi-synthetic negative rate (0 = none)")] = None,
           permutation: Annotated[Optional[bool], typer.Option("--permutation/--no-permutation",
                                                               help="stage 1: learn code-table permutations")] = None,
@@ -159,7 +159,7 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
         defaults.update(init_model_config(init))
     mcfg, vcfg, tcfg = layered(
         [VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_,
-        dict(n_codes=n_codes, code_size=code_size, rho=rho, permutation=permutation, codes=codes, finetune=finetune,
+        dict(n_levels=n_levels, codebook_size=codebook_size, rho=rho, permutation=permutation, codes=codes, finetune=finetune,
              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
              max_minutes=max_minutes, seed=seed, device=device), defaults=defaults)
     ecfg = EmbedConfig(encoder=encoder or "minilm", dim=embed_dim, seed=tcfg.seed, device=tcfg.device)
@@ -178,6 +178,6 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
     ds = load_dataset(data)
     m = finetune_vqrec(ds, out, init=init, model_cfg=mcfg, vq_cfg=vcfg, train_cfg=tcfg, embed_cfg=ecfg,
                        embeddings=embeddings[0] if embeddings else None, tokens=tokens,
-                       eval_cfg=EvalConfig(ks=cut, max_history=mcfg.max_len), log=console.print)
+                       eval_cfg=EvalConfig(ks=cut, max_history=mcfg.max_history), log=console.print)
 
     print_table(metrics_table({f"vqrec ({m['ablation']})": m["test"]}, cut), f"test, {ds.n_users:,} users")

@@ -18,6 +18,6 @@ def ranking_check(z_hat: np.ndarray, sasrec_run: str | Path, ds, device: str = "
         return None
     with torch.no_grad():
         model.item_emb.weight[1:] = torch.as_tensor(z_hat, device=model.item_emb.weight.device)
-    cfg = EvalConfig(ks=(5, 10, 20), max_history=model.cfg.max_len)
+    cfg = EvalConfig(ks=(5, 10, 20), max_history=model.cfg.max_history)
     m = evaluate_scorer(lambda u, h: model.score(h), ds, "test", cfg, device=device)
     return {k: v for k, v in m.items() if k.startswith(("recall", "ndcg"))}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +18,13 @@ from torch import nn
 
 @dataclass(frozen=True, kw_only=True)
 class SASRecConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"max_len": "max_history"}  # keys of sidrec <= 0.2 run configs
     n_items: int = 0  # catalog size (index 0 is padding); set from the dataset
     dim: int = 64  # item embedding / hidden width (LETTER's CF embeddings use 32)
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.3
-    max_len: int = 20  # history cut: the last N items
+    max_history: int = 20  # history cut: the last N items
     loss: Literal["ce", "bce"] = "ce"  # full-softmax cross-entropy, or BCE with one sampled negative
 
 
@@ -51,7 +52,7 @@ class SASRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.pos_emb = nn.Embedding(cfg.max_history, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(dim=cfg.dim, n_heads=cfg.n_heads, dropout=cfg.dropout)
                                     for _ in range(cfg.n_layers))

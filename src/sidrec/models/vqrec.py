@@ -22,6 +22,7 @@ of the same layout (D tables of M codes), which is what makes transfer and cold 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,15 +34,16 @@ from sidrec.models.sasrec import Block
 
 @dataclass(frozen=True, kw_only=True)
 class VQRecConfig:
-    n_codes: int = 32  # D: codes per item (OPQ sub-spaces)
-    code_size: int = 256  # M: codes per table
+    RENAMED: ClassVar[dict[str, str]] = {"max_len": "max_history", "n_codes": "n_levels", "code_size": "codebook_size"}  # keys of sidrec <= 0.2 run configs
+    n_levels: int = 32  # D: codes per item (OPQ sub-spaces)
+    codebook_size: int = 256  # M: codes per table
     dim: int = 300  # code embedding / hidden width (official default)
     n_layers: int = 2
     n_heads: int = 2
     inner: int = 256  # feed-forward width
     dropout: float = 0.5
     temperature: float = 0.07
-    max_len: int = 50
+    max_history: int = 50
     sinkhorn_iters: int = 3
     sinkhorn_tau: float = 0.7
     gumbel_noise: float = 0.1  # scale of the Gumbel noise while learning permutations (1 = Mena et al.; see below)
@@ -86,14 +88,14 @@ class VQRec(nn.Module):
     def __init__(self, cfg: VQRecConfig, codes: torch.Tensor | np.ndarray):
         super().__init__()
         self.cfg = cfg
-        D, M = cfg.n_codes, cfg.code_size
+        D, M = cfg.n_levels, cfg.codebook_size
         # item reps are means of D codes: their spread is the tables' / sqrt(D); tables at std 0.02 * sqrt(D) keep
         # items at the position embeddings' scale (0.02, as in the official code), so LayerNorm does not drown them
         self.code_emb = nn.Parameter(torch.randn(D, M, cfg.dim) * 0.02 * D ** 0.5)
         self.register_buffer("codes", torch.zeros(1, D, dtype=torch.long), persistent=False)
         self.set_codes(codes)
         self.perm_logits: nn.Parameter | None = None
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.pos_emb = nn.Embedding(cfg.max_history, cfg.dim)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.ln_in = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -105,10 +107,10 @@ class VQRec(nn.Module):
     def set_codes(self, codes: torch.Tensor | np.ndarray) -> None:
         """Codes of the catalog, (n_items + 1, D) with row 0 the padding item (its codes are ignored)."""
         codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
-        if codes.ndim != 2 or codes.shape[1] != self.cfg.n_codes:
-            raise ValueError(f"codes must be (n_items + 1, {self.cfg.n_codes}), got {tuple(codes.shape)}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.cfg.code_size):
-            raise ValueError(f"codes must lie in [0, {self.cfg.code_size})")
+        if codes.ndim != 2 or codes.shape[1] != self.cfg.n_levels:
+            raise ValueError(f"codes must be (n_items + 1, {self.cfg.n_levels}), got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.cfg.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.cfg.codebook_size})")
         self.codes = codes.to(self.code_emb.device)
 
     @property
@@ -117,7 +119,7 @@ class VQRec(nn.Module):
 
     def enable_permutation(self) -> None:
         """Add learnable permutation logits, one (M, M) matrix per code table."""
-        D, M = self.cfg.n_codes, self.cfg.code_size
+        D, M = self.cfg.n_levels, self.cfg.codebook_size
         self.perm_logits = nn.Parameter(torch.randn(D, M, M, device=self.code_emb.device) * 0.01)
 
     def bake_permutation(self) -> None:
@@ -139,7 +141,7 @@ class VQRec(nn.Module):
     def reps_from_codes(self, codes: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
         """(..., D) codes -> (..., dim) mean of the D code embeddings."""
         tables = self.tables() if tables is None else tables
-        D, M = self.cfg.n_codes, self.cfg.code_size
+        D, M = self.cfg.n_levels, self.cfg.codebook_size
         flat = codes.reshape(-1, D) + torch.arange(D, device=codes.device) * M
         v = F.embedding_bag(flat, tables.reshape(D * M, -1), mode="mean")
         return v.reshape(*codes.shape[:-1], -1)
@@ -152,8 +154,8 @@ class VQRec(nn.Module):
     def forward(self, seq: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
         """seq (B, L) item indices, left-padded with 0 -> hidden states (B, L, dim)."""
         B, L = seq.shape
-        if L > self.cfg.max_len:
-            seq, L = seq[:, -self.cfg.max_len:], self.cfg.max_len
+        if L > self.cfg.max_history:
+            seq, L = seq[:, -self.cfg.max_history:], self.cfg.max_history
         pad = seq == 0
         x = self.reps_from_codes(self.codes[seq], tables) + self.pos_emb.weight[-L:][None]
         x = self.drop(self.ln_in(x)) * (~pad)[..., None]
@@ -195,7 +197,7 @@ class VQRec(nn.Module):
         logits = logits.masked_fill(same, -torch.inf)
         if rho > 0:
             swap = torch.rand(tc.shape, device=tc.device) < rho
-            fake = torch.where(swap, torch.randint_like(tc, self.cfg.code_size), tc)
+            fake = torch.where(swap, torch.randint_like(tc, self.cfg.codebook_size), tc)
             v_fake = self.reps_from_codes(fake, tables)
             fake_logit = (F.normalize(s, dim=-1) * F.normalize(v_fake, dim=-1)).sum(-1) / self.cfg.temperature
             logits = torch.cat([logits, fake_logit[:, None]], dim=1)

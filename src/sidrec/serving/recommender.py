@@ -148,7 +148,7 @@ class VQRecRecommender(_Catalog):
 
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, exclude_history: bool = False) -> list[dict]:
         """Top-k of a full scoring of the catalog (``beam`` is accepted for a common signature and unused)."""
-        hist = self._history_indices(history, k, self.model.cfg.max_len)
+        hist = self._history_indices(history, k, self.model.cfg.max_history)
         with torch.no_grad():
             if self._reps is None:
                 self._reps = self.model.item_reps()

@@ -35,11 +35,11 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
     model_cfg = SASRecConfig(**{**to_dict(model_cfg), "n_items": ds.n_items})
-    eval_cfg = eval_cfg or EvalConfig(max_history=model_cfg.max_len)
+    eval_cfg = eval_cfg or EvalConfig(max_history=model_cfg.max_history)
     write_run_info(out, kind="sasrec", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
                                                "eval": to_dict(eval_cfg)}, data=data_info(ds), device=str(device))
     model = SASRec(model_cfg)
-    inputs, targets = ds.train_sequences(model_cfg.max_len)
+    inputs, targets = ds.train_sequences(model_cfg.max_history)
     keep = (targets > 0).any(1)
     inputs, targets = inputs[keep], targets[keep]
     steps = -(-len(inputs) // train_cfg.batch_size)

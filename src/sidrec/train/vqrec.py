@@ -37,7 +37,7 @@ from sidrec.train.tokenize import train_item_mask
 
 VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
 VQREC_EVAL_KS = (10, 50)
-ARCHITECTURE = ("n_codes", "code_size", "dim", "n_layers", "n_heads", "inner", "max_len")  # must match the init run
+ARCHITECTURE = ("n_levels", "codebook_size", "dim", "n_layers", "n_heads", "inner", "max_history")  # must match the init run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +67,7 @@ def _fit_opq(embs: list[np.ndarray], masks: list[np.ndarray], cfg: VQRecConfig, 
     if len(dims) != 1:
         raise SidrecError(f"the datasets' text embeddings have different widths {sorted(dims)}; "
                           "embed them all with the same encoder")
-    tok = OPQTokenizer(OPQConfig(n_levels=cfg.n_codes, codebook_size=cfg.code_size, seed=seed, opq_iters=iters))
+    tok = OPQTokenizer(OPQConfig(n_levels=cfg.n_levels, codebook_size=cfg.codebook_size, seed=seed, opq_iters=iters))
     tok.fit(np.concatenate([e[1:] for e in embs]), train_mask=np.concatenate(masks), log=log)
     tok.save(out)
     return tok, [tok.encode(e[1:]) for e in embs]
@@ -96,7 +96,7 @@ def _code_report(codes: np.ndarray) -> dict:
 
 
 def _write_meta(out: Path, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig, domains: list[dict], **extra) -> None:
-    meta = {"kind": "vqrec", "n_codes": model_cfg.n_codes, "code_size": model_cfg.code_size,
+    meta = {"kind": "vqrec", "n_levels": model_cfg.n_levels, "codebook_size": model_cfg.codebook_size,
             "model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg), "domains": domains, **extra}
     (out / "vqrec.json").write_text(json.dumps(meta, indent=2))
 
@@ -123,7 +123,7 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
         emb_dirs.append(d)
     _, per_domain = _fit_opq(embs, [train_item_mask(ds) for ds in datasets], model_cfg, train_cfg.seed,
                              out / "opq", log, vq_cfg.opq_iters)
-    codes, offsets = _stack_codes(per_domain, model_cfg.n_codes)
+    codes, offsets = _stack_codes(per_domain, model_cfg.n_levels)
     np.save(out / "codes.npy", codes)
     domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": off,
                 "embeddings": d} for ds, off, d in zip(datasets, offsets, emb_dirs)]
@@ -132,13 +132,13 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
 
     inputs, targets = [], []
     for ds, off in zip(datasets, offsets):
-        x, y = ds.train_sequences(model_cfg.max_len)
+        x, y = ds.train_sequences(model_cfg.max_history)
         keep = (y > 0).any(1)
         inputs.append(_shift(x[keep], off))
         targets.append(_shift(y[keep], off))
     inputs, targets = np.concatenate(inputs), np.concatenate(targets)  # shuffled together: mixed-domain batches
     model = VQRec(model_cfg, codes)
-    eval_cfg = EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_len)
+    eval_cfg = EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_history)
 
     def validate(m: VQRec) -> dict:
         per = [evaluate_scorer(_domain_scorer(m, off, ds.n_items), ds, "valid", eval_cfg, device=device)
@@ -172,7 +172,7 @@ def _read_meta(run: Path) -> dict:
 
 def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig,
                   tokens: str | Path | None, seed: int, out: Path, log) -> np.ndarray:
-    D, M = model_cfg.n_codes, model_cfg.code_size
+    D, M = model_cfg.n_levels, model_cfg.codebook_size
     if vq_cfg.codes == "random":
         rng = np.random.default_rng(seed)
         codes = rng.integers(0, M, size=(ds.n_items, D))
@@ -216,7 +216,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                                   f"{getattr(model_cfg, field)} was asked for; code layout and architecture must match")
         if embeddings is None and tokens is None and vq_cfg.codes == "opq":
             embed_cfg = from_dict(EmbedConfig, {**to_dict(embed_cfg), **init_meta.get("embed", {})})
-    eval_cfg = eval_cfg or EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_len)
+    eval_cfg = eval_cfg or EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_history)
     if "@" in train_cfg.select_metric:  # the selection cut-off is always evaluated (--ks 5,20 selects on @10 too)
         sel_k = int(train_cfg.select_metric.split("@")[1])
         if sel_k not in eval_cfg.ks:
@@ -239,7 +239,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
     _write_meta(out, model_cfg, vq_cfg, domains, stage="finetune", init=str(init) if init else None,
                 code_report=_code_report(codes), embed=to_dict(embed_cfg))
 
-    inputs, targets = ds.train_sequences(model_cfg.max_len)
+    inputs, targets = ds.train_sequences(model_cfg.max_history)
     keep = (targets > 0).any(1)
     inputs, targets = inputs[keep], targets[keep]
     batches = sequence_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed)
