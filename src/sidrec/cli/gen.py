@@ -16,22 +16,31 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
               k: Annotated[int, typer.Option(help="how many items")] = 10,
               beam: Annotated[int, typer.Option(help="beam width (>= k; TIGER)")] = 0,
               new_items: Annotated[Optional[Path], typer.Option(
-                  help="VQ-Rec cold start: csv/jsonl of new items (item_id, text[, title]) to score too")] = None,
+                  help="cold start: csv/jsonl of new items (item_id, text[, title]) that get IDs from their text "
+                       "and can be recommended at once")] = None,
+              sample_temperature: Annotated[float, typer.Option(
+                  help="generators: 0 = beam search; T > 0 samples k distinct items at decoding temperature T "
+                       "(higher = more diverse; not the training loss's --temperature)")] = 0.0,
+              seed: Annotated[int, typer.Option(help="seed of --sample-temperature sampling")] = 0,
+              epsilon: Annotated[float, typer.Option(
+                  help="generators, cold start: at most this share of the k slots for new items, ranked by "
+                       "their semantic prefix (TIGER's epsilon; 0 = new items only through the trie)")] = 0.0,
               device: Annotated[str, typer.Option()] = "cpu"):
     """Top-K items, with titles, for a history of raw item ids (TIGER or VQ-Rec run).
 
     Examples:
       sidrec recommend runs/demo/tiger --history i12 --history i40 --k 10
+      sidrec recommend runs/demo/tiger --history i12 --new-items new.csv --sample-temperature 1.5
       sidrec recommend runs/vq-sci --history B0001 --new-items new.csv --k 10
     """
-    from sidrec.serving.recommender import VQRecRecommender, load_recommender, read_new_items
+    from sidrec.serving.recommender import load_recommender, read_new_items
 
+    if sample_temperature < 0:
+        raise SidrecError(f"--sample-temperature {sample_temperature}: must be 0 (beam search) or positive")
     rec = load_recommender(run, device=device)
     if new_items is not None:
-        if not isinstance(rec, VQRecRecommender):
-            raise SidrecError(f"{run}: --new-items needs a VQ-Rec run (a TIGER run only knows its trained IDs)")
         rec.add_items(*read_new_items(new_items))
-    rows = rec.recommend(history, k=k, beam=beam)
+    rows = rec.recommend(history, k=k, beam=beam, sample_temperature=sample_temperature, seed=seed, epsilon=epsilon)
     print_table([["rank", "item", "score", "title"]] +
                 [[str(i + 1), r["item"] + (" (new)" if r.get("new") else ""), f"{r['score']:.3f}", r["title"][:70]]
                  for i, r in enumerate(rows)],
@@ -42,7 +51,7 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
           host: Annotated[str, typer.Option()] = "127.0.0.1",
           port: Annotated[int, typer.Option()] = 8000,
           device: Annotated[str, typer.Option()] = "cpu"):
-    """Serve recommendations over HTTP (FastAPI): POST /recommend, POST /items (VQ-Rec cold start), GET /health.
+    """Serve recommendations over HTTP (FastAPI): POST /recommend, POST /items (cold start), GET /health.
 
     Example: sidrec serve runs/vq-sci --port 8000
       curl -X POST localhost:8000/recommend -H 'content-type: application/json' -d '{"history": ["B0001"], "k": 5}'

@@ -3,6 +3,11 @@
 All users of a batch decode at once with an incremental decoder cache; at each level the logits of
 that level's code range are masked by the trie, beams are expanded and pruned with one ``topk``.
 Returns the top-K distinct valid items per user (best first) with their log-probabilities.
+
+With ``sample_temperature`` T > 0 the same driver samples instead: stochastic beam search (Kool, van Hoof &
+Welling, ICML 2019) perturbs every prefix's log-probability at temperature T with a Gumbel variable
+conditioned on its parent's, so the top-K of one pass are K distinct items drawn without replacement from
+the model's constrained distribution at T (seeded). Higher T flattens the distribution: more diverse lists.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ from sidrec.decoding.trie import Trie
 
 @torch.no_grad()
 def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[int], beam: int, k: int,
-                reorder_fn) -> tuple[torch.Tensor, torch.Tensor]:
+                reorder_fn, sample_temperature: float = 0.0,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Generic driver.
 
     step_fn(tokens (B*beam, 1), state) -> (logits (B*beam, V), state); reorder_fn(state, index) -> state.
-    Returns items (B, k) (item indices, -1 when fewer than k valid items exist) and scores (B, k).
+    Returns items (B, k) (item indices, -1 when fewer than k valid items exist) and scores (B, k): the
+    log-probabilities (at ``sample_temperature`` when sampling, in sampling order).
     """
     dev = trie.allowed[0].device
+    sample = sample_temperature > 0
     scores = torch.full((batch, beam), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # one live beam per user at the start: no duplicate expansions
+    keys = scores.clone()  # sampling: the perturbed log-probabilities (Gumbel keys) of the live prefixes
     prefix = torch.zeros(batch * beam, dtype=torch.long, device=dev)
     tokens = torch.zeros(batch * beam, 1, dtype=torch.long, device=dev)  # decoder start (PAD)
     state = init_state
@@ -31,10 +40,16 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
     for j in range(L):
         logits, state = step_fn(tokens, state)
         size = trie.level_sizes[j]
-        lvl = torch.log_softmax(logits.float(), -1)[:, offsets[j]:offsets[j] + size]  # (B*beam, size)
+        logits = logits.float() / sample_temperature if sample else logits.float()
+        lvl = torch.log_softmax(logits, -1)[:, offsets[j]:offsets[j] + size]  # (B*beam, size)
         lvl = lvl.masked_fill(~trie.allowed[j][prefix], float("-inf"))
         cand = (scores.reshape(-1, 1) + lvl).reshape(batch, beam * size)
-        scores, flat = cand.topk(beam, dim=1)  # (B, beam)
+        if sample:
+            g = _child_keys(cand.reshape(batch * beam, size), keys.reshape(-1, 1), generator)
+            keys, flat = g.reshape(batch, beam * size).topk(beam, dim=1)
+            scores = cand.gather(1, flat)
+        else:
+            scores, flat = cand.topk(beam, dim=1)  # (B, beam)
         parent, code = flat // size, flat % size
         gidx = (base + parent).reshape(-1)
         prefix = trie.child[j][prefix[gidx], code.reshape(-1)]
@@ -46,8 +61,48 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
     return items[:, :k], scores[:, :k]
 
 
-def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20):
+def _child_keys(phi: torch.Tensor, parent: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Gumbel keys of the children (log-probabilities ``phi`` (N, C)) conditioned on their maximum being the
+    parent's key (N, 1): the numerically stable form of Kool et al.'s Appendix B."""
+    u = torch.rand(phi.shape, device=phi.device, generator=generator).clamp_(1e-20, 1 - 1e-7)
+    g = phi - torch.log(-torch.log(u))  # Gumbel(phi)
+    z = g.max(-1, keepdim=True).values
+    a = (g - z).clamp(max=0)  # log1mexp(a) = log(1 - exp(a)), a <= 0
+    log1mexp = torch.where(a > -0.6931, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+    v = parent - g + log1mexp
+    out = parent - torch.relu(v) - torch.log1p(torch.exp(-v.abs()))
+    dead = torch.isinf(phi) | torch.isinf(z) | torch.isinf(parent)
+    return out.masked_fill(dead, float("-inf"))
+
+
+def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20,
+             sample_temperature: float = 0.0, seed: int = 0):
     """Top-k distinct valid items of any generator (models/generator.py): encode once, then one decoder step
-    per ID level; returns items (B, k) (-1 where fewer exist) and their log-probabilities."""
+    per ID level; returns items (B, k) (-1 where fewer exist) and their log-probabilities. With
+    ``sample_temperature`` T > 0: k distinct items sampled without replacement at T (beam = k, seeded)."""
+    gen = None
+    if sample_temperature > 0:
+        beam = k
+        gen = torch.Generator(device=hist.device).manual_seed(seed)
     return beam_search(model.decode_step, model.decode_start(users, hist), batch=hist.shape[0], trie=trie,
-                       offsets=model.vocab.offsets, beam=beam, k=k, reorder_fn=model.decode_reorder)
+                       offsets=model.vocab.offsets, beam=beam, k=k, reorder_fn=model.decode_reorder,
+                       sample_temperature=sample_temperature, generator=gen)
+
+
+@torch.no_grad()
+def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, levels: int,
+                  chunk: int = 4096) -> torch.Tensor:
+    """log P(the first ``levels`` ID tokens of each of ``items`` | each history), teacher-forced: (B, n).
+
+    TIGER's cold start scores a new item by its semantic prefix (the codes without the collision suffix,
+    which the model never saw for it); generators provide ``teacher_forced(users, hist, target)``."""
+    B, n = hist.shape[0], len(items)
+    u = users.repeat_interleave(n)
+    h = hist.repeat_interleave(n, 0)
+    t = items.repeat(B)
+    out = []
+    for s in range(0, len(t), chunk):
+        logits, labels = model.teacher_forced(u[s:s + chunk], h[s:s + chunk], t[s:s + chunk])
+        lp = torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None])[..., 0]
+        out.append(lp[:, :levels].sum(1))
+    return torch.cat(out).reshape(B, n)

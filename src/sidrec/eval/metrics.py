@@ -45,3 +45,23 @@ def ranks_from_lists(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """0-based position of each target in its ranked list (B, K) (-1 padded); -1 if absent."""
     hit = ranked == targets[:, None]
     return np.where(hit.any(1), hit.argmax(1), -1)
+
+
+def category_entropy(lists: np.ndarray, categories: np.ndarray, k: int, *, reduce: bool = True):
+    """Entropy@K (bits) of the item categories in each top-K list (TIGER's diversity measure).
+
+    ``lists`` (U, >=K) item indices (<= 0 = no item), ``categories`` (n_items + 1,) an integer category per
+    item index (< 0 = unknown, ignored). Per user: H = -sum_c p_c log2 p_c over the categories of the valid
+    items of the top K; the mean over users (or the per-user array with ``reduce=False``)."""
+    top = np.asarray(lists)[:, :k]
+    cats = np.asarray(categories)
+    c = np.where(top > 0, cats[np.clip(top, 0, None)], -1)
+    n_cat = int(max(cats.max(), 0)) + 1
+    rows = np.broadcast_to(np.arange(len(top))[:, None], c.shape)
+    ok = c >= 0
+    counts = np.zeros((len(top), n_cat))
+    np.add.at(counts, (rows[ok], c[ok]), 1.0)
+    total = counts.sum(1, keepdims=True)
+    p = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+    h = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(1)
+    return float(h.mean()) if reduce else h

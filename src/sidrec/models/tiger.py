@@ -43,6 +43,7 @@ class TIGERConfig:
     max_history: int | None = None  # None = the dataset's (stats.json); train_tiger resolves it
     user_tokens: int = 0  # hashed user-id buckets (TIGER: 2000); 0 = off (it hurt in later studies)
     temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
+    spare_suffixes: int = 16  # room on the collision level for items added after training (cold start)
 
     def __post_init__(self):
         if self.preset not in PRESETS:

@@ -8,6 +8,8 @@ encoder and OPQ, no retraining). ``load_recommender`` picks the right one from t
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,40 +20,82 @@ from sidrec.data.dataset import load_dataset
 from sidrec.errors import SidrecError
 
 
+@dataclass(frozen=True)
+class CatalogState:
+    """One immutable version of a served catalog; adding items builds a new one and swaps it in with a
+    single assignment, so a request sees the old or the new catalog, never half of it."""
+
+    ids: np.ndarray  # raw ids, row i = item index i + 1
+    titles: np.ndarray
+    index: pd.Series  # raw id -> item index
+    trie: object = None  # generators: the decoding trie of exactly these items
+    new: frozenset = frozenset()  # raw ids added after training (cold start)
+
+
 class _Catalog:
     """Raw ids, titles and request checks shared by the recommenders."""
 
-    def _init_catalog(self, ds=None, *, items: pd.DataFrame | None = None, name: str = "") -> None:
+    _lock: threading.Lock
+
+    def _init_catalog(self, ds=None, *, items: pd.DataFrame | None = None, name: str = "", trie=None) -> None:
         """From a dataset, or from an items table (item_id, title/text) saved in a run."""
         self.ds = ds
         items = ds.items if items is None else items
         self.catalog_name = name or (str(ds.path) if ds is not None else "the run's catalog")
-        self.ids = items["item_id"].astype(str).to_numpy()
-        self.titles = items.get("title", items.get("text", pd.Series([""] * len(items)))).fillna("").astype(str).to_numpy()
-        self.index = pd.Series(np.arange(1, len(self.ids) + 1), index=self.ids)
+        ids = items["item_id"].astype(str).to_numpy()
+        titles = items.get("title", items.get("text", pd.Series([""] * len(items)))).fillna("").astype(str).to_numpy()
+        self.cat = CatalogState(ids, titles, pd.Series(np.arange(1, len(ids) + 1), index=ids), trie)
+        self._lock = threading.Lock()  # serialises writers (add_items); readers take ``self.cat`` once
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.cat.ids
 
     @property
     def n_items(self) -> int:
-        return len(self.ids)
+        return len(self.cat.ids)
 
-    def _history_indices(self, history: list[str], k: int, length: int) -> np.ndarray:
+    def _history_indices(self, cat: CatalogState, history: list[str], k: int, length: int) -> np.ndarray:
         if not history:
             raise SidrecError("empty history: give at least one --history ITEM")
-        unknown = [h for h in history if h not in self.index.index]
+        unknown = [h for h in history if h not in cat.index.index]
         if unknown:
             raise SidrecError(f"unknown item id(s) {unknown[:5]} (not in {self.catalog_name})")
-        if k > self.n_items:
-            raise SidrecError(f"k={k} is larger than the catalog ({self.n_items} items)")
+        if k > len(cat.ids):
+            raise SidrecError(f"k={k} is larger than the catalog ({len(cat.ids)} items)")
         if k < 1:
             raise SidrecError(f"k={k}: must be at least 1")
-        idx = self.index[history].to_numpy()[-length:]
+        idx = cat.index[history].to_numpy()[-length:]
         hist = np.zeros((1, length), dtype=np.int64)
         hist[0, length - len(idx):] = idx
         return hist
 
-    def _rows(self, items, scores) -> list[dict]:
-        return [{"item": self.ids[i - 1], "score": float(s), "title": self.titles[i - 1]}
+    @staticmethod
+    def _rows(cat: CatalogState, items, scores) -> list[dict]:
+        return [{"item": cat.ids[i - 1], "score": float(s), "title": cat.titles[i - 1], "new": cat.ids[i - 1] in cat.new}
                 for i, s in zip(items, scores) if i > 0]
+
+    def _check_new(self, cat: CatalogState, ids: list[str], texts: list[str]) -> list[str]:
+        if len(ids) != len(texts):
+            raise SidrecError(f"{len(ids)} new item ids but {len(texts)} texts")
+        if not ids:
+            raise SidrecError("no new items given")
+        ids = [str(i) for i in ids]
+        clash = [i for i in ids if i in cat.index.index]
+        if clash or len(set(ids)) != len(ids):
+            raise SidrecError(f"new item id(s) {(clash or ids)[:5]} already in the catalog or repeated")
+        empty = [i for i, t in zip(ids, texts) if not str(t).strip()]
+        if empty:
+            raise SidrecError(f"new item {empty[0]!r}: empty text (cold-start items need text)")
+        return ids
+
+    @staticmethod
+    def _extended(cat: CatalogState, ids: list[str], titles: list[str], trie=None) -> CatalogState:
+        start = len(cat.ids) + 1
+        return CatalogState(np.concatenate([cat.ids, np.array(ids, dtype=object)]),
+                            np.concatenate([cat.titles, np.array(titles, dtype=object)]),
+                            pd.concat([cat.index, pd.Series(np.arange(start, start + len(ids)), index=ids)]),
+                            trie if trie is not None else cat.trie, cat.new | frozenset(ids))
 
 
 def load_generator(run: str | Path, device: str = "cpu"):
@@ -71,13 +115,19 @@ def load_generator(run: str | Path, device: str = "cpu"):
 
 
 class Recommender(_Catalog):
-    """Serves any generator run (TIGER today) through the generator contract."""
+    """Serves any generator run (TIGER today) through the generator contract; takes new items by their text
+    (cold start: the run's own text encoder and tokenizer give them IDs, the trie grows, no retraining)."""
 
     def __init__(self, model, trie, ds=None, device: str = "cpu", *, items: pd.DataFrame | None = None,
-                 name: str = ""):
-        self.model, self.trie, self.device = model, trie, device
+                 name: str = "", run: str | Path | None = None):
+        self.model, self.device, self.run = model, device, Path(run) if run is not None else None
         self.kind = model.kind
-        self._init_catalog(ds, items=items, name=name)
+        self._tokenizer = None
+        self._init_catalog(ds, items=items, name=name, trie=trie)
+
+    @property
+    def trie(self):
+        return self.cat.trie
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu") -> Recommender:
@@ -86,18 +136,76 @@ class Recommender(_Catalog):
         model, trie, conf = load_generator(run, device)
         cat = Path(run) / "items.parquet"
         if cat.is_file():
-            return cls(model, trie, None, device, items=pd.read_parquet(cat), name=f"run {run}")
-        return cls(model, trie, load_dataset(conf["dataset"]), device)
+            return cls(model, trie, None, device, items=pd.read_parquet(cat), name=f"run {run}", run=run)
+        return cls(model, trie, load_dataset(conf["dataset"]), device, run=run)
 
-    def recommend(self, history: list[str], *, k: int = 10, beam: int = 0) -> list[dict]:
-        """Top-k by trie-constrained beam search (beam 0 = max(k, 20))."""
-        from sidrec.decoding.beam import generate
+    def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, sample_temperature: float = 0.0,
+                  seed: int = 0, epsilon: float = 0.0) -> list[dict]:
+        """Top-k by trie-constrained beam search (beam 0 = max(k, 20)), or, with ``sample_temperature`` T > 0,
+        k distinct items sampled without replacement at temperature T (seeded; diversity on a dial).
 
-        hist = self._history_indices(history, k, self.model.cfg.max_history)
-        items, scores = generate(self.model, torch.zeros(1, dtype=torch.long, device=self.device),
-                                       torch.as_tensor(hist, device=self.device), self.trie,
-                                       beam=max(beam or 20, k), k=k)
-        return self._rows(items[0].tolist(), scores[0].tolist())
+        ``epsilon`` > 0 (TIGER's cold start): up to max(1, floor(epsilon * k)) of the k slots may go to items
+        added after training, scored by the probability of their semantic prefix (the ID without its
+        collision suffix, which the model never saw for them); they enter where that score beats the
+        decoded items'. With 0 new items compete through the trie like any other."""
+        from sidrec.decoding.beam import generate, prefix_scores
+
+        if not 0.0 <= epsilon <= 1.0:
+            raise SidrecError(f"epsilon {epsilon}: must lie in [0, 1]")
+        cat = self.cat  # one consistent catalog for the whole request
+        hist = torch.as_tensor(self._history_indices(cat, history, k, self.model.cfg.max_history), device=self.device)
+        users = torch.zeros(1, dtype=torch.long, device=self.device)
+        items, scores = generate(self.model, users, hist, cat.trie, beam=max(beam or 20, k), k=k,
+                                 sample_temperature=sample_temperature, seed=seed)
+        items, scores = items[0].tolist(), scores[0].tolist()
+        if epsilon > 0 and cat.new:
+            new = torch.as_tensor(cat.index[sorted(cat.new)].to_numpy().copy(), device=self.device)
+            levels = self.model.id_length - (1 if self._collision_suffix() else 0)
+            ns = prefix_scores(self.model, users, hist, new, levels)[0]
+            take = ns.topk(min(len(new), max(1, int(epsilon * k))))
+            new_set = set(new.tolist())
+            pool = [(s_, i) for i, s_ in zip(items, scores) if i > 0 and i not in new_set]
+            pool += list(zip(take.values.tolist(), new[take.indices].tolist()))
+            pool.sort(key=lambda x: -x[0])
+            items, scores = [i for _, i in pool[:k]], [s_ for s_, _ in pool[:k]]
+        return self._rows(cat, items, scores)
+
+    def _collision_suffix(self) -> bool:
+        meta = json.loads((self.run / "tokens" / "tokenizer.json").read_text()) if self.run else {}
+        return meta.get("config", {}).get("collision", "append") == "append" and \
+            meta.get("id_length", 0) == meta.get("levels", 0) + 1
+
+    def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
+        """Give new items IDs from their text and make them recommendable at once; all or nothing."""
+        from sidrec.decoding.trie import Trie
+        from sidrec.embeddings.text import embed_new_texts
+        from sidrec.tokenizers.registry import load_tokenizer
+
+        with self._lock:
+            cat = self.cat
+            ids = self._check_new(cat, ids, texts)
+            run = self.run
+            if run is None or not (run / "embeddings" / "embeddings.json").is_file():
+                raise SidrecError(f"{run}: this run does not keep its text encoder (trained before sidrec 0.3, or "
+                                  f"its tokens were not made from text); new items cannot get IDs")
+            if self._tokenizer is None:
+                self._tokenizer = load_tokenizer(run / "tokens")
+            tok = self._tokenizer
+            base = tok.encode(embed_new_texts(run / "embeddings", list(texts)))  # published IDs: one-line error
+            sids = tok.new_ids(base)
+            limit = np.asarray(self.model.vocab.level_sizes)
+            over = np.flatnonzero((sids >= limit[None, :]).any(1))
+            if len(over):
+                i = int(over[0])
+                raise SidrecError(f"new item {ids[i]!r}: its code prefix already holds {int(sids[i, -1])} items, the "
+                                  f"most this run's ID vocabulary can tell apart ({int(limit[-1])}); retrain (more spare_suffixes)")
+            all_sids = np.vstack([tok.sids_, sids])
+            trie = Trie(all_sids, cat.trie.level_sizes).to(self.device)
+            item_tok = self.model.vocab.item_tokens(all_sids).to(self.device)
+            # commit: the token table only grows (old requests never index the new rows), then one swap
+            self.model.item_tok = item_tok
+            tok.sids_, tok.codes_ = all_sids, np.vstack([tok.codes_, base])
+            self.cat = self._extended(cat, ids, list(titles or texts), trie)
 
 
 class VQRecRecommender(_Catalog):
@@ -106,7 +214,6 @@ class VQRecRecommender(_Catalog):
     def __init__(self, model, meta: dict, ds, run: Path, device: str = "cpu"):
         self.model, self.meta, self.run, self.device = model, meta, Path(run), device
         self._init_catalog(ds)
-        self.new_items: set[str] = set()
         self._reps: torch.Tensor | None = None  # item representations, computed once per catalog
 
     @classmethod
@@ -124,44 +231,41 @@ class VQRecRecommender(_Catalog):
         from sidrec.embeddings.text import embed_new_texts
         from sidrec.tokenizers.opq import OPQTokenizer
 
-        if len(ids) != len(texts):
-            raise SidrecError(f"{len(ids)} new item ids but {len(texts)} texts")
-        ids = [str(i) for i in ids]
-        clash = [i for i in ids if i in self.index.index]
-        if clash or len(set(ids)) != len(ids):
-            raise SidrecError(f"new item id(s) {(clash or ids)[:5]} already in the catalog or repeated")
-        if not (self.run / "opq" / "opq.faiss").is_file():
-            raise SidrecError(f"{self.run}: this run's codes did not come from OPQ (random or given tokens), "
-                              "so new items' text cannot be encoded")
-        emb_dir = self.meta["domains"][0].get("embeddings")
-        if not emb_dir:
-            raise SidrecError(f"{self.run}: no text-embedding directory recorded; cannot embed new items")
-        codes = OPQTokenizer.load(self.run / "opq").encode(embed_new_texts(emb_dir, texts))
-        self.model.set_codes(np.concatenate([self.model.codes.cpu().numpy(), codes]))
-        self.model.to(self.device)
-        start = self.n_items + 1
-        self.ids = np.concatenate([self.ids, np.array(ids, dtype=object)])
-        self.titles = np.concatenate([self.titles, np.array(titles or texts, dtype=object)])
-        self.index = pd.concat([self.index, pd.Series(np.arange(start, start + len(ids)), index=ids)])
-        self.new_items.update(ids)
-        self._reps = None
+        with self._lock:
+            cat = self.cat
+            ids = self._check_new(cat, ids, texts)
+            if not (self.run / "opq" / "opq.faiss").is_file():
+                raise SidrecError(f"{self.run}: this run's codes did not come from OPQ (random or given tokens), "
+                                  "so new items' text cannot be encoded")
+            emb_dir = self.meta["domains"][0].get("embeddings")
+            if not emb_dir:
+                raise SidrecError(f"{self.run}: no text-embedding directory recorded; cannot embed new items")
+            codes = OPQTokenizer.load(self.run / "opq").encode(embed_new_texts(emb_dir, texts))
+            self.model.set_codes(np.concatenate([self.model.codes.cpu().numpy(), codes]))
+            self.model.to(self.device)
+            self._reps = None
+            self.cat = self._extended(cat, ids, list(titles or texts))
 
-    def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, exclude_history: bool = False) -> list[dict]:
+    @property
+    def new_items(self) -> frozenset:
+        return self.cat.new
+
+    def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, exclude_history: bool = False,
+                  **_) -> list[dict]:
         """Top-k of a full scoring of the catalog (``beam`` is accepted for a common signature and unused)."""
-        hist = self._history_indices(history, k, self.model.cfg.max_history)
+        cat = self.cat
+        hist = self._history_indices(cat, history, k, self.model.cfg.max_history)
         with torch.no_grad():
-            if self._reps is None:
-                self._reps = self.model.item_reps()
+            reps = self._reps
+            if reps is None or len(reps) != len(cat.ids) + 1:
+                reps = self._reps = self.model.item_reps()
             state = self.model.forward(torch.as_tensor(hist, device=self.device))[:, -1]
-            scores = self.model.logits(state, self._reps)[0].float()
+            scores = self.model.logits(state, reps)[0].float()[: len(cat.ids) + 1]
         scores[0] = -torch.inf
         if exclude_history:
             scores[torch.as_tensor(hist[hist > 0], device=self.device)] = -torch.inf
         top = torch.topk(scores, k)
-        rows = self._rows(top.indices.tolist(), top.values.tolist())
-        for r in rows:
-            r["new"] = r["item"] in self.new_items
-        return rows
+        return self._rows(cat, top.indices.tolist(), top.values.tolist())
 
 
 def load_recommender(run: str | Path, device: str = "cpu") -> Recommender | VQRecRecommender:

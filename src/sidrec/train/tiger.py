@@ -44,8 +44,12 @@ def tiger_train_config(preset: str = "tiger", **overrides) -> TrainConfig:
 
 
 def build_model(cfg: TIGERConfig, ids: SemanticIDs) -> tuple[TIGER, Trie]:
-    vocab = Vocab(ids.level_sizes, cfg.user_tokens)
-    return TIGER(cfg, vocab, ids.codes), Trie(ids.codes, ids.level_sizes)
+    """The generator and the trie of ``ids``; an appended collision level gets ``spare_suffixes`` extra
+    tokens, so items added after training (cold start) can still be told apart."""
+    sizes = list(ids.level_sizes)
+    if int(ids.meta.get("id_length", len(sizes))) > int(ids.meta.get("levels", len(sizes))):
+        sizes[-1] += cfg.spare_suffixes
+    return TIGER(cfg, Vocab(sizes, cfg.user_tokens), ids.codes), Trie(ids.codes, sizes)
 
 
 def bucket_widths(lengths: np.ndarray, max_len: int, k: int) -> list[int]:
@@ -258,14 +262,22 @@ def _sha256(path: Path) -> str:
 
 
 def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
-    """Copy what serving needs into the run: RUN/tokens (codes.npy, tokenizer.json) and RUN/items.parquet
-    (item_id, title, text), so the run works after its tokens and dataset directories move."""
+    """Copy what serving needs into the run: RUN/tokens (IDs, tokenizer.json and the tokenizer's weights, so
+    new items can be encoded), RUN/embeddings (the text encoder's settings: embeddings.json, a fitted tf-idf
+    model; no vectors) and RUN/items.parquet (item_id, title, text), so the run works after its tokens,
+    embeddings and dataset directories move."""
     import shutil
 
     (out / "tokens").mkdir(parents=True, exist_ok=True)
-    for f in ("codes.npy", "tokenizer.json"):
-        if (ids.path / f).resolve() != (out / "tokens" / f).resolve():
+    for f in ("codes.npy", "tokenizer.json", "base_codes.npy", "model.safetensors", "centroids.npy", "opq.faiss"):
+        if (ids.path / f).is_file() and (ids.path / f).resolve() != (out / "tokens" / f).resolve():
             shutil.copyfile(ids.path / f, out / "tokens" / f)
+    emb = ids.meta.get("embeddings")
+    if emb and (Path(emb) / "embeddings.json").is_file():
+        (out / "embeddings").mkdir(exist_ok=True)
+        for f in ("embeddings.json", "tfidf.pkl"):
+            if (Path(emb) / f).is_file() and (Path(emb) / f).resolve() != (out / "embeddings" / f).resolve():
+                shutil.copyfile(Path(emb) / f, out / "embeddings" / f)
     cols = [c for c in ("item_id", "title", "text") if c in ds.items.columns]
     ds.items[cols].to_parquet(out / "items.parquet", index=False)
 
@@ -277,7 +289,7 @@ def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIG
     conf = json.loads((run / "config.json").read_text())
     if conf.get("kind") != "tiger":
         raise SidrecError(f"{run}: is a {conf.get('kind')} run, not a TIGER run")
-    cfg = from_dict(TIGERConfig, conf["model"])
+    cfg = from_dict(TIGERConfig, {"spare_suffixes": 0, **conf["model"]})  # runs before spare suffixes had none
     ids = SemanticIDs(run / "tokens" if (run / "tokens" / "codes.npy").is_file() else conf["tokens"])
     model, trie = build_model(cfg, ids)
     model.load_weights(str(run / "model.safetensors"))
