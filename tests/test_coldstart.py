@@ -172,3 +172,28 @@ def test_sampler_draws_from_the_model_distribution(temperature):
     freq = np.bincount(items[:, 0].numpy(), minlength=10)[1:] / n
     p = (torch.softmax(l0 / temperature, 0)[:, None] * torch.softmax(l1 / temperature, 0)[None, :]).flatten().numpy()
     assert np.abs(freq - p).max() < 0.015  # ~4 standard errors at n = 20,000
+
+
+def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
+    """Held-out items appear in no training sequence and not in the tokenizer's fit; both models are scored on
+    the users whose test item is held out, for every epsilon."""
+    from sidrec.data.dataset import load_dataset
+    from sidrec.train.coldstart import held_out_items
+
+    out = tmp_path / "cold"
+    code, so, se = cli("evaluate-coldstart", syn_dir, "--out", out, "--holdout", "0.2", "--epsilon", "0.1",
+                       "--epsilon", "0.5", "--encoder", "tfidf", "--method", "rqkmeans", "--preset", "small",
+                       "--epochs", "2", "--device", "cpu", "--codebook-size", "8", "--levels", "2")
+    assert code == 0, se
+    ds, seen = load_dataset(syn_dir), load_dataset(out / "data")
+    held = held_out_items(ds, 0.2, 0)
+    held_raw = set(ds.items["item_id"].astype(str).to_numpy()[held - 1])
+    assert not held_raw & set(seen.items["item_id"].astype(str))  # never seen in training or by the tokenizer
+    assert json.loads((out / "tok" / "tokenizer.json").read_text())["n_items"] == seen.n_items
+    res = json.loads((out / "coldstart.json").read_text())
+    assert res["held_out_items"] == len(held)
+    rows = res["rows"]
+    assert sorted((r["epsilon"], r["model"]) for r in rows) == [(0.1, "knn"), (0.1, "tiger"), (0.5, "knn"), (0.5, "tiger")]
+    assert all(0 <= r["recall@10"] <= 1 and r["users"] > 0 for r in rows)
+    knn = {r["epsilon"]: r["recall@10"] for r in rows if r["model"] == "knn"}
+    assert knn[0.5] >= knn[0.1]  # more slots for new items can only add KNN hits

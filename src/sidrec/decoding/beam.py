@@ -106,3 +106,20 @@ def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.T
         lp = torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None])[..., 0]
         out.append(lp[:, :levels].sum(1))
     return torch.cat(out).reshape(B, n)
+
+
+@torch.no_grad()
+def with_new_items(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
+                   new: torch.Tensor, *, epsilon: float, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIGER's cold start on decoded lists (B, k): up to max(1, floor(epsilon * k)) of the k slots go to the
+    ``new`` item indices, scored by their semantic prefix (``prefix_scores``); they enter where that score
+    beats the decoded items', and new items the beam found are replaced by their prefix-scored entry."""
+    k = items.shape[1]
+    cap = min(len(new), max(1, int(epsilon * k)))
+    ns = prefix_scores(model, users, hist, new, levels)  # (B, n_new)
+    top = ns.topk(cap, dim=1)
+    is_new = torch.isin(items, new)
+    old_scores = scores.masked_fill(is_new | (items <= 0), float("-inf"))
+    all_items = torch.cat([items, new[top.indices]], 1)
+    s, idx = torch.cat([old_scores, top.values], 1).topk(k, dim=1)
+    return torch.where(torch.isinf(s), torch.full_like(s, -1, dtype=torch.long), all_items.gather(1, idx)), s

@@ -148,7 +148,7 @@ class Recommender(_Catalog):
         added after training, scored by the probability of their semantic prefix (the ID without its
         collision suffix, which the model never saw for them); they enter where that score beats the
         decoded items'. With 0 new items compete through the trie like any other."""
-        from sidrec.decoding.beam import generate, prefix_scores
+        from sidrec.decoding.beam import generate, with_new_items
 
         if not 0.0 <= epsilon <= 1.0:
             raise SidrecError(f"epsilon {epsilon}: must lie in [0, 1]")
@@ -157,18 +157,11 @@ class Recommender(_Catalog):
         users = torch.zeros(1, dtype=torch.long, device=self.device)
         items, scores = generate(self.model, users, hist, cat.trie, beam=max(beam or 20, k), k=k,
                                  sample_temperature=sample_temperature, seed=seed)
-        items, scores = items[0].tolist(), scores[0].tolist()
         if epsilon > 0 and cat.new:
             new = torch.as_tensor(cat.index[sorted(cat.new)].to_numpy().copy(), device=self.device)
             levels = self.model.id_length - (1 if self._collision_suffix() else 0)
-            ns = prefix_scores(self.model, users, hist, new, levels)[0]
-            take = ns.topk(min(len(new), max(1, int(epsilon * k))))
-            new_set = set(new.tolist())
-            pool = [(s_, i) for i, s_ in zip(items, scores) if i > 0 and i not in new_set]
-            pool += list(zip(take.values.tolist(), new[take.indices].tolist()))
-            pool.sort(key=lambda x: -x[0])
-            items, scores = [i for _, i in pool[:k]], [s_ for s_, _ in pool[:k]]
-        return self._rows(cat, items, scores)
+            items, scores = with_new_items(self.model, users, hist, items, scores, new, epsilon=epsilon, levels=levels)
+        return self._rows(cat, items[0].tolist(), scores[0].tolist())
 
     def _collision_suffix(self) -> bool:
         meta = json.loads((self.run / "tokens" / "tokenizer.json").read_text()) if self.run else {}

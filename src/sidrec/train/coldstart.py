@@ -1,0 +1,151 @@
+"""TIGER's cold-start protocol (Rajput et al. 2023, section 4.2) as one stage.
+
+1. Hold out a share of the items that are some user's test target (seeded): they are removed from every
+   sequence, so they appear in no training sequence and the text encoder (tf-idf) and the tokenizer never
+   fit on them; the rest is re-prepared as the "seen" dataset (OUT/data).
+2. Embed the seen items (OUT/emb), fit the tokenizer on them (OUT/tok), train the generator (OUT/run).
+3. Add the held-out items by their text (the run's own encoder and tokenizer: ``Recommender.add_items``)
+   and rank for the users whose original test target is a held-out item (their history: every earlier
+   item that is not held out). For each epsilon, up to max(1, floor(epsilon * K)) slots may go to new
+   items (``decoding.beam.with_new_items``).
+4. Baseline, TIGER's semantic KNN: new items ranked by the cosine similarity of their text embedding to the
+   mean embedding of the history, given the same number of slots (at the top of its list).
+Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "recall@K", "ndcg@K", "users"} in
+OUT/coldstart.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sidrec.data.dataset import Dataset, load_dataset
+from sidrec.errors import SidrecError
+from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
+
+
+@dataclass(frozen=True, kw_only=True)
+class ColdStartConfig:
+    holdout: float = 0.05  # share of the distinct test-target items held out
+    epsilons: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    k: int = 10
+    beam: int = 20
+    seed: int = 0
+
+
+def held_out_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
+    """Item indices: ``share`` of the distinct test targets (at least one), seeded."""
+    if not 0 < share < 1:
+        raise SidrecError(f"--holdout {share}: must lie strictly between 0 and 1")
+    targets = np.unique(ds.seq[ds.offsets[1:] - 1])
+    n = max(1, int(round(share * len(targets))))
+    return np.sort(np.random.default_rng(seed).choice(targets, n, replace=False))
+
+
+def seen_dataset(ds: Dataset, held: np.ndarray, out: Path, log=print) -> Dataset:
+    """``ds`` without the held-out items (removed from every sequence and from the catalog)."""
+    from sidrec.data.prepare import PrepareConfig, prepare
+    from sidrec.data.schema import RawData
+
+    keep = ~np.isin(ds.seq, held)
+    user = np.repeat(np.arange(ds.n_users), np.diff(ds.offsets))
+    raw_items = ds.items["item_id"].astype(str).to_numpy()
+    raw_users = ds.users["user_id"].astype(str).to_numpy()
+    pos = np.arange(len(ds.seq)) - np.repeat(ds.offsets[:-1], np.diff(ds.offsets))
+    inter = pd.DataFrame({"user": raw_users[user[keep]], "item": raw_items[ds.seq[keep] - 1],
+                          "time": pos[keep].astype(float)})
+    cols = [c for c in ("item_id", "title", "text") if c in ds.items.columns]
+    items = ds.items.loc[~ds.items["item_idx"].isin(held), cols].rename(columns={"item_id": "item"})
+    prepare(RawData(inter, items), out, PrepareConfig(min_count=1, max_history=int(ds.stats["config"]["max_history"]),
+                                                       text_fields=("text",)), source="coldstart")
+    seen = load_dataset(out)
+    log(f"cold start: {len(held)} items held out; seen dataset {seen.n_users:,} users, {seen.n_items:,} items")
+    return seen
+
+
+def cold_users(ds: Dataset, held: np.ndarray, length: int, known: set[str]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """Users whose test target is held out: (user rows, target item indices, histories as raw ids of
+    ``known`` items (the seen catalog; held-out ones never), the last ``length``)."""
+    raw = ds.items["item_id"].astype(str).to_numpy()
+    ends = ds.offsets[1:] - 1
+    rows = np.flatnonzero(np.isin(ds.seq[ends], held))
+    hists = []
+    for r in rows:  # one list per cold user (hundreds): builds the request strings
+        h = ds.seq[ds.offsets[r]:ends[r]]
+        hists.append([x for x in raw[h[~np.isin(h, held)] - 1].tolist() if x in known][-length:])
+    ok = np.array([len(h) > 0 for h in hists], dtype=bool)
+    return rows[ok], ds.seq[ends[rows[ok]]], [h for h, o in zip(hists, ok) if o]
+
+
+def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
+                       model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(), log=print) -> list[dict]:
+    from sidrec.decoding.beam import generate, with_new_items
+    from sidrec.embeddings.text import embed_dataset, embed_new_texts
+    from sidrec.serving.recommender import Recommender
+    from sidrec.train.tiger import train_tiger
+    from sidrec.train.tokenize import tokenize
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    held = held_out_items(ds, cfg.holdout, cfg.seed)
+    seen = seen_dataset(ds, held, out / "data", log=log)
+    emb = embed_dataset(seen, out / "emb", embed_cfg, log=log)
+    tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
+    if (out / "tok" / "tokenizer.json").is_file():
+        meta = json.loads((out / "tok" / "tokenizer.json").read_text())
+        if meta["n_items"] != seen.n_items:
+            raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
+    train_tiger(seen, out / "tok", out / "run", model_cfg, train_cfg, beam=cfg.beam, ks=(cfg.k,), log=log)
+
+    rec = Recommender.load(out / "run", device=str(train_cfg.device if train_cfg.device != "auto" else "cpu"))
+    raw = ds.items["item_id"].astype(str).to_numpy()
+    texts = ds.items["text"].fillna("").astype(str).to_numpy()
+    rec.add_items(raw[held - 1].tolist(), texts[held - 1].tolist())
+    rows, targets, hists = cold_users(ds, held, rec.model.cfg.max_history, set(seen.items["item_id"].astype(str)))
+    if not len(rows):
+        raise SidrecError("no user with a held-out test item has any other history; hold out more items")
+    cat, dev, L = rec.cat, rec.device, rec.model.cfg.max_history
+    target_idx = cat.index[raw[targets - 1]].to_numpy()  # indices in the served catalog
+    hist = np.zeros((len(rows), L), dtype=np.int64)
+    for i, h in enumerate(hists):  # left-padded request matrix
+        hist[i, L - len(h):] = cat.index[h].to_numpy()
+    new = torch.as_tensor(cat.index[raw[held - 1]].to_numpy().copy(), device=dev)
+    levels = rec.model.id_length - (1 if rec._collision_suffix() else 0)
+    knn_new = embed_new_texts(out / "emb", texts[held - 1].tolist())
+    knn_new = knn_new / np.linalg.norm(knn_new, axis=1, keepdims=True).clip(1e-12)
+    seen_idx = seen.item_index()
+    results = []
+    with torch.no_grad():
+        lists = []
+        for s in range(0, len(rows), 256):
+            u = torch.zeros(len(hist[s:s + 256]), dtype=torch.long, device=dev)
+            h = torch.as_tensor(hist[s:s + 256], device=dev)
+            lists.append((u, h, *generate(rec.model, u, h, cat.trie, beam=max(cfg.beam, cfg.k), k=cfg.k)))
+        for eps in cfg.epsilons:
+            ranked = np.vstack([with_new_items(rec.model, u, h, it, sc, new, epsilon=eps, levels=levels)[0].cpu().numpy()
+                                for u, h, it, sc in lists])
+            m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
+            results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
+                            f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
+            # semantic KNN: mean text embedding of the history vs the new items, same number of slots
+            cap = min(len(held), max(1, int(eps * cfg.k)))
+            hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
+            sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
+            top = np.argsort(-sim, axis=1, kind="stable")[:, :cap]
+            knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
+            knn_lists[:, :cap] = new.cpu().numpy()[top]
+            m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
+            results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
+                            f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
+    name = Path(ds.path).name
+    results = [{"dataset": name, **r} for r in results]
+    (out / "coldstart.json").write_text(json.dumps({"held_out_items": int(len(held)), "rows": results}, indent=2))
+    for r in results:
+        log(f"epsilon {r['epsilon']}: {r['model']:5s} recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
+            f"ndcg@{cfg.k} {r[f'ndcg@{cfg.k}']:.4f} ({r['users']} users)")
+    return results
