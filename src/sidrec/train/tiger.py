@@ -128,9 +128,11 @@ def _trim(hist: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int, k: int, batch_size: int,
-                 device: torch.device, users: np.ndarray | None = None) -> np.ndarray:
+                 device: torch.device, users: np.ndarray | None = None, sample_temperature: float = 0.0,
+                 seed: int = 0) -> np.ndarray:
     """Top-k item lists (n_users, k) for the split (rows of users not selected stay -1). Users are
-    decoded in order of history length, each batch cut to its longest history."""
+    decoded in order of history length, each batch cut to its longest history. ``sample_temperature`` > 0:
+    k distinct items sampled at that temperature (seeded per batch) instead of beam search."""
     model.eval()
     u_all, hist, _ = ds.eval_inputs(split, model.cfg.max_history)
     rows = np.arange(ds.n_users) if users is None else users
@@ -140,7 +142,8 @@ def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int
     for s in progress(batches, total=len(batches), desc=f"decode {split}"):
         r = rows[s:s + batch_size]
         items, _ = generate(model, torch.as_tensor(u_all[r], device=device),
-                            _trim(torch.as_tensor(hist[r], device=device)), trie, beam=beam, k=k)
+                            _trim(torch.as_tensor(hist[r], device=device)), trie, beam=beam, k=k,
+                            sample_temperature=sample_temperature, seed=seed + s)
         out[r] = items.cpu().numpy()
     return out
 
