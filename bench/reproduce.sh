@@ -8,7 +8,8 @@
 # VARIANT: full (ranking-guided loss tau 0.7 for letter/published IDs; tau 1 for the others), no-rank-loss
 # (tau 1), cf-only / div-only (LETTER tokenizer ablations, tokens .gpu/tok/DATASET-letter-VARIANT, tau 1),
 # or any name with EXTRA="--set ..." (a "beyond" row).
-# Inputs: .gpu/data/DATASET (sidrec data prepare), .gpu/tok/DATASET-TOKENS[-VARIANT] (sidrec tokenize).
+# Inputs: .gpu/data/DATASET (sidrec data prepare), $TOKDIR/DATASET-TOKENS[-VARIANT] (sidrec tokenize, or
+# bench/make_tokens.sh on the device; TOKDIR defaults to .gpu/tok).
 # Runs live in $RUNS (default /tmp/repro) and resume: a command stops training after MINUTES (default 7.5)
 # and the next identical command continues; finished runs append a row to $OUT/reproduce.jsonl, which
 # `python bench/reproduce_row.py --merge $OUT/reproduce.jsonl` adds to bench/results/reproduce.json.
@@ -17,7 +18,8 @@ DATASET=$1; TOKENS=$2; VARIANT=${3:-full}
 OUT=${OUT:-bench/out/reproduce}; RUNS=${RUNS:-/tmp/repro}; mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 D=.gpu/data/$DATASET
-case "$VARIANT" in cf-only|div-only) T=.gpu/tok/$DATASET-$TOKENS-$VARIANT ;; *) T=.gpu/tok/$DATASET-$TOKENS ;; esac
+TOKDIR=${TOKDIR:-.gpu/tok}  # bench/make_tokens.sh writes /tmp/tok on the device
+case "$VARIANT" in cf-only|div-only) T=$TOKDIR/$DATASET-$TOKENS-$VARIANT ;; *) T=$TOKDIR/$DATASET-$TOKENS ;; esac
 TAU=1.0
 if [ "$VARIANT" = full ] && { [ "$TOKENS" = letter ] || [ "$TOKENS" = published ]; }; then TAU=0.7; fi
 TAU=${TAU_OVERRIDE:-$TAU}

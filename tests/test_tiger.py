@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sidrec.decoding.beam import generate
-from sidrec.decoding.trie import Trie
+from sidrec.decoding.trie import SparseTrie, Trie
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab, ranking_guided_loss
 
 TINY = TIGERConfig(preset="custom", n_layers=2, d_model=32, n_heads=2, d_kv=16, d_ff=64, dropout=0.0, max_history=5)
@@ -20,20 +20,42 @@ def catalog(n=50, sizes=(4, 4, 4), seed=0):
     return all_ids[rng.choice(len(all_ids), n, replace=False)]
 
 
-def test_trie_tables():
+@pytest.mark.parametrize("kind", [Trie, SparseTrie])
+def test_trie_tables(kind):
     codes = np.array([[0, 1], [0, 2], [1, 1]])
-    t = Trie(codes, [2, 3])
+    t = kind(codes, [2, 3])
     assert t.allowed_next([]) == [0, 1] and t.allowed_next([0]) == [1, 2] and t.allowed_next([1]) == [1]
-    assert int(t.child[1][t.child[0][0, 0], 2]) == 2  # item index of (0, 2)
+    p = t.next(0, torch.tensor([0, 0, 0]), torch.tensor([0, 1, 0]))  # the prefixes (0), (1), (0)
+    assert t.next(1, p, torch.tensor([2, 1, 0])).tolist() == [2, 3, -1]  # items (0, 2), (1, 1); (0, 0) is none
+    assert t.mask(1, p).tolist() == [[False, True, True], [False, True, False], [False, True, True]]
 
 
-@pytest.mark.parametrize("beam", [50, 64])
-def test_beam_search_equals_brute_force(beam):
+def test_sparse_trie_equals_dense_trie():
+    """Every mask and every transition agree on a random catalog (4 levels, uneven sizes), dead prefixes included."""
+    rng = np.random.default_rng(0)
+    sizes = [5, 7, 3, 6]
+    codes = np.unique(np.stack([rng.integers(0, s, 400) for s in sizes], 1), axis=0)
+    codes = codes[rng.permutation(len(codes))]
+    dense, sparse = Trie(codes, sizes), SparseTrie(codes, sizes)
+    prefix = torch.zeros(1, dtype=torch.long)
+    for j, s in enumerate(sizes):
+        pd_, ps = torch.cat([prefix, torch.tensor([-1])]), torch.cat([prefix, torch.tensor([-1])])
+        assert torch.equal(dense.mask(j, pd_)[:-1], sparse.mask(j, ps)[:-1]) and not sparse.mask(j, ps)[-1].any()
+        p = prefix.repeat_interleave(s)
+        c = torch.arange(s).repeat(len(prefix))
+        a, b = dense.next(j, p, c), sparse.next(j, p, c)
+        assert torch.equal(a, b)
+        prefix = torch.unique(a[a >= 0])
+    assert sorted(prefix.tolist()) == list(range(1, len(codes) + 1))  # every item reached once
+
+
+@pytest.mark.parametrize("beam,kind", [(50, Trie), (64, Trie), (50, SparseTrie)])
+def test_beam_search_equals_brute_force(beam, kind):
     torch.manual_seed(0)
     codes = catalog()
     sizes = [4, 4, 4]
     model = TIGER(TINY, Vocab(sizes), codes).eval()
-    trie = Trie(codes, sizes)
+    trie = kind(codes, sizes)
     hist = torch.randint(1, 51, (6, 5))
     users = torch.arange(6)
     items, scores = generate(model, users, hist, trie, beam=beam, k=10)

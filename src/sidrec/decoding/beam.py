@@ -27,7 +27,7 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
     Returns items (B, k) (item indices, -1 when fewer than k valid items exist) and scores (B, k): the
     log-probabilities (at ``sample_temperature`` when sampling, in sampling order).
     """
-    dev = trie.allowed[0].device
+    dev = trie.device
     sample = sample_temperature > 0
     scores = torch.full((batch, beam), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # one live beam per user at the start: no duplicate expansions
@@ -35,14 +35,14 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
     prefix = torch.zeros(batch * beam, dtype=torch.long, device=dev)
     tokens = torch.zeros(batch * beam, 1, dtype=torch.long, device=dev)  # decoder start (PAD)
     state = init_state
-    L = len(trie.allowed)
+    L = trie.n_levels
     base = (torch.arange(batch, device=dev) * beam)[:, None]
     for j in range(L):
         logits, state = step_fn(tokens, state)
         size = trie.level_sizes[j]
         logits = logits.float() / sample_temperature if sample else logits.float()
         lvl = torch.log_softmax(logits, -1)[:, offsets[j]:offsets[j] + size]  # (B*beam, size)
-        lvl = lvl.masked_fill(~trie.allowed[j][prefix], float("-inf"))
+        lvl = lvl.masked_fill(~trie.mask(j, prefix), float("-inf"))
         cand = (scores.reshape(-1, 1) + lvl).reshape(batch, beam * size)
         if sample:
             g = _child_keys(cand.reshape(batch * beam, size), keys.reshape(-1, 1), generator)
@@ -52,7 +52,7 @@ def beam_search(step_fn, init_state, *, batch: int, trie: Trie, offsets: list[in
             scores, flat = cand.topk(beam, dim=1)  # (B, beam)
         parent, code = flat // size, flat % size
         gidx = (base + parent).reshape(-1)
-        prefix = trie.child[j][prefix[gidx], code.reshape(-1)]
+        prefix = trie.next(j, prefix[gidx], code.reshape(-1))
         tokens = (code + offsets[j]).reshape(-1, 1)
         if j < L - 1:
             state = reorder_fn(state, gidx)

@@ -170,7 +170,7 @@ class Recommender(_Catalog):
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
         """Give new items IDs from their text and make them recommendable at once; all or nothing."""
-        from sidrec.decoding.trie import Trie
+        from sidrec.decoding.trie import build_trie
         from sidrec.embeddings.text import embed_new_texts
         from sidrec.tokenizers.registry import load_tokenizer
 
@@ -193,7 +193,7 @@ class Recommender(_Catalog):
                 raise SidrecError(f"new item {ids[i]!r}: its code prefix already holds {int(sids[i, -1])} items, the "
                                   f"most this run's ID vocabulary can tell apart ({int(limit[-1])}); retrain (more spare_suffixes)")
             all_sids = np.vstack([tok.sids_, sids])
-            trie = Trie(all_sids, cat.trie.level_sizes).to(self.device)
+            trie = build_trie(all_sids, cat.trie.level_sizes).to(self.device)
             item_tok = self.model.vocab.item_tokens(all_sids).to(self.device)
             # commit: the token table only grows (old requests never index the new rows), then one swap
             self.model.item_tok = item_tok

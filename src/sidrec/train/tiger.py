@@ -13,7 +13,7 @@ import torch
 from sidrec.config import from_dict, merge, to_dict
 from sidrec.data.dataset import Dataset
 from sidrec.decoding.beam import generate
-from sidrec.decoding.trie import Trie
+from sidrec.decoding.trie import Trie, build_trie
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
@@ -49,7 +49,7 @@ def build_model(cfg: TIGERConfig, ids: SemanticIDs) -> tuple[TIGER, Trie]:
     sizes = list(ids.level_sizes)
     if int(ids.meta.get("id_length", len(sizes))) > int(ids.meta.get("levels", len(sizes))):
         sizes[-1] += cfg.spare_suffixes
-    return TIGER(cfg, Vocab(sizes, cfg.user_tokens), ids.codes), Trie(ids.codes, sizes)
+    return TIGER(cfg, Vocab(sizes, cfg.user_tokens), ids.codes), build_trie(ids.codes, sizes)
 
 
 def bucket_widths(lengths: np.ndarray, max_len: int, k: int) -> list[int]:
