@@ -228,3 +228,41 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
     print_table([["epsilon", "model", f"R@{k}", f"N@{k}", "users"]] +
                 [[str(r["epsilon"]), r["model"], f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}", str(r["users"])]
                  for r in rows], f"cold start, {data}: held-out items added by text")
+
+
+@app.command()
+def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory")],
+          tokens: Annotated[Path, typer.Option(help="tokens directory (sidrec tokenize)")] = Path("runs/tokens"),
+          out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/lcrec"),
+          model: Annotated[str, typer.Option(help="causal LM: tiny-llama | tiny-qwen2 (built in, trained from "
+                                                  "scratch on ID tokens)")] = "tiny-llama",
+          temperature: Annotated[Optional[float], typer.Option(help="ranking-guided loss tau (1 = plain CE)")] = None,
+          max_history: Annotated[Optional[int], typer.Option(help="history cut (default: the dataset's)")] = None,
+          epochs: Annotated[Optional[int], typer.Option()] = None,
+          batch_size: Annotated[Optional[int], typer.Option()] = None,
+          learning_rate: Annotated[Optional[float], typer.Option("--lr")] = None,
+          patience: Annotated[Optional[int], typer.Option()] = None,
+          max_minutes: Annotated[Optional[float], typer.Option(help="training time budget")] = None,
+          beam: Annotated[int, typer.Option(help="beam width (>= largest K)")] = 20,
+          decode_batch: Annotated[int, typer.Option(help="users decoded at once")] = 256,
+          select: Annotated[Optional[str], typer.Option(help="early-stopping signal: loss (default) or ndcg@10")] = None,
+          seed: Annotated[Optional[int], typer.Option()] = None,
+          device: Annotated[Optional[str], typer.Option()] = None,
+          config: ConfigOpt = None, set_: SetOpt = None):
+    """Train an LC-Rec-style decoder-only generator (a causal LM over semantic-ID tokens); test once.
+
+    Example: sidrec train lcrec data/beauty --tokens runs/beauty-letter --model tiny-llama --out runs/beauty-lcrec
+    """
+    from sidrec.data.dataset import load_dataset
+    from sidrec.models.lcrec import LCRecConfig
+    from sidrec.train.lcrec import TRAIN_DEFAULTS, train_lcrec
+    from sidrec.train.loop import TrainConfig
+
+    ds = load_dataset(data)
+    mcfg, tcfg = layered([LCRecConfig, TrainConfig], config, set_,
+                         dict(model=model, temperature=temperature, max_history=max_history, epochs=epochs,
+                              batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+                              max_minutes=max_minutes, seed=seed, device=device, select_metric=select),
+                         defaults=TRAIN_DEFAULTS)
+    m = train_lcrec(ds, tokens, out, mcfg, tcfg, beam=beam, decode_batch=decode_batch, log=console.print)
+    show_metrics({"lcrec": m["test"]}, f"test, {ds.n_users:,} users, beam {beam}")

@@ -2,9 +2,11 @@
 pipeline can use it without knowing which one it is.
 
 A generator is an ``nn.Module`` with
-- ``kind``: the run kind it writes into ``RUN/config.json`` (``"tiger"``);
+- ``kind``: the run kind it writes into ``RUN/config.json`` (``"tiger"``, ``"lcrec"``);
 - ``cfg`` (with ``max_history``) and ``vocab`` (``offsets``: the token id of code 0 of each ID level);
 - ``forward(users, hist, target) -> loss``: the training loss of a batch (the loop calls it, maybe compiled);
+- ``teacher_forced(users, hist, target) -> (logits (B, L, V), labels (B, L))`` (validation loss, cold-start
+  prefix scores) and ``item_tok`` (item index -> ID tokens; grows when items are added) with ``id_length``;
 - ``decode_start(users, hist) -> state``, ``decode_step(tokens (B*G, 1), state) -> (logits (B*G, V), state)``,
   ``decode_reorder(state, index) -> state``: what the shared trie-constrained ``beam_search`` drives;
 - a loader ``load(run, device) -> (model, trie, config)`` registered in ``GENERATORS`` below.
@@ -36,4 +38,5 @@ class Generator(Protocol):
 # run kind -> "module:loader" (imported lazily: loaders live with their trainers, above this layer)
 GENERATORS: dict[str, str] = {
     "tiger": "sidrec.train.tiger:load_tiger",
+    "lcrec": "sidrec.train.lcrec:load_lcrec",
 }

@@ -164,37 +164,23 @@ class Recommender(_Catalog):
         return self._rows(cat, items[0].tolist(), scores[0].tolist())
 
     def _collision_suffix(self) -> bool:
-        meta = json.loads((self.run / "tokens" / "tokenizer.json").read_text()) if self.run else {}
-        return meta.get("config", {}).get("collision", "append") == "append" and \
-            meta.get("id_length", 0) == meta.get("levels", 0) + 1
+        from sidrec.decoding.newitems import collision_suffix
+
+        return collision_suffix(self.run)
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
         """Give new items IDs from their text and make them recommendable at once; all or nothing."""
-        from sidrec.decoding.trie import build_trie
-        from sidrec.embeddings.text import embed_new_texts
+        from sidrec.decoding.newitems import grown, new_item_ids
         from sidrec.tokenizers.registry import load_tokenizer
 
         with self._lock:
             cat = self.cat
             ids = self._check_new(cat, ids, texts)
-            run = self.run
-            if run is None or not (run / "embeddings" / "embeddings.json").is_file():
-                raise SidrecError(f"{run}: this run does not keep its text encoder (trained before sidrec 0.3, or "
-                                  f"its tokens were not made from text); new items cannot get IDs")
-            if self._tokenizer is None:
-                self._tokenizer = load_tokenizer(run / "tokens")
+            if self._tokenizer is None and self.run is not None:
+                self._tokenizer = load_tokenizer(self.run / "tokens")
             tok = self._tokenizer
-            base = tok.encode(embed_new_texts(run / "embeddings", list(texts)))  # published IDs: one-line error
-            sids = tok.new_ids(base)
-            limit = np.asarray(self.model.vocab.level_sizes)
-            over = np.flatnonzero((sids >= limit[None, :]).any(1))
-            if len(over):
-                i = int(over[0])
-                raise SidrecError(f"new item {ids[i]!r}: its code prefix already holds {int(sids[i, -1])} items, the "
-                                  f"most this run's ID vocabulary can tell apart ({int(limit[-1])}); retrain (more spare_suffixes)")
-            all_sids = np.vstack([tok.sids_, sids])
-            trie = build_trie(all_sids, cat.trie.level_sizes).to(self.device)
-            item_tok = self.model.vocab.item_tokens(all_sids).to(self.device)
+            base, sids = new_item_ids(self.run, tok, list(texts), self.model.vocab.level_sizes, ids)
+            all_sids, trie, item_tok = grown(self.model, tok, base, sids, cat.trie.level_sizes, self.device)
             # commit: the token table only grows (old requests never index the new rows), then one swap
             self.model.item_tok = item_tok
             tok.sids_, tok.codes_ = all_sids, np.vstack([tok.codes_, base])

@@ -4,7 +4,7 @@
    sequence, so they appear in no training sequence and the text encoder (tf-idf) and the tokenizer never
    fit on them; the rest is re-prepared as the "seen" dataset (OUT/data).
 2. Embed the seen items (OUT/emb), fit the tokenizer on them (OUT/tok), train the generator (OUT/run).
-3. Add the held-out items by their text (the run's own encoder and tokenizer: ``Recommender.add_items``)
+3. Add the held-out items by their text (the run's own encoder and tokenizer: ``decoding.newitems``)
    and rank for the users whose original test target is a held-out item (their history: every earlier
    item that is not held out). For each epsilon, up to max(1, floor(epsilon * K)) slots may go to new
    items (``decoding.beam.with_new_items``).
@@ -85,9 +85,10 @@ def cold_users(ds: Dataset, held: np.ndarray, length: int, known: set[str]) -> t
 def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
                        model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(), log=print) -> list[dict]:
     from sidrec.decoding.beam import generate, with_new_items
+    from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
-    from sidrec.serving.recommender import Recommender
-    from sidrec.train.tiger import train_tiger
+    from sidrec.tokenizers.registry import load_tokenizer
+    from sidrec.train.tiger import load_tiger, train_tiger
     from sidrec.train.tokenize import tokenize
 
     out = Path(out)
@@ -102,20 +103,29 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
     train_tiger(seen, out / "tok", out / "run", model_cfg, train_cfg, beam=cfg.beam, ks=(cfg.k,), log=log)
 
-    rec = Recommender.load(out / "run", device=str(train_cfg.device if train_cfg.device != "auto" else "cpu"))
+    dev = torch.device(train_cfg.device if train_cfg.device != "auto" else
+                       ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, trie, _ = load_tiger(out / "run", dev)
+    tok = load_tokenizer(out / "run" / "tokens")
     raw = ds.items["item_id"].astype(str).to_numpy()
     texts = ds.items["text"].fillna("").astype(str).to_numpy()
-    rec.add_items(raw[held - 1].tolist(), texts[held - 1].tolist())
-    rows, targets, hists = cold_users(ds, held, rec.model.cfg.max_history, set(seen.items["item_id"].astype(str)))
+    new_names = raw[held - 1].tolist()
+    base, sids = new_item_ids(out / "run", tok, texts[held - 1].tolist(), model.vocab.level_sizes, new_names)
+    _, trie, model.item_tok = grown(model, tok, base, sids, trie.level_sizes, dev)
+    # served catalog: the seen items (their run indices), then the held-out ones appended in order
+    index = pd.Series(np.arange(1, seen.n_items + len(held) + 1),
+                      index=seen.items["item_id"].astype(str).tolist() + new_names)
+    known = set(seen.items["item_id"].astype(str))
+    rows, targets, hists = cold_users(ds, held, model.cfg.max_history, known)
     if not len(rows):
         raise SidrecError("no user with a held-out test item has any other history; hold out more items")
-    cat, dev, L = rec.cat, rec.device, rec.model.cfg.max_history
-    target_idx = cat.index[raw[targets - 1]].to_numpy()  # indices in the served catalog
+    L = model.cfg.max_history
+    target_idx = index[raw[targets - 1]].to_numpy()
     hist = np.zeros((len(rows), L), dtype=np.int64)
     for i, h in enumerate(hists):  # left-padded request matrix
-        hist[i, L - len(h):] = cat.index[h].to_numpy()
-    new = torch.as_tensor(cat.index[raw[held - 1]].to_numpy().copy(), device=dev)
-    levels = rec.model.id_length - (1 if rec._collision_suffix() else 0)
+        hist[i, L - len(h):] = index[h].to_numpy()
+    new = torch.as_tensor(index[new_names].to_numpy().copy(), device=dev)
+    levels = model.id_length - (1 if collision_suffix(out / "run") else 0)
     knn_new = embed_new_texts(out / "emb", texts[held - 1].tolist())
     knn_new = knn_new / np.linalg.norm(knn_new, axis=1, keepdims=True).clip(1e-12)
     seen_idx = seen.item_index()
@@ -125,9 +135,9 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         for s in range(0, len(rows), 256):
             u = torch.zeros(len(hist[s:s + 256]), dtype=torch.long, device=dev)
             h = torch.as_tensor(hist[s:s + 256], device=dev)
-            lists.append((u, h, *generate(rec.model, u, h, cat.trie, beam=max(cfg.beam, cfg.k), k=cfg.k)))
+            lists.append((u, h, *generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)))
         for eps in cfg.epsilons:
-            ranked = np.vstack([with_new_items(rec.model, u, h, it, sc, new, epsilon=eps, levels=levels)[0].cpu().numpy()
+            ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels)[0].cpu().numpy()
                                 for u, h, it, sc in lists])
             m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
             results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", f"recall@{cfg.k}": m[f"recall@{cfg.k}"],

@@ -43,12 +43,18 @@ def tiger_train_config(preset: str = "tiger", **overrides) -> TrainConfig:
     return merge(TrainConfig, TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), overrides)
 
 
-def build_model(cfg: TIGERConfig, ids: SemanticIDs) -> tuple[TIGER, Trie]:
-    """The generator and the trie of ``ids``; an appended collision level gets ``spare_suffixes`` extra
-    tokens, so items added after training (cold start) can still be told apart."""
+def id_sizes(ids: SemanticIDs, spare_suffixes: int) -> list[int]:
+    """Vocabulary size per ID position; an appended collision level gets ``spare_suffixes`` extra tokens, so
+    items added after training (cold start) can still be told apart."""
     sizes = list(ids.level_sizes)
     if int(ids.meta.get("id_length", len(sizes))) > int(ids.meta.get("levels", len(sizes))):
-        sizes[-1] += cfg.spare_suffixes
+        sizes[-1] += spare_suffixes
+    return sizes
+
+
+def build_model(cfg: TIGERConfig, ids: SemanticIDs) -> tuple[TIGER, Trie]:
+    """The generator and the trie of ``ids``."""
+    sizes = id_sizes(ids, cfg.spare_suffixes)
     return TIGER(cfg, Vocab(sizes, cfg.user_tokens), ids.codes), build_trie(ids.codes, sizes)
 
 
@@ -182,9 +188,20 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
     """Fit on every prefix of the training sequences; select on validation NDCG@10 (or loss); test once.
 
     ``train_cfg`` None = the training preset of ``model_cfg.preset`` (as the CLI does)."""
-    out = Path(out)
     if train_cfg is None:
         train_cfg = tiger_train_config(model_cfg.preset)
+    return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="tiger", build=build_model, compilable=True,
+                           beam=beam, ks=ks, valid_users=valid_users, decode_batch=decode_batch, log=log)
+
+
+def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg, train_cfg: TrainConfig, *,
+                    kind: str, build, compilable: bool, beam: int = 20, ks: tuple[int, ...] = (5, 10, 20),
+                    valid_users: int = 0, decode_batch: int = 256, log=print) -> dict:
+    """The training stage of any generator (models/generator.py): ``build(model_cfg, ids) -> (model, trie)``;
+    every prefix of the training sequences, length-bucketed; selection on validation NDCG@10 or the
+    teacher-forced loss; test decoded once (beam ``beam``). Writes RUN/config.json (kind), metrics.json,
+    test_top.npy and the bundle serving needs."""
+    out = Path(out)
     if model_cfg.max_history is None:  # the dataset's own history length, as the CLI uses
         model_cfg = replace(model_cfg, max_history=int(ds.stats["config"]["max_history"]))
     ids = SemanticIDs(tokens)
@@ -197,7 +214,7 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
         raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
-    write_run_info(out, kind="tiger", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+    write_run_info(out, kind=kind, config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
                                               "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
                                               "tokens": str(Path(tokens).resolve()),
                                               "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"),
@@ -205,14 +222,14 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
                                               "dataset_fingerprint": ds.fingerprint},
                    data=data_info(ds), device=str(device))
     _bundle(out, ids, ds)
-    model, trie = build_model(model_cfg, ids)
+    model, trie = build(model_cfg, ids)
     trie.to(device)
     hist, target = ds.train_prefix_samples(model_cfg.max_history)
     users = np.repeat(np.arange(1, ds.n_users + 1), np.clip(np.diff(ds.offsets) - 3, 0, None))
     n = len(target)
     batches = PrefixBatches(users, hist, target, batch_size=train_cfg.batch_size, buckets=train_cfg.length_buckets,
                             seed=train_cfg.seed, device=device)
-    log(f"tiger: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n:,} training samples, "
+    log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n:,} training samples, "
         f"IDs of length {ids.codes.shape[1]}, vocab {model.vocab.size}; history widths {batches.widths} "
         f"({batches.padded_share:.0%} padding)")
 
@@ -239,14 +256,14 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
 
     t0 = time.time()
     res = fit(model, cfg=train_cfg, run_dir=out, device=device, batches=batches, steps_per_epoch=batches.steps,
-              loss_fn=lambda m, b: m(*b), validate=validate, log=log, compilable=True)
+              loss_fn=lambda m, b: m(*b), validate=validate, log=log, compilable=compilable)
     train_seconds = time.time() - t0
     t1 = time.time()
     ranked = decode_users(model, trie, ds, "test", beam=beam, k=max(ks), batch_size=decode_batch, device=device)
     decode_seconds = time.time() - t1
     test = evaluate_lists(ranked, ds, "test", ecfg, beam=beam, constrained=True)
     secs = [h["seconds"] for h in res.history]
-    metrics = {"model": "tiger", "validation": res.best_validation, "test": test, "best_epoch": res.best_epoch,
+    metrics = {"model": kind, "validation": res.best_validation, "test": test, "best_epoch": res.best_epoch,
                "epochs_run": len(res.history), "stopped": res.stopped, "train_seconds": round(train_seconds, 2),
                "samples_per_second": round(n * len(secs) / max(1e-9, sum(secs)), 1),
                "test_decode_users_per_second": round(ds.n_users / decode_seconds, 1),
