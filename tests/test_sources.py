@@ -147,3 +147,19 @@ def test_synthetic_is_seeded(cli, tmp_path):
     a = _prep(cli, tmp_path / "a", "synthetic", [], "--synthetic", "n_users=100,n_items=50", "--seed", "7")
     b = _prep(cli, tmp_path / "b", "synthetic", [], "--synthetic", "n_users=100,n_items=50", "--seed", "7")
     assert a.fingerprint == b.fingerprint and (a.seq == b.seq).all()
+
+
+def test_s3rec_with_item_text_keyed_from_zero(cli, tmp_path):
+    """TransRec's derived item files are keyed by S3Rec id - 1: matched with a shift of one, reported."""
+    p = tmp_path / "Toys.txt"
+    p.write_text("".join(" ".join([u, *[str(int(i[1:]) + 1) for i in s]]) + "\n" for u, s in _seq_users().items()))
+    items = {str(i): {"title": f"toy {i + 1}", "categories": [["Toys", "Cars"]]} for i in range(6)}
+    (tmp_path / "Toys.item.json").write_text(json.dumps(items))
+    ds = _prep(cli, tmp_path, "s3rec", [p, tmp_path / "Toys.item.json"])
+    assert ds.stats["items_with_text"] == 6
+    assert ds.items.set_index("item_id").loc["3", "title"] == "toy 3"  # S3Rec item 3 = key "2"
+    assert any("shifted by +1" in k for k in ds.stats["filtered"])
+    (tmp_path / "Other.item.json").write_text(json.dumps({f"x{i}": {"title": "t"} for i in range(6)}))
+    code, _, err = cli("data", "prepare", "s3rec", "--input", p, "--input", tmp_path / "Other.item.json",
+                       "--out", tmp_path / "bad")
+    assert code == 2 and "Other.item.json" in err and "match" in err

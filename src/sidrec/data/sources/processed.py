@@ -19,11 +19,14 @@ def _sequences_to_frame(seqs: list[tuple[str, list[str]]]) -> pd.DataFrame:
 
 
 def read_s3rec(inputs: list[Path]) -> RawData:
-    """``user item item ...`` per line, chronological (S3Rec ``Beauty.txt``, P5 ``user_sequence.txt``)."""
-    seqs = []
+    """``user item item ...`` per line, chronological (S3Rec ``Beauty.txt``, P5 ``user_sequence.txt``), with
+    optional item text in ``*.item.json`` ({item: {title, categories, ...}}). S3Rec's item ids are 1-based;
+    an item file keyed 0..n-1 (TransRec's derived files, LETTER's ids) is matched with a shift of one, which
+    is reported; a file that matches neither way is an error naming it."""
+    seqs, item_files = [], [p for p in inputs if ".item." in p.name]
     for p in inputs:
         if p.name.endswith((".json", ".json.gz")):
-            continue  # item2attributes side files hold attribute ids only, no text
+            continue  # item text is read below; item2attributes side files hold attribute ids only, no text
         for n, line in iter_lines(p):
             parts = line.split()
             if len(parts) < 2:
@@ -31,7 +34,21 @@ def read_s3rec(inputs: list[Path]) -> RawData:
             seqs.append((parts[0], parts[1:]))
     if not seqs:
         raise SidrecError(f"{inputs[0]}: no sequence lines found")
-    return RawData(_sequences_to_frame(seqs), None, source_files=[str(p) for p in inputs])
+    inter = _sequences_to_frame(seqs)
+    items, filtered = None, {}
+    if item_files:
+        items = pd.concat([_item_json(p) for p in item_files])
+        used = set(inter["item"])
+        keys = items["item"].astype(str)
+        shifted = keys.map(lambda k: str(int(k) + 1) if k.isdigit() else k)
+        hit, hit1 = keys.isin(used).mean(), shifted.isin(used).mean()
+        if max(hit, hit1) < 0.99:
+            raise SidrecError(f"{item_files[0]}: its item keys match {max(hit, hit1):.0%} of the sequence file's items "
+                              f"(as they are or shifted by one); is it the item file of this dataset?")
+        if hit1 > hit:
+            items = items.assign(item=shifted)
+            filtered["item-file keys shifted by +1 to S3Rec's 1-based ids (0 rows dropped)"] = 0
+    return RawData(inter, items, filtered=filtered, source_files=[str(p) for p in inputs])
 
 
 def _item_json(p: Path) -> pd.DataFrame:
