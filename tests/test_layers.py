@@ -56,3 +56,18 @@ def test_thread_policy(monkeypatch):
         assert configure_threads(None) == torch.get_num_threads()  # the user's setting is respected
     finally:
         torch.set_num_threads(before)
+
+
+def test_library_logs_through_logging_not_stdout(caplog, capsys):
+    """Stages report through the "sidrec" logger by default; nothing is printed to stdout by the library."""
+    import logging
+
+    import numpy as np
+
+    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
+
+    with caplog.at_level(logging.INFO, logger="sidrec"):
+        RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=4)).fit(
+            np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
+    assert any(r.name == "sidrec" and r.getMessage().startswith("rqkmeans:") for r in caplog.records)
+    assert capsys.readouterr().out == ""

@@ -14,6 +14,7 @@ from typing import Any
 
 from sidrec.config import from_dict, to_dict
 from sidrec.errors import SidrecError
+from sidrec.utils.log import info as log_info
 
 DEMO_FILE = Path(__file__).parent / "configs" / "demo.toml"  # the one demo config
 
@@ -47,7 +48,7 @@ def _mark(d: Path, fp: str, cfg: dict) -> None:
     (d / "stage.json").write_text(json.dumps({"fingerprint": fp, "config": cfg}, indent=2, default=str))
 
 
-def run_pipeline(cfg: dict[str, Any], out: str | Path, log=print) -> dict:
+def run_pipeline(cfg: dict[str, Any], out: str | Path, log=log_info) -> dict:
     from sidrec.data.dataset import load_dataset
     from sidrec.data.prepare import PrepareConfig, prepare
     from sidrec.data.sources import read_source

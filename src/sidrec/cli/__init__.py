@@ -42,6 +42,9 @@ def _global(threads: Annotated[Optional[int], typer.Option(
         raise SidrecError(f"started as one of {world} processes (torchrun): sidrec trains on one process per run "
                           f"for now; run it once (distributed training is planned, not built)")
     configure_threads(threads)
+    from sidrec.utils.log import use_rich
+
+    use_rich(console)  # library progress lines ("sidrec" logger) print through rich
 
 
 @app.command()

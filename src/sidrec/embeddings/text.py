@@ -16,6 +16,7 @@ import numpy as np
 
 from sidrec.data.io import atomic_dir
 from sidrec.errors import SidrecError
+from sidrec.utils.log import info as log_info
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -145,7 +146,7 @@ def fingerprint(texts: list[str], cfg: EmbedConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=print) -> np.ndarray:
+def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=log_info) -> np.ndarray:
     """Write ``out/item_emb.npy`` (+ ``embeddings.json``); reuse it when the fingerprint matches."""
     out = Path(out)
     texts = ds.items["text"].fillna("").astype(str).tolist()

@@ -16,6 +16,7 @@ import numpy as np
 
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.collisions import append_position, collision_stats, sinkhorn_reassign
+from sidrec.utils.log import info as log_info
 
 
 def check_embeddings(emb: np.ndarray, *, codebook_size: int, name: str = "embeddings") -> None:
@@ -31,7 +32,7 @@ def check_embeddings(emb: np.ndarray, *, codebook_size: int, name: str = "embedd
 class ItemTokenizer:
     """The tokenizer contract, the same for every method (rqvae, letter, rqkmeans, opq, published):
 
-    - ``fit(emb, *, cf=None, train_mask=None, item_ids=None, log=print) -> self``: learn from the catalog;
+    - ``fit(emb, *, cf=None, train_mask=None, item_ids=None, log=log_info) -> self``: learn from the catalog;
       a method reads the inputs it ``needs`` (``embeddings``, ``cf``, ``item_ids``) and ignores the others;
       it ends with ``finalize(base_codes)``, which sets ``codes_`` (n, L) and the unique IDs ``sids_``;
     - ``encode(emb) -> (n, L)`` base codes of any items, unseen ones included (cold start); methods that
@@ -50,7 +51,7 @@ class ItemTokenizer:
         self.cfg = cfg  # no work in __init__
 
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
-            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> ItemTokenizer:
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> ItemTokenizer:
         raise NotImplementedError
 
     def encode(self, emb: np.ndarray) -> np.ndarray:

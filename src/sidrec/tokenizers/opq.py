@@ -15,6 +15,7 @@ import numpy as np
 
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
+from sidrec.utils.log import info as log_info
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +34,7 @@ class OPQTokenizer(ItemTokenizer):
     config_cls = OPQConfig
 
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
-            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> OPQTokenizer:
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> OPQTokenizer:
         import faiss
 
         cfg = self.cfg

@@ -16,6 +16,7 @@ import numpy as np
 from sidrec.data.io import read_json
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer
+from sidrec.utils.log import info as log_info
 
 _TOKEN = re.compile(r"<([a-z])_(\d+)>")
 
@@ -35,7 +36,7 @@ class PublishedTokenizer(ItemTokenizer):
     needs = ("item_ids",)
 
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
-            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> PublishedTokenizer:
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> PublishedTokenizer:
         if item_ids is None:
             raise SidrecError("published IDs are looked up by item id: pass item_ids")
         path = Path(self.cfg.index)

@@ -11,6 +11,7 @@ import numpy as np
 
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
+from sidrec.utils.log import info as log_info
 
 
 def kmeans_pp_init(x: np.ndarray, k: int, *, seed: int) -> np.ndarray:
@@ -43,7 +44,7 @@ class RQKMeansTokenizer(ItemTokenizer):
     config_cls = RQKMeansConfig
 
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
-            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> RQKMeansTokenizer:
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> RQKMeansTokenizer:
         import faiss
 
         cfg = self.cfg

@@ -25,6 +25,7 @@ from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
 from sidrec.tokenizers.quantizers import ResidualQuantizer
 from sidrec.tokenizers.report import healthy_floor
 from sidrec.utils.progress import progress
+from sidrec.utils.log import info as log_info
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +117,7 @@ class RQVAETokenizer(ItemTokenizer):
         return ("embeddings", "cf") if self.cfg.cf_weight > 0 else ("embeddings",)
 
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
-            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=print) -> RQVAETokenizer:
+            train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> RQVAETokenizer:
         """emb (n, d) item text embeddings (no padding row); cf (n, code_dim) CF embeddings for LETTER."""
         from sidrec.tokenizers.letter import CodebookClusters, cf_loss, diversity_loss
         from sidrec.utils.seeding import pick_device, seed_everything

@@ -27,6 +27,7 @@ import torch
 from sidrec.data.dataset import Dataset, load_dataset
 from sidrec.errors import SidrecError
 from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
+from sidrec.utils.log import info as log_info
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +48,7 @@ def held_out_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(targets, n, replace=False))
 
 
-def seen_dataset(ds: Dataset, held: np.ndarray, out: Path, log=print) -> Dataset:
+def seen_dataset(ds: Dataset, held: np.ndarray, out: Path, log=log_info) -> Dataset:
     """``ds`` without the held-out items (removed from every sequence and from the catalog)."""
     from sidrec.data.prepare import PrepareConfig, prepare
     from sidrec.data.schema import RawData
@@ -83,7 +84,7 @@ def cold_users(ds: Dataset, held: np.ndarray, length: int, known: set[str]) -> t
 
 
 def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
-                       model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(), log=print) -> list[dict]:
+                       model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(), log=log_info) -> list[dict]:
     from sidrec.decoding.beam import generate, with_new_items
     from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
     from sidrec.embeddings.text import embed_dataset, embed_new_texts

@@ -15,6 +15,7 @@ from sidrec.models.sasrec import SASRec, SASRecConfig
 from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.runinfo import data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
+from sidrec.utils.log import info as log_info
 
 SASREC_TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
 
@@ -29,7 +30,7 @@ def sequence_batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int, s
 
 
 def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cfg: TrainConfig,
-                 eval_cfg: EvalConfig | None = None, log=print) -> dict:
+                 eval_cfg: EvalConfig | None = None, log=log_info) -> dict:
     """Fit SASRec, select on validation, evaluate test once; returns metrics (also RUN/metrics.json)."""
     out = Path(out)
     seed_everything(train_cfg.seed)

@@ -22,6 +22,7 @@ from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.progress import progress
 from sidrec.utils.runinfo import data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
+from sidrec.utils.log import info as log_info
 
 TRAIN_PRESETS = {
     "tiger": dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,
@@ -184,7 +185,7 @@ def validation_loss(model: TIGER, ds: Dataset, *, batch_size: int, device: torch
 def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIGERConfig,
                 train_cfg: TrainConfig | None = None,
                 *, beam: int = 20, ks: tuple[int, ...] = (5, 10, 20), valid_users: int = 0,
-                decode_batch: int = 256, log=print) -> dict:
+                decode_batch: int = 256, log=log_info) -> dict:
     """Fit on every prefix of the training sequences; select on validation NDCG@10 (or loss); test once.
 
     ``train_cfg`` None = the training preset of ``model_cfg.preset`` (as the CLI does)."""
@@ -196,7 +197,7 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
 
 def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg, train_cfg: TrainConfig, *,
                     kind: str, build, compilable: bool, beam: int = 20, ks: tuple[int, ...] = (5, 10, 20),
-                    valid_users: int = 0, decode_batch: int = 256, log=print) -> dict:
+                    valid_users: int = 0, decode_batch: int = 256, log=log_info) -> dict:
     """The training stage of any generator (models/generator.py): ``build(model_cfg, ids) -> (model, trie)``;
     every prefix of the training sequences, length-bucketed; selection on validation NDCG@10 or the
     teacher-forced loss; test decoded once (beam ``beam``). Writes RUN/config.json (kind), metrics.json,

@@ -15,6 +15,7 @@ from sidrec.embeddings.text import load_embeddings
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.registry import tokenizer_for
 from sidrec.tokenizers.report import write_report
+from sidrec.utils.log import info as log_info
 
 
 def train_item_mask(ds: Dataset) -> np.ndarray:
@@ -28,7 +29,7 @@ def train_item_mask(ds: Dataset) -> np.ndarray:
 
 
 def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Path, cf_run: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, log=print) -> dict:
+             overrides: dict[str, Any] | None = None, log=log_info) -> dict:
     """Fit ``method`` on the item embeddings and write TOK (codes, model, report.json, plots)."""
     out = Path(out)
     tok_cls, default = tokenizer_for(method)

@@ -34,6 +34,7 @@ from sidrec.utils.runinfo import data_info, write_run_info
 from sidrec.train.sasrec import sequence_batches
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.train.tokenize import train_item_mask
+from sidrec.utils.log import info as log_info
 
 VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
 VQREC_EVAL_KS = (10, 50)
@@ -103,7 +104,7 @@ def _write_meta(out: Path, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig, dom
 
 def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig,
                    train_cfg: TrainConfig, embed_cfg: EmbedConfig, embeddings: list[str | Path | None] | None = None,
-                   log=print) -> dict:
+                   log=log_info) -> dict:
     """Contrastive pre-training over several domains mixed in every batch; returns per-domain validation."""
     out = Path(out)
     if not datasets:
@@ -198,7 +199,7 @@ def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: 
 def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, model_cfg: VQRecConfig,
                    vq_cfg: VQRecTrainConfig, train_cfg: TrainConfig, embed_cfg: EmbedConfig,
                    embeddings: str | Path | None = None, tokens: str | Path | None = None,
-                   eval_cfg: EvalConfig | None = None, log=print) -> dict:
+                   eval_cfg: EvalConfig | None = None, log=log_info) -> dict:
     """Fine-tune a pre-trained run on ``ds`` (or train from scratch when ``init`` is None); test once."""
     from safetensors.torch import load_model, save_model
 
