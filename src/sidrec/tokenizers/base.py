@@ -46,6 +46,15 @@ class ItemTokenizer:
     method = "base"
     config_cls: type = object
     needs: tuple[str, ...] = ("embeddings",)
+    # fit statistics every report reads (declared here; a method sets the ones it has)
+    reconstruction_mse_: float | None = None
+    fit_seconds_: float = 0.0
+    recluster_seconds_: float = 0.0  # LETTER: constrained k-means of the codebooks
+    reseeded_: int = 0  # dead codes re-seeded (RQ-VAE / LETTER)
+    epochs_run_: int | None = None
+    sinkhorn_rounds_: int = 0
+    history_: tuple = ()  # per-check records of a trained tokenizer
+    z_hat_: np.ndarray | None = None
 
     def __init__(self, cfg: Any):
         self.cfg = cfg  # no work in __init__
@@ -128,7 +137,7 @@ class ItemTokenizer:
         if item_ids is not None:
             df.insert(1, "item_id", item_ids)
         df.to_parquet(out / "codes.parquet", index=False)
-        if getattr(self, "z_hat_", None) is not None:
+        if self.z_hat_ is not None:
             np.save(out / "z_hat.npy", self.z_hat_.astype(np.float32))
         meta = {"method": self.method, "config": to_dict(self.cfg), "n_items": len(self.sids_),
                 "levels": int(self.codes_.shape[1]), "id_length": int(self.sids_.shape[1]),

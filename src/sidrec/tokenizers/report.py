@@ -76,14 +76,14 @@ def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
         "collisions_before": tok.collisions_before_,
         "collisions_after": tok.collisions_after_,
         "collision_handling": getattr(tok.cfg, "collision", "none"),
-        "sinkhorn_rounds": getattr(tok, "sinkhorn_rounds_", 0),
-        "reconstruction_mse": getattr(tok, "reconstruction_mse_", None),
-        "fit_seconds": round(getattr(tok, "fit_seconds_", 0.0), 3),
-        "recluster_seconds": round(getattr(tok, "recluster_seconds_", 0.0), 3),  # LETTER: constrained k-means
-        "reseeded_codes": getattr(tok, "reseeded_", 0),
+        "sinkhorn_rounds": tok.sinkhorn_rounds_,
+        "reconstruction_mse": tok.reconstruction_mse_,
+        "fit_seconds": round(tok.fit_seconds_, 3),
+        "recluster_seconds": round(tok.recluster_seconds_, 3),  # LETTER: constrained k-means
+        "reseeded_codes": tok.reseeded_,
         "cf_overlap": cf_overlap(base, cf) if cf is not None else None,
         "ranking_check": None,
-        "epochs_run": getattr(tok, "epochs_run_", None),
+        "epochs_run": tok.epochs_run_,
         "warnings": degenerate_warnings(base, sizes, tok.collisions_before_, per_level) if tok.method != "published" else [],
     }
     if tok.collisions_after_["rate"] > 0:
@@ -121,7 +121,7 @@ def plot_report(tok, rep: dict, out: Path) -> list[str]:
     fig.savefig(out / "usage_per_level.png", dpi=110)
     plt.close(fig)
     files.append("usage_per_level.png")
-    hist = getattr(tok, "history_", [])
+    hist = list(tok.history_)
     if hist:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ep = [h["epoch"] for h in hist]
@@ -141,6 +141,6 @@ def plot_report(tok, rep: dict, out: Path) -> list[str]:
 def write_report(tok, out: Path, **kw) -> dict:
     rep = build_report(tok, **kw)
     rep["plots"] = plot_report(tok, rep, out)
-    rep["history"] = getattr(tok, "history_", [])
+    rep["history"] = list(tok.history_)
     (out / "report.json").write_text(json.dumps(rep, indent=2))
     return rep

@@ -58,7 +58,7 @@ def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
                     cf_run=str(cf_run) if cf_run else None)
         (tmp / "tokenizer.json").write_text(json.dumps(meta, indent=2))
         rep = write_report(tok, tmp, cf=cf)
-        if cf_run is not None and getattr(tok, "z_hat_", None) is not None:
+        if cf_run is not None and tok.z_hat_ is not None:
             from sidrec.eval.checks import ranking_check
 
             rep["ranking_check"] = ranking_check(tok.z_hat_, cf_run, ds)
