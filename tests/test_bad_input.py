@@ -86,12 +86,14 @@ def test_bad_predictions_file(cli, tmp_path, syn_dir):
     assert code == 2 and "not a prepared dataset" in se
 
 
-def test_torchrun_with_several_processes_is_refused(cli, monkeypatch, syn_dir, tmp_path):
-    """Several torchrun processes would all write the same run directory: one clear line, exit 2."""
+def test_torchrun_with_several_processes_is_refused_where_not_distributed(cli, monkeypatch, syn_dir, tmp_path):
+    """Commands that do not run distributed would each write the same output: one clear line, exit 2."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    code, _, se = cli("train", "sasrec", syn_dir, "--out", tmp_path / "run", "--epochs", "1")
-    assert code == 2 and "torchrun" in se and len(se.strip().splitlines()) == 1
+    code, _, se = cli("train", "vqrec", syn_dir, "--out", tmp_path / "run", "--epochs", "1")
+    assert code == 2 and "torchrun" in se and "train lcrec|sasrec|tiger" in se and len(se.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+    code, _, se = cli("tokenize", syn_dir, "--out", tmp_path / "tok")
+    assert code == 2 and "torchrun" in se
     monkeypatch.setenv("WORLD_SIZE", "1")  # a single-process torchrun is fine
     code, _, _ = cli("train", "--help")
     assert code == 0

@@ -29,6 +29,9 @@ app.command()(gen_cmd.demo)
 app.command()(gen_cmd.run)
 
 
+DISTRIBUTED = {"tiger", "lcrec", "sasrec"}  # trainers that split batches over torchrun processes
+
+
 @app.callback()
 def _global(threads: Annotated[Optional[int], typer.Option(
         "--threads", help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores not already busy)")] = None):
@@ -38,9 +41,14 @@ def _global(threads: Annotated[Optional[int], typer.Option(
     if threads is not None and threads < 1:
         raise SidrecError(f"--threads {threads}: must be at least 1")
     world = os.environ.get("WORLD_SIZE", "1")
-    if world.isdigit() and int(world) > 1:  # torchrun with several processes: each would write the same run
-        raise SidrecError(f"started as one of {world} processes (torchrun): sidrec trains on one process per run "
-                          f"for now; run it once (distributed training is planned, not built)")
+    if world.isdigit() and int(world) > 1:  # torchrun: distributed training for the trainers that support it
+        args = [a for a in sys.argv[1:] if not a.startswith("-")]
+        if args[:1] != ["train"] or len(args) < 2 or args[1] not in DISTRIBUTED:
+            raise SidrecError(f"started as one of {world} processes (torchrun): only `sidrec train "
+                              f"{'|'.join(sorted(DISTRIBUTED))}` run distributed; run this command once")
+        from sidrec.utils.dist import setup
+
+        setup()
     configure_threads(threads)
     from sidrec.utils.log import use_rich
 

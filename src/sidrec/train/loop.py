@@ -105,12 +105,19 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     ``select_metric`` "loss" (a validation loss) is minimised, any other metric maximised. ``compilable``:
     the trainer's ``loss_fn`` may run on ``torch.compile(model)`` (``cfg.compile`` None = on CUDA only).
     """
+    from sidrec.utils import dist
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     sign = -1.0 if cfg.select_metric == "loss" else 1.0
-    step_model = Compiled(model, log, cfg.batch_size, cfg.compile_mode) if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) \
-        else model
+    W, main = dist.world(), dist.is_main()
+    if not main:
+        log = lambda s: None  # noqa: E731  (rank 0 reports)
+    # torchrun: each rank trains on its slice of every global batch; gradients are averaged over ranks after
+    # backward (one flat all-reduce, whatever the trainer's loss function), so every rank takes the same step
+    step_model = Compiled(model, log, cfg.batch_size // W, cfg.compile_mode) \
+        if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) else model
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
     start_epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
     best_val: dict = {}
@@ -135,24 +142,30 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
         model.train()
         total, n = torch.zeros((), device=device), 0
         te = time.time()
-        for batch in progress(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}"):
-            batch = tuple(b.to(device, non_blocking=True) for b in batch)
+        for batch in progress(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}", disable=not main):
+            batch, share = dist.shard(tuple(b.to(device, non_blocking=True) for b in batch))
+            if batch is None:  # fewer rows than ranks (an epoch's last remainder): skipped by every rank
+                continue
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(step_model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if W > 1:
+                dist.average_gradients(model, share)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
             opt.step()
             sched.step()
-            total += loss.detach().float()  # stays on the device: no host sync per step
+            total += loss.detach().float() * share  # stays on the device: no host sync per step
             n += 1
-        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": total.item() / max(1, n), "seconds": time.time() - te,
-                               "lr": sched.get_last_lr()[0]}
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": dist.total(total).item() / max(1, n),
+                               "seconds": time.time() - te, "lr": sched.get_last_lr()[0]}
+        if W > 1:
+            rec["world_size"] = W
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             model.eval()
             tv = time.time()
-            val = validate(model)
+            val = dist.broadcast(validate(model) if main else None)  # validated once, the same decision everywhere
             rec["validate_seconds"] = round(time.time() - tv, 3)
             if cfg.select_metric not in val:
                 from sidrec.errors import SidrecError
@@ -163,20 +176,24 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             rec["validation"] = {k: v for k, v in val.items() if "@" in k or k == "loss"}
             if score > best:
                 best, best_epoch, bad, best_val = score, epoch + 1, 0, val
-                save_model(model, str(run_dir / BEST))  # handles tied weights
+                if main:
+                    save_model(model, str(run_dir / BEST))  # handles tied weights
             else:
                 bad += 1
             stopped = bad >= cfg.patience
         history.append(rec)
-        with (run_dir / "log.jsonl").open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if main:
+            with (run_dir / "log.jsonl").open("a") as f:
+                f.write(json.dumps(rec) + "\n")
         v = rec.get("validation", {})
         log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {cfg.select_metric} {v.get(cfg.select_metric, float('nan')):.4f}"
             f"  best {sign * best:.4f} (epoch {best_epoch})  {rec['seconds']:.1f}s")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
-                    "best_validation": best_val}, ckpt_path)
-        if cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60 and epoch + 1 < cfg.epochs and not stopped:
+        if main:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
+                        "best_validation": best_val}, ckpt_path)
+        out_of_time = cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60
+        if dist.broadcast(bool(out_of_time)) and epoch + 1 < cfg.epochs and not stopped:
             log(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} (rerun to resume)")
             reason = "time"
             break

@@ -37,8 +37,11 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     device = pick_device(train_cfg.device)
     model_cfg = SASRecConfig(**{**to_dict(model_cfg), "n_items": ds.n_items})
     eval_cfg = eval_cfg or EvalConfig(max_history=model_cfg.max_history)
-    write_run_info(out, kind="sasrec", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
-                                               "eval": to_dict(eval_cfg)}, data=data_info(ds), device=str(device))
+    from sidrec.utils import dist
+
+    if dist.is_main():
+        write_run_info(out, kind="sasrec", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+                                                   "eval": to_dict(eval_cfg)}, data=data_info(ds), device=str(device))
     model = SASRec(model_cfg)
     inputs, targets = ds.train_sequences(model_cfg.max_history)
     keep = (targets > 0).any(1)
@@ -51,6 +54,8 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     res = fit(model, cfg=train_cfg, run_dir=out, device=device,
               batches=sequence_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed), steps_per_epoch=steps,
               loss_fn=lambda m, b: m.loss(b[0], b[1]), validate=validate, log=log)
+    if not dist.is_main():  # rank 0 tests and writes
+        return {"model": "sasrec", "rank": dist.rank(), "best_epoch": res.best_epoch}
     model.eval()
     test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)
     secs = [h["seconds"] for h in res.history]

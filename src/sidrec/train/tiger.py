@@ -215,14 +215,17 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
         raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
-    write_run_info(out, kind=kind, config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
-                                              "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
-                                              "tokens": str(Path(tokens).resolve()),
-                                              "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"),
-                                              "dataset": str(Path(ds.path).resolve()),
-                                              "dataset_fingerprint": ds.fingerprint},
-                   data=data_info(ds), device=str(device))
-    _bundle(out, ids, ds)
+    from sidrec.utils import dist
+
+    if dist.is_main():
+        write_run_info(out, kind=kind, config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+                                                  "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
+                                                  "tokens": str(Path(tokens).resolve()),
+                                                  "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"),
+                                                  "dataset": str(Path(ds.path).resolve()),
+                                                  "dataset_fingerprint": ds.fingerprint},
+                       data=data_info(ds), device=str(device))
+        _bundle(out, ids, ds)
     model, trie = build(model_cfg, ids)
     trie.to(device)
     hist, target = ds.train_prefix_samples(model_cfg.max_history)
@@ -259,6 +262,8 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
     res = fit(model, cfg=train_cfg, run_dir=out, device=device, batches=batches, steps_per_epoch=batches.steps,
               loss_fn=lambda m, b: m(*b), validate=validate, log=log, compilable=compilable)
     train_seconds = time.time() - t0
+    if not dist.is_main():  # rank 0 tests and writes
+        return {"model": kind, "rank": dist.rank(), "best_epoch": res.best_epoch}
     t1 = time.time()
     ranked = decode_users(model, trie, ds, "test", beam=beam, k=max(ks), batch_size=decode_batch, device=device)
     decode_seconds = time.time() - t1

@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 
 
-def progress(it: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
-    if not sys.stderr.isatty():
+def progress(it: Iterable[T], *, total: int | None = None, desc: str = "", disable: bool = False) -> Iterator[T]:
+    if disable or not sys.stderr.isatty():
         yield from it
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -31,6 +31,9 @@ def write_run_info(run_dir: str | Path, *, kind: str, config: dict[str, Any], da
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    from sidrec.utils.dist import world
+
+    info["world_size"] = world()  # processes under torchrun (1 = single process)
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))
 
 

@@ -17,6 +17,9 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA if present (under torchrun: this process's local GPU), else CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     return torch.device(device)

@@ -1,0 +1,92 @@
+"""torch.distributed for every trainer, launched by ``torchrun`` (NCCL on GPUs, gloo on CPU).
+
+``setup()`` (called by the CLI) joins the process group when ``WORLD_SIZE`` > 1; the training loop then
+splits every global batch into equal per-rank slices, averages gradients (``average_gradients``, after
+backward, whatever the loss function), reduces the epoch loss,
+validates on rank 0 and broadcasts the decision, and only rank 0 writes files. One process: all no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def setup() -> int:
+    """Join the torchrun process group if there is one; returns the world size."""
+    n = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if n > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group(backend)
+    return world()
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def broadcast(obj):
+    """``obj`` of rank 0 on every rank."""
+    if world() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def average_gradients(model: torch.nn.Module, weight: float) -> None:
+    """Replace every gradient by the weighted sum over ranks (weight = this rank's share of the global batch:
+    for a loss that is a mean over samples this is the whole batch's gradient), one flat all-reduce."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if world() == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads]) * weight
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def shard(batch: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...] | None, float]:
+    """This rank's slice of a global batch (rows r*n/W .. (r+1)*n/W) and its share of the rows; (None, 0)
+    when the batch has fewer rows than ranks (every rank skips it)."""
+    W = world()
+    if W == 1:
+        return batch, 1.0
+    n = len(batch[0])
+    if n < W:
+        return None, 0.0
+    r = rank()
+    lo, hi = r * n // W, (r + 1) * n // W
+    return tuple(b[lo:hi] for b in batch), (hi - lo) / n
+
+
+def total(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over ranks (a copy)."""
+    if world() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
