@@ -80,3 +80,23 @@ def test_two_processes_follow_the_single_process_curve_and_resume(tmp_path):
     c = _curve(tmp_path / "resumed")
     np.testing.assert_allclose([r["loss"] for r in c], [r["loss"] for r in b], rtol=1e-5)
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["test"] == two["test"]
+
+
+def test_torchrun_cli_two_processes(tmp_path, syn_dir):
+    """`torchrun --nproc_per_node 2 -m sidrec train sasrec`: one run directory, written by rank 0."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "sidrec",
+                        "train", "sasrec", str(syn_dir), "--out", str(tmp_path / "run"), "--epochs", "2",
+                        "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 2
+    assert r.stdout.count("test, ") == 1  # the test table once, from rank 0

@@ -48,10 +48,13 @@ def sasrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory
                               patience=patience, max_minutes=max_minutes, seed=seed, device=device),
                          defaults={**SASREC_TRAIN_DEFAULTS, "max_history": ds.stats["config"]["max_history"]})
     m = train_sasrec(ds, out, mcfg, tcfg, log=console.print)
-    show_metrics({"sasrec": m["test"]}, f"test, {ds.n_users:,} users")
+    show_metrics({"sasrec": m.get("test")}, f"test, {ds.n_users:,} users")
 
 
-def show_metrics(rows: dict[str, dict], title: str) -> None:
+def show_metrics(rows: dict[str, dict | None], title: str) -> None:
+    """The test table (rank 0 only under torchrun: other ranks return no test metrics)."""
+    if any(r is None for r in rows.values()):
+        return
     from sidrec.eval.evaluate import metrics_table
 
     print_table(metrics_table(rows, (5, 10, 20)), title)
@@ -104,7 +107,7 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                          defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
     m = train_tiger(ds, tokens, out, mcfg, tcfg, beam=beam, valid_users=valid_users, decode_batch=decode_batch,
                     log=console.print)
-    show_metrics({"tiger": m["test"]}, f"test, {ds.n_users:,} users, beam {beam}")
+    show_metrics({"tiger": m.get("test")}, f"test, {ds.n_users:,} users, beam {beam}")
 
 
 @app.command()
@@ -265,4 +268,4 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                               max_minutes=max_minutes, seed=seed, device=device, select_metric=select),
                          defaults=TRAIN_DEFAULTS)
     m = train_lcrec(ds, tokens, out, mcfg, tcfg, beam=beam, decode_batch=decode_batch, log=console.print)
-    show_metrics({"lcrec": m["test"]}, f"test, {ds.n_users:,} users, beam {beam}")
+    show_metrics({"lcrec": m.get("test")}, f"test, {ds.n_users:,} users, beam {beam}")
