@@ -91,6 +91,12 @@ def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.n
 
     from sidrec.utils.seeding import pick_device
 
+    try:  # transformers' own "Loading weights" tqdm bar would write redrawn lines into logs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     model = SentenceTransformer(path, device=str(pick_device(cfg.device)))
     model.max_seq_length = cfg.max_length
     from sidrec.utils.progress import progress
