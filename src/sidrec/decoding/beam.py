@@ -110,13 +110,15 @@ def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.T
 
 @torch.no_grad()
 def with_new_items(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
-                   new: torch.Tensor, *, epsilon: float, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   new: torch.Tensor, *, epsilon: float, levels: int,
+                   new_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """TIGER's cold start on decoded lists (B, k): up to max(1, floor(epsilon * k)) of the k slots go to the
     ``new`` item indices, scored by their semantic prefix (``prefix_scores``); they enter where that score
-    beats the decoded items', and new items the beam found are replaced by their prefix-scored entry."""
+    beats the decoded items', and new items the beam found are replaced by their prefix-scored entry.
+    ``new_scores`` (B, n_new): precomputed ``prefix_scores`` (one pass for several epsilons)."""
     k = items.shape[1]
     cap = min(len(new), max(1, int(epsilon * k)))
-    ns = prefix_scores(model, users, hist, new, levels)  # (B, n_new)
+    ns = prefix_scores(model, users, hist, new, levels) if new_scores is None else new_scores  # (B, n_new)
     top = ns.topk(cap, dim=1)
     is_new = torch.isin(items, new)
     old_scores = scores.masked_fill(is_new | (items <= 0), float("-inf"))

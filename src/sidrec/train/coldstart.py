@@ -85,7 +85,7 @@ def cold_users(ds: Dataset, held: np.ndarray, length: int, known: set[str]) -> t
 
 def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
                        model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(), log=log_info) -> list[dict]:
-    from sidrec.decoding.beam import generate, with_new_items
+    from sidrec.decoding.beam import generate, prefix_scores, with_new_items
     from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
     from sidrec.tokenizers.registry import load_tokenizer
@@ -136,10 +136,11 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         for s in range(0, len(rows), 256):
             u = torch.zeros(len(hist[s:s + 256]), dtype=torch.long, device=dev)
             h = torch.as_tensor(hist[s:s + 256], device=dev)
-            lists.append((u, h, *generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)))
+            it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)
+            lists.append((u, h, it, sc, prefix_scores(model, u, h, new, levels)))  # scored once for every epsilon
         for eps in cfg.epsilons:
-            ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels)[0].cpu().numpy()
-                                for u, h, it, sc in lists])
+            ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels,
+                                               new_scores=ns)[0].cpu().numpy() for u, h, it, sc, ns in lists])
             m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
             results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
                             f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
