@@ -197,3 +197,30 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     assert all(0 <= r["recall@10"] <= 1 and r["users"] > 0 for r in rows)
     knn = {r["epsilon"]: r["recall@10"] for r in rows if r["model"] == "knn"}
     assert knn[0.5] >= knn[0.1]  # more slots for new items can only add KNN hits
+
+
+@pytest.mark.parametrize("kind", ["tiger", "lcrec"])
+def test_prefix_scores_equal_teacher_forcing(kind):
+    """Prefix scores through the decode hooks (history encoded once) equal teacher-forced log-probabilities."""
+    from sidrec.decoding.beam import prefix_scores
+    from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:40]
+    if kind == "tiger":
+        model = TIGER(TIGERConfig(preset="custom", n_layers=1, d_model=32, n_heads=2, d_kv=16, d_ff=64, dropout=0.0,
+                                  max_history=4), Vocab([4, 4, 4]), codes).eval()
+    else:
+        from sidrec.models.lcrec import LCRec, LCRecConfig
+
+        model = LCRec(LCRecConfig(max_history=4, dropout=0.0, hidden_size=32, num_hidden_layers=1),
+                      Vocab([4, 4, 4]), codes).eval()
+    hist = torch.randint(1, 41, (5, 4))
+    hist[0, :2] = 0
+    users, items = torch.arange(5), torch.tensor([3, 7, 11, 40])
+    got = prefix_scores(model, users, hist, items, levels=2, rows=8)  # several user chunks
+    with torch.no_grad():
+        logits, labels = model.teacher_forced(users.repeat_interleave(4), hist.repeat_interleave(4, 0), items.repeat(5))
+        want = torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None])[..., 0][:, :2].sum(1).reshape(5, 4)
+    assert torch.allclose(got, want, atol=1e-4)

@@ -91,21 +91,29 @@ def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam
 
 @torch.no_grad()
 def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, levels: int,
-                  chunk: int = 4096) -> torch.Tensor:
-    """log P(the first ``levels`` ID tokens of each of ``items`` | each history), teacher-forced: (B, n).
+                  rows: int = 16384) -> torch.Tensor:
+    """log P(the first ``levels`` ID tokens of each of ``items`` | each history): (B, n).
 
     TIGER's cold start scores a new item by its semantic prefix (the codes without the collision suffix,
-    which the model never saw for it); generators provide ``teacher_forced(users, hist, target)``."""
+    which the model never saw for it). Through the decode hooks: each history is encoded once, then the
+    items' tokens are teacher-forced level by level as n hypotheses per user (about ``rows`` at a time)."""
     B, n = hist.shape[0], len(items)
-    u = users.repeat_interleave(n)
-    h = hist.repeat_interleave(n, 0)
-    t = items.repeat(B)
-    out = []
-    for s in range(0, len(t), chunk):
-        logits, labels = model.teacher_forced(u[s:s + chunk], h[s:s + chunk], t[s:s + chunk])
-        lp = torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None])[..., 0]
-        out.append(lp[:, :levels].sum(1))
-    return torch.cat(out).reshape(B, n)
+    toks = model.item_tok[items]  # (n, L) token ids
+    out = torch.empty(B, n, device=hist.device)
+    per = max(1, rows // max(1, n))
+    for s in range(0, B, per):
+        u, h = users[s:s + per], hist[s:s + per]
+        b = len(h)
+        state = model.decode_start(u, h)
+        tokens = torch.zeros(b * n, 1, dtype=torch.long, device=hist.device)  # decoder start
+        total = torch.zeros(b * n, device=hist.device)
+        for j in range(levels):
+            logits, state = model.decode_step(tokens, state)
+            t = toks[:, j].repeat(b)  # user-major: user 0's n items, user 1's, ...
+            total += torch.log_softmax(logits.float(), -1).gather(1, t[:, None])[:, 0]
+            tokens = t[:, None]
+        out[s:s + b] = total.reshape(b, n)
+    return out
 
 
 @torch.no_grad()
