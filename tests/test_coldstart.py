@@ -193,7 +193,10 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     res = json.loads((out / "coldstart.json").read_text())
     assert res["held_out_items"] == len(held)
     rows = res["rows"]
-    assert sorted((r["epsilon"], r["model"]) for r in rows) == [(0.1, "knn"), (0.1, "tiger"), (0.5, "knn"), (0.5, "tiger")]
+    assert sorted((r["epsilon"], r["model"], r["slots"]) for r in rows) == [
+        (e, m, sl) for e in (0.1, 0.5) for m, sl in (("knn", "reserve"), ("tiger", "compete"), ("tiger", "reserve"))]
+    tiger = {(r["epsilon"], r["slots"]): r["recall@10"] for r in rows if r["model"] == "tiger"}
+    assert all(tiger[(e, "reserve")] >= tiger[(e, "compete")] for e in (0.1, 0.5))  # reserved slots only add hits
     assert all(0 <= r["recall@10"] <= 1 and r["users"] > 0 for r in rows)
     knn = {r["epsilon"]: r["recall@10"] for r in rows if r["model"] == "knn"}
     assert knn[0.5] >= knn[0.1]  # more slots for new items can only add KNN hits
@@ -224,3 +227,17 @@ def test_prefix_scores_equal_teacher_forcing(kind):
         logits, labels = model.teacher_forced(users.repeat_interleave(4), hist.repeat_interleave(4, 0), items.repeat(5))
         want = torch.log_softmax(logits.float(), -1).gather(-1, labels[..., None])[..., 0][:, :2].sum(1).reshape(5, 4)
     assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_reserved_slots_keep_the_best_decoded_items():
+    """slots="reserve": the best k - cap decoded items stay, in order, then the new items by prefix score."""
+    from sidrec.decoding.beam import with_new_items
+
+    items = torch.tensor([[5, 6, 7, 8]])
+    scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0]])
+    new = torch.tensor([20, 21, 22])
+    ns = torch.tensor([[-9.0, -0.5, -7.0]])  # 21 beats every decoded item, 20 and 22 none
+    got, _ = with_new_items(None, None, None, items, scores, new, epsilon=0.5, levels=2, new_scores=ns, slots="reserve")
+    assert got.tolist() == [[5, 6, 21, 22]]
+    got, _ = with_new_items(None, None, None, items, scores, new, epsilon=0.5, levels=2, new_scores=ns, slots="compete")
+    assert got.tolist() == [[21, 5, 6, 7]]

@@ -228,8 +228,9 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
     rows = run(ds, out, embed_cfg=EmbedConfig(encoder=encoder, seed=seed, device=device), method=method,
                tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
                cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed), log=console.print)
-    print_table([["epsilon", "model", f"R@{k}", f"N@{k}", "users"]] +
-                [[str(r["epsilon"]), r["model"], f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}", str(r["users"])]
+    print_table([["epsilon", "model", "slots", f"R@{k}", f"N@{k}", "users"]] +
+                [[str(r["epsilon"]), r["model"], r["slots"], f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
+                  str(r["users"])]
                  for r in rows], f"cold start, {data}: held-out items added by text")
 
 

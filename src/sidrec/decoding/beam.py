@@ -118,12 +118,14 @@ def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.T
 
 @torch.no_grad()
 def with_new_items(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
-                   new: torch.Tensor, *, epsilon: float, levels: int,
-                   new_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   new: torch.Tensor, *, epsilon: float, levels: int, new_scores: torch.Tensor | None = None,
+                   slots: str = "compete") -> tuple[torch.Tensor, torch.Tensor]:
     """TIGER's cold start on decoded lists (B, k): up to max(1, floor(epsilon * k)) of the k slots go to the
     ``new`` item indices, scored by their semantic prefix (``prefix_scores``); they enter where that score
     beats the decoded items', and new items the beam found are replaced by their prefix-scored entry.
-    ``new_scores`` (B, n_new): precomputed ``prefix_scores`` (one pass for several epsilons)."""
+    ``new_scores`` (B, n_new): precomputed ``prefix_scores`` (one pass for several epsilons).
+    ``slots="reserve"``: the new items always take their slots, after the best k - slots decoded items (the
+    list order is then by score within each part; compare with a baseline that fills its slots too)."""
     k = items.shape[1]
     cap = min(len(new), max(1, int(epsilon * k)))
     ns = prefix_scores(model, users, hist, new, levels) if new_scores is None else new_scores  # (B, n_new)
@@ -131,5 +133,15 @@ def with_new_items(model, users: torch.Tensor, hist: torch.Tensor, items: torch.
     is_new = torch.isin(items, new)
     old_scores = scores.masked_fill(is_new | (items <= 0), float("-inf"))
     all_items = torch.cat([items, new[top.indices]], 1)
+    if slots == "reserve":  # drop the decoded tail that the new items displace, whatever the scores
+        old_scores = old_scores.clone()
+        keep = old_scores.topk(k - cap, dim=1).indices
+        mask = torch.ones_like(old_scores, dtype=torch.bool).scatter_(1, keep, False)
+        old_scores = old_scores.masked_fill(mask, float("-inf"))
+        big = old_scores.masked_fill(torch.isinf(old_scores), 0).abs().amax() + top.values.abs().amax() + 1.0
+        new_vals = top.values - 4 * big  # below every kept decoded item, still ordered among themselves
+        s, idx = torch.cat([old_scores, new_vals], 1).topk(k, dim=1)
+        s = torch.where(idx >= k, torch.cat([old_scores, top.values], 1).gather(1, idx), s)
+        return torch.where(torch.isinf(s), torch.full_like(s, -1, dtype=torch.long), all_items.gather(1, idx)), s
     s, idx = torch.cat([old_scores, top.values], 1).topk(k, dim=1)
     return torch.where(torch.isinf(s), torch.full_like(s, -1, dtype=torch.long), all_items.gather(1, idx)), s

@@ -7,7 +7,8 @@
 3. Add the held-out items by their text (the run's own encoder and tokenizer: ``decoding.newitems``)
    and rank for the users whose original test target is a held-out item (their history: every earlier
    item that is not held out). For each epsilon, up to max(1, floor(epsilon * K)) slots may go to new
-   items (``decoding.beam.with_new_items``).
+   items (``decoding.beam.with_new_items``): "compete" (they enter where their prefix score beats the decoded
+   items') and "reserve" (they always take the slots, after the best decoded items) are both reported.
 4. Baseline, TIGER's semantic KNN: new items ranked by the cosine similarity of their text embedding to the
    mean embedding of the history, given the same number of slots (at the top of its list).
 Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "recall@K", "ndcg@K", "users"} in
@@ -139,11 +140,13 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
             it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)
             lists.append((u, h, it, sc, prefix_scores(model, u, h, new, levels)))  # scored once for every epsilon
         for eps in cfg.epsilons:
-            ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels,
-                                               new_scores=ns)[0].cpu().numpy() for u, h, it, sc, ns in lists])
-            m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
-            results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
-                            f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
+            for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
+                ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels, new_scores=ns,
+                                                   slots=slots)[0].cpu().numpy() for u, h, it, sc, ns in lists])
+                m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
+                results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", "slots": slots,
+                                f"recall@{cfg.k}": m[f"recall@{cfg.k}"], f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"],
+                                "users": int(len(rows))})
             # semantic KNN: mean text embedding of the history vs the new items, same number of slots
             cap = min(len(held), max(1, int(eps * cfg.k)))
             hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
@@ -152,12 +155,13 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
             knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
             knn_lists[:, :cap] = new.cpu().numpy()[top]
             m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
-            results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
+            results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", "slots": "reserve",
+                            f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
                             f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
     name = Path(ds.path).name
     results = [{"dataset": name, **r} for r in results]
     (out / "coldstart.json").write_text(json.dumps({"held_out_items": int(len(held)), "rows": results}, indent=2))
     for r in results:
-        log(f"epsilon {r['epsilon']}: {r['model']:5s} recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
+        log(f"epsilon {r['epsilon']}: {r['model']:5s} ({r['slots']}) recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
             f"ndcg@{cfg.k} {r[f'ndcg@{cfg.k}']:.4f} ({r['users']} users)")
     return results
