@@ -30,7 +30,6 @@ def _worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epo
     import torch.distributed as dist
 
     from sidrec.data.dataset import load_dataset
-    from sidrec.train.loop import TrainConfig
     from sidrec.train.tiger import train_tiger
     from sidrec.utils.dist import setup
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from sidrec.cli.common import console, layered, print_table
+from sidrec.errors import SidrecError
 
 app = typer.Typer(help="Train models.", no_args_is_help=True)
 

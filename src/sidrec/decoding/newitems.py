@@ -16,14 +16,18 @@ from sidrec.decoding.trie import Trie, build_trie
 from sidrec.errors import SidrecError
 
 
-def new_item_ids(run: Path | None, tokenizer, texts: list[str], vocab_sizes: list[int], names: list[str]):
-    """(base codes, unique IDs) of new items; one clear error when the run cannot give them IDs."""
+def new_item_ids(run: Path | None, tokenizer, texts: list[str], vocab_sizes: list[int], names: list[str],
+                 emb: np.ndarray | None = None):
+    """(base codes, unique IDs) of new items; one clear error when the run cannot give them IDs. ``emb``:
+    their text embeddings when the caller has them already (else embedded here)."""
     from sidrec.embeddings.text import embed_new_texts
 
     if run is None or not (Path(run) / "embeddings" / "embeddings.json").is_file():
         raise SidrecError(f"{run}: this run does not keep its text encoder (trained before sidrec 0.3, or "
                           f"its tokens were not made from text); new items cannot get IDs")
-    base = tokenizer.encode(embed_new_texts(Path(run) / "embeddings", list(texts)))  # published IDs: one line
+    if emb is None:
+        emb = embed_new_texts(Path(run) / "embeddings", list(texts))
+    base = tokenizer.encode(emb)  # published IDs: one line
     sids = tokenizer.new_ids(base)
     limit = np.asarray(vocab_sizes)
     over = np.flatnonzero((sids >= limit[None, :]).any(1))

@@ -121,8 +121,11 @@ class Recommender(_Catalog):
     def __init__(self, model, trie, ds=None, device: str = "cpu", *, items: pd.DataFrame | None = None,
                  name: str = "", run: str | Path | None = None):
         self.model, self.device, self.run = model, device, Path(run) if run is not None else None
+        from sidrec.decoding.newitems import collision_suffix
+
         self.kind = model.kind
         self._tokenizer = None
+        self._prefix_levels = model.id_length - (1 if collision_suffix(self.run) else 0)  # what new items are scored on
         self._init_catalog(ds, items=items, name=name, trie=trie)
 
     @property
@@ -159,14 +162,9 @@ class Recommender(_Catalog):
                                  sample_temperature=sample_temperature, seed=seed)
         if epsilon > 0 and cat.new:
             new = torch.as_tensor(cat.index[sorted(cat.new)].to_numpy().copy(), device=self.device)
-            levels = self.model.id_length - (1 if self._collision_suffix() else 0)
-            items, scores = with_new_items(self.model, users, hist, items, scores, new, epsilon=epsilon, levels=levels)
+            items, scores = with_new_items(self.model, users, hist, items, scores, new, epsilon=epsilon,
+                                           levels=self._prefix_levels)
         return self._rows(cat, items[0].tolist(), scores[0].tolist())
-
-    def _collision_suffix(self) -> bool:
-        from sidrec.decoding.newitems import collision_suffix
-
-        return collision_suffix(self.run)
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
         """Give new items IDs from their text and make them recommendable at once; all or nothing."""

@@ -9,6 +9,7 @@ item_id, c0..); ``tokenizer.json`` (method, config, levels, codebook sizes); met
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def check_embeddings(emb: np.ndarray, *, codebook_size: int, name: str = "embedd
                           f"use a smaller --codebook-size")
 
 
-class ItemTokenizer:
+class ItemTokenizer(ABC):
     """The tokenizer contract, the same for every method (rqvae, letter, rqkmeans, opq, published):
 
     - ``fit(emb, *, cf=None, train_mask=None, item_ids=None, log=log_info) -> self``: learn from the catalog;
@@ -59,9 +60,10 @@ class ItemTokenizer:
     def __init__(self, cfg: Any):
         self.cfg = cfg  # no work in __init__
 
+    @abstractmethod
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
             train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> ItemTokenizer:
-        raise NotImplementedError
+        """Learn from the catalog and end with ``finalize(base_codes)``; each method implements it."""
 
     def encode(self, emb: np.ndarray) -> np.ndarray:
         raise SidrecError(f"{self.method} tokens cannot encode new items; use rqvae, letter, rqkmeans or opq")

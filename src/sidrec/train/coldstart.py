@@ -112,7 +112,9 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     raw = ds.items["item_id"].astype(str).to_numpy()
     texts = ds.items["text"].fillna("").astype(str).to_numpy()
     new_names = raw[held - 1].tolist()
-    base, sids = new_item_ids(out / "run", tok, texts[held - 1].tolist(), model.vocab.level_sizes, new_names)
+    new_emb = embed_new_texts(out / "emb", texts[held - 1].tolist())  # once: IDs and the KNN baseline
+    base, sids = new_item_ids(out / "run", tok, texts[held - 1].tolist(), model.vocab.level_sizes, new_names,
+                              emb=new_emb)
     _, trie, model.item_tok = grown(model, tok, base, sids, trie.level_sizes, dev)
     # served catalog: the seen items (their run indices), then the held-out ones appended in order
     index = pd.Series(np.arange(1, seen.n_items + len(held) + 1),
@@ -128,8 +130,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         hist[i, L - len(h):] = index[h].to_numpy()
     new = torch.as_tensor(index[new_names].to_numpy().copy(), device=dev)
     levels = model.id_length - (1 if collision_suffix(out / "run") else 0)
-    knn_new = embed_new_texts(out / "emb", texts[held - 1].tolist())
-    knn_new = knn_new / np.linalg.norm(knn_new, axis=1, keepdims=True).clip(1e-12)
+    knn_new = new_emb / np.linalg.norm(new_emb, axis=1, keepdims=True).clip(1e-12)
     seen_idx = seen.item_index()
     results = []
     with torch.no_grad():
@@ -139,6 +140,10 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
             h = torch.as_tensor(hist[s:s + 256], device=dev)
             it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)
             lists.append((u, h, it, sc, prefix_scores(model, u, h, new, levels)))  # scored once for every epsilon
+        # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
+        hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
+        sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
+        knn_order = np.argsort(-sim, axis=1, kind="stable")
         for eps in cfg.epsilons:
             for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
                 ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels, new_scores=ns,
@@ -147,11 +152,8 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
                 results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", "slots": slots,
                                 f"recall@{cfg.k}": m[f"recall@{cfg.k}"], f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"],
                                 "users": int(len(rows))})
-            # semantic KNN: mean text embedding of the history vs the new items, same number of slots
-            cap = min(len(held), max(1, int(eps * cfg.k)))
-            hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
-            sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
-            top = np.argsort(-sim, axis=1, kind="stable")[:, :cap]
+            cap = min(len(held), max(1, int(eps * cfg.k)))  # KNN: the same number of slots, at the top
+            top = knn_order[:, :cap]
             knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
             knn_lists[:, :cap] = new.cpu().numpy()[top]
             m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,12 +9,11 @@ import torch
 from sidrec.config import from_dict
 from sidrec.data.dataset import Dataset
 from sidrec.decoding.trie import build_trie
-from sidrec.errors import SidrecError
 from sidrec.models.lcrec import LCRec, LCRecConfig
 from sidrec.models.tiger import Vocab
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.loop import TrainConfig
-from sidrec.train.tiger import id_sizes, train_generator
+from sidrec.train.tiger import id_sizes, read_run, train_generator
 
 SPARE_SUFFIXES = 16
 TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_ratio=0.01,
@@ -41,14 +39,7 @@ def train_lcrec(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: LCR
 def load_lcrec(run: str | Path, device: torch.device | str = "cpu"):
     from safetensors.torch import load_model
 
-    run = Path(run)
-    if not (run / "config.json").is_file() or not (run / "model.safetensors").is_file():
-        raise SidrecError(f"{run}: not a trained LC-Rec run (missing config.json / model.safetensors)")
-    conf = json.loads((run / "config.json").read_text())
-    if conf.get("kind") != "lcrec":
-        raise SidrecError(f"{run}: is a {conf.get('kind')} run, not an LC-Rec run")
-    cfg = from_dict(LCRecConfig, conf["model"])
-    ids = SemanticIDs(run / "tokens" if (run / "tokens" / "codes.npy").is_file() else conf["tokens"])
-    model, trie = build_lcrec(cfg, ids)
+    run, conf, ids = read_run(run, "lcrec", "LC-Rec")
+    model, trie = build_lcrec(from_dict(LCRecConfig, conf["model"]), ids)
     load_model(model, str(run / "model.safetensors"), device=str(device))
     return model.to(device).eval(), trie.to(device), conf

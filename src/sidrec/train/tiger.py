@@ -308,15 +308,21 @@ def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
     ds.items[cols].to_parquet(out / "items.parquet", index=False)
 
 
-def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIGER, Trie, dict]:
+def read_run(run: str | Path, kind: str, name: str) -> tuple[Path, dict, SemanticIDs]:
+    """(run dir, config.json, its IDs) of a trained generator run of ``kind``; one clear error otherwise."""
     run = Path(run)
     if not (run / "config.json").is_file() or not (run / "model.safetensors").is_file():
-        raise SidrecError(f"{run}: not a trained TIGER run (missing config.json / model.safetensors)")
+        raise SidrecError(f"{run}: not a trained {name} run (missing config.json / model.safetensors)")
     conf = json.loads((run / "config.json").read_text())
-    if conf.get("kind") != "tiger":
-        raise SidrecError(f"{run}: is a {conf.get('kind')} run, not a TIGER run")
-    cfg = from_dict(TIGERConfig, {"spare_suffixes": 0, **conf["model"]})  # runs before spare suffixes had none
+    if conf.get("kind") != kind:
+        raise SidrecError(f"{run}: is a {conf.get('kind')} run, not a {name} run")
     ids = SemanticIDs(run / "tokens" if (run / "tokens" / "codes.npy").is_file() else conf["tokens"])
+    return run, conf, ids
+
+
+def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIGER, Trie, dict]:
+    run, conf, ids = read_run(run, "tiger", "TIGER")
+    cfg = from_dict(TIGERConfig, {"spare_suffixes": 0, **conf["model"]})  # runs before spare suffixes had none
     model, trie = build_model(cfg, ids)
     model.load_weights(str(run / "model.safetensors"))
     return model.to(device).eval(), trie.to(device), conf
