@@ -27,17 +27,15 @@ def _worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epo
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     from sidrec.data.dataset import load_dataset
     from sidrec.train.tiger import train_tiger
-    from sidrec.utils.dist import setup
+    from sidrec.utils.dist import setup, teardown
 
     setup()
     try:
         train_tiger(load_dataset(data), tok, out, CFG, _train_cfg(epochs), beam=10, ks=(5, 10), log=lambda s: None)
     finally:
-        dist.destroy_process_group()
+        teardown()
 
 
 def _train_cfg(epochs):

@@ -8,6 +8,7 @@ validates on rank 0 and broadcasts the decision, and only rank 0 writes files. O
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -38,7 +39,17 @@ def setup() -> int:
         if backend == "nccl":
             torch.cuda.set_device(local_rank())
         dist.init_process_group(backend)
+        atexit.register(teardown)
     return world()
+
+
+def teardown() -> None:
+    """Leave the process group together: a rank that destroys its group while another still works (rank 0
+    decoding the test split) can abort in gloo's threads ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        if world() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
