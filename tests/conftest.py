@@ -44,3 +44,34 @@ def cli(monkeypatch, capsys):
         return code, out.out, out.err
 
     return run
+
+
+def pattern_dataset(tmp_path, n_users: int = 120, n_items: int = 30, lengths=(6, 9), levels: int = 2,
+                    codebook: int = 8, texts: bool = False):
+    """Item i is followed by item i+1 (mod n_items): a planted sequence pattern every generator must learn.
+    Writes TMP/ds (prepared; with item text when ``texts``) and TMP/tok (RQ-KMeans codes of random vectors)."""
+    import numpy as np
+    import pandas as pd
+
+    from sidrec.data.dataset import load_dataset
+    from sidrec.data.prepare import PrepareConfig, prepare
+    from sidrec.data.schema import RawData
+    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(n_users):
+        start, length = rng.integers(n_items), rng.integers(*lengths)
+        rows += [(f"u{u}", f"i{(start + k) % n_items}", float(k)) for k in range(length)]
+    items = None
+    if texts:
+        colours = ["red", "blue", "green", "black", "white", "pink"]
+        items = pd.DataFrame({"item": [f"i{j}" for j in range(n_items)],
+                              "title": [f"{colours[j % 6]} lipstick number {j}" for j in range(n_items)]})
+    prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"]), items), tmp_path / "ds",
+            PrepareConfig(min_count=1))
+    ds = load_dataset(tmp_path / "ds")
+    tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=levels, codebook_size=codebook)).fit(
+        rng.normal(size=(ds.n_items, 8)).astype(np.float32), log=lambda s: None)
+    tok.save(tmp_path / "tok")
+    return ds

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import pattern_dataset
+
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
 from sidrec.train.loop import Compiled, TrainConfig, scaled_lr
 
@@ -63,25 +65,7 @@ def test_batch_size_lr_rule():
     assert scaled_lr(TrainConfig(**base, batch_size=64, lr_scale="sqrt")) == pytest.approx(5e-4)
 
 
-def _pattern_run(tmp_path):
-    import pandas as pd
-
-    from sidrec.data.dataset import load_dataset
-    from sidrec.data.prepare import PrepareConfig, prepare
-    from sidrec.data.schema import RawData
-    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(120):
-        start, length = rng.integers(30), rng.integers(6, 9)
-        rows += [(f"u{u}", f"i{(start + k) % 30}", float(k)) for k in range(length)]
-    prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"])), tmp_path / "ds", PrepareConfig(min_count=1))
-    ds = load_dataset(tmp_path / "ds")
-    tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=8)).fit(
-        rng.normal(size=(ds.n_items, 8)).astype(np.float32), log=lambda s: None)
-    tok.save(tmp_path / "tok")
-    return ds
+_pattern_run = pattern_dataset
 
 
 def test_tiger_resume_equals_unbroken_run(tmp_path):

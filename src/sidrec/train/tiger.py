@@ -217,8 +217,10 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
     device = pick_device(train_cfg.device)
     from sidrec.utils import dist
 
+    model, trie = build(model_cfg, ids)
     if dist.is_main():
-        write_run_info(out, kind=kind, config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+        backbone = {"backbone_fingerprint": model.fingerprint} if hasattr(model, "fingerprint") else {}
+        write_run_info(out, kind=kind, config={"model": to_dict(model_cfg), "train": to_dict(train_cfg), **backbone,
                                                   "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
                                                   "tokens": str(Path(tokens).resolve()),
                                                   "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"),
@@ -226,7 +228,6 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
                                                   "dataset_fingerprint": ds.fingerprint},
                        data=data_info(ds), device=str(device))
         _bundle(out, ids, ds)
-    model, trie = build(model_cfg, ids)
     trie.to(device)
     hist, target = ds.train_prefix_samples(model_cfg.max_history)
     users = np.repeat(np.arange(1, ds.n_users + 1), np.clip(np.diff(ds.offsets) - 3, 0, None))
