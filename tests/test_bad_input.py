@@ -3,7 +3,6 @@
 import gzip
 import json
 
-import pytest
 
 
 def _check(cli, tmp_path, source, files, expect, *extra):

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 
-from sidrec.data.dataset import load_dataset
 from sidrec.models.sasrec import SASRecConfig
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import train_sasrec

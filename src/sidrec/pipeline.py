@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sidrec.config import from_dict, to_dict
+from sidrec.config import from_dict
 from sidrec.errors import SidrecError
 from sidrec.utils.log import info as log_info
 
