@@ -35,13 +35,30 @@ def tiger_run(tmp_path_factory, syn_dir):
     return {"run": tmp / "run", "ds": ds, "tmp": tmp}
 
 
+@pytest.fixture(scope="module")
+def lcrec_run(tiger_run):
+    """An LC-Rec run (tiny causal LM) on the same tokens: cold start goes through the generator contract."""
+    from sidrec.models.lcrec import LCRecConfig
+    from sidrec.train.lcrec import train_lcrec
+    from sidrec.train.loop import TrainConfig
+
+    tmp, ds = tiger_run["tmp"], tiger_run["ds"]
+    train_lcrec(ds, tmp / "tok", tmp / "lcrec", LCRecConfig(model="tiny-llama", hidden_size=64, num_hidden_layers=2,
+                                                            dropout=0.0),
+                TrainConfig(epochs=4, batch_size=128, learning_rate=3e-3, select_metric="loss", seed=0),
+                beam=10, ks=(5, 10), log=lambda s: None)
+    return {**tiger_run, "run": tmp / "lcrec"}
+
+
 def _text(ds, item_id):
     return str(ds.items.loc[ds.items["item_id"].astype(str) == item_id, "text"].iloc[0])
 
 
-def test_new_item_gets_a_unique_id_and_is_recommended(tiger_run):
+@pytest.mark.parametrize("generator", ["tiger_run", "lcrec_run"])
+def test_new_item_gets_a_unique_id_and_is_recommended(generator, request):
     from sidrec.serving.recommender import Recommender
 
+    tiger_run = request.getfixturevalue(generator)
     ds, rec = tiger_run["ds"], Recommender.load(tiger_run["run"])
     hist = ds.items["item_id"].astype(str).tolist()[:3]
     top = rec.recommend(hist, k=1)[0]["item"]
@@ -218,7 +235,7 @@ def test_prefix_scores_equal_teacher_forcing(kind):
         from sidrec.models.lcrec import LCRec, LCRecConfig
 
         model = LCRec(LCRecConfig(max_history=4, dropout=0.0, hidden_size=32, num_hidden_layers=1),
-                      Vocab([4, 4, 4]), codes).eval()
+                      [4, 4, 4], codes).eval()
     hist = torch.randint(1, 41, (5, 4))
     hist[0, :2] = 0
     users, items = torch.arange(5), torch.tensor([3, 7, 11, 40])

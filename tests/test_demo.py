@@ -13,3 +13,18 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     assert code == 2 and "unknown item" in err
     code, out, err = cli("recommend", tmp_path / "d" / "tiger")
     assert code == 2 and "empty history" in err
+    # the same pipeline from a config file with an [lcrec] section: the cached stages are reused, the LC-Rec
+    # generator trains on the same tokens and joins the report
+    import yaml
+
+    from sidrec.pipeline import demo_config
+
+    cfg = {**demo_config(quick=True), "lcrec": {"model": "tiny-llama", "epochs": 2, "batch_size": 128}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    code, out, err = cli("run", tmp_path / "p.yaml", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert "stage tiger" not in out + err and "stage lcrec" in out + err
+    res = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert set(res["test"]) == {"tiger", "sasrec", "lcrec"} and "| lcrec |" in (tmp_path / "d" / "report.md").read_text()
+    code, out, err = cli("recommend", tmp_path / "d" / "lcrec", "--history", "i1")
+    assert code == 0, err

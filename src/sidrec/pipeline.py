@@ -32,7 +32,7 @@ def demo_config(quick: bool = False) -> dict[str, Any]:
     return cfg
 
 
-STAGES = ("data", "embed", "sasrec", "tokenize", "tiger")
+STAGES = ("data", "embed", "sasrec", "tokenize", "tiger", "lcrec")  # lcrec: only when the config has [lcrec]
 
 
 def _fp(obj: Any) -> str:
@@ -134,6 +134,24 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path, log=log_info) -> dict:
         train_tiger(ds, tdir, gdir, mcfg, tcfg, log=log, **extra)
         _mark(gdir, fps["tiger"], gc)
 
+    runs = {"tiger": gdir, "sasrec": sdir}
+    if "lcrec" in cfg:  # the LC-Rec generator on the same tokens (optional stage)
+        from sidrec.models.lcrec import LCRecConfig
+        from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
+        from sidrec.train.lcrec import train_lcrec
+
+        lc = {**LCREC_DEFAULTS, "seed": seed, **cfg["lcrec"]}
+        fps["lcrec"] = _fp(["lcrec", lc, fps["tokenize"], fps["data"]])
+        ldir = out / "lcrec"
+        if not _cached(ldir, fps["lcrec"]):
+            log("stage lcrec")
+            shutil.rmtree(ldir, ignore_errors=True)
+            extra = {k: lc.pop(k) for k in ("beam", "valid_users", "decode_batch") if k in lc}
+            mcfg, tcfg = split(lc, LCRecConfig, TrainConfig)
+            train_lcrec(ds, tdir, ldir, mcfg, tcfg, log=log, **extra)
+            _mark(ldir, fps["lcrec"], lc)
+        runs["lcrec"] = ldir
+
     from sidrec.report import write_run_report
 
-    return write_run_report(out, {"tiger": gdir, "sasrec": sdir}, tdir, title=f"sidrec pipeline: {ds.path}")
+    return write_run_report(out, runs, tdir, title=f"sidrec pipeline: {ds.path}")
