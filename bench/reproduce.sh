@@ -8,6 +8,8 @@
 # VARIANT: full (ranking-guided loss tau 0.7 for letter/published IDs; tau 1 for the others), no-rank-loss
 # (tau 1), cf-only / div-only (LETTER tokenizer ablations, tokens .gpu/tok/DATASET-letter-VARIANT, tau 1),
 # or any name with EXTRA="--set ..." (a "beyond" row).
+# GENERATOR=lcrec: the LC-Rec generator instead (`sidrec train lcrec`, LCREC_MODEL: smollm2-135m, a .gguf file,
+# a local HF directory or tiny-qwen2; LoRA unless EXTRA has --full; its own recipe, not --preset).
 # Inputs: .gpu/data/DATASET (sidrec data prepare), $TOKDIR/DATASET-TOKENS[-VARIANT] (sidrec tokenize, or
 # bench/make_tokens.sh on the device; TOKDIR defaults to .gpu/tok).
 # Runs live in $RUNS (default /tmp/repro) and resume: a command stops training after MINUTES (default 7.5)
@@ -25,14 +27,22 @@ if [ "$VARIANT" = full ] && { [ "$TOKENS" = letter ] || [ "$TOKENS" = published 
 TAU=${TAU_OVERRIDE:-$TAU}
 # the text encoder behind the tokens (LETTER's released IDs: its LLaMA-7B embeddings)
 if [ "$TOKENS" = published ]; then ENCODER=${ENCODER:-llama-7b (LETTER release)}; else ENCODER=${ENCODER:-minilm}; fi
-ARGS="--tokens $T --preset ${PRESET:-letter} --temperature $TAU --decode-batch 512 --max-minutes ${MINUTES:-7.5} \
+GENERATOR=${GENERATOR:-tiger}
+if [ "$GENERATOR" = lcrec ]; then
+  ARGS="--tokens $T --model ${LCREC_MODEL:-smollm2-135m} --temperature $TAU --decode-batch 128 \
+--max-minutes ${MINUTES:-7.5} ${EPOCHS:+--epochs $EPOCHS} ${BATCH:+--batch-size $BATCH} ${EXTRA:-}"
+  TAG=lcrec
+else
+  ARGS="--tokens $T --preset ${PRESET:-letter} --temperature $TAU --decode-batch 512 --max-minutes ${MINUTES:-7.5} \
 ${EPOCHS:+--epochs $EPOCHS} ${BATCH:+--batch-size $BATCH} ${EXTRA:-}"
+  TAG=${PRESET:-letter}
+fi
 for s in ${SEEDS:-0 1}; do
-  N=$DATASET-$TOKENS-$VARIANT-${PRESET:-letter}-s$s; R=$RUNS/$N
+  N=$DATASET-$TOKENS-$VARIANT-$TAG-s$s; R=$RUNS/$N
   if [ -f "$R/.row" ]; then echo "$R: already finished"; continue; fi
-  ( python3 -m sidrec train tiger $D $ARGS --seed $s --out $R >> "$RUNS/$N.log" 2>&1
+  ( python3 -m sidrec train $GENERATOR $D $ARGS --seed $s --out $R >> "$RUNS/$N.log" 2>&1
     if python3 bench/reproduce_row.py $R --dataset $DATASET --tokens $TOKENS --variant $VARIANT --encoder "$ENCODER" \
-         --seed $s --command "bash bench/reproduce.sh $DATASET $TOKENS $VARIANT  (SEEDS=$s${PRESET:+ PRESET=$PRESET}${EXTRA:+ EXTRA='$EXTRA'})" > $R/.row.tmp; then
+         --seed $s --command "bash bench/reproduce.sh $DATASET $TOKENS $VARIANT  (SEEDS=$s${PRESET:+ PRESET=$PRESET}${LCREC_MODEL:+ GENERATOR=lcrec LCREC_MODEL=$LCREC_MODEL}${EXTRA:+ EXTRA='$EXTRA'})" > $R/.row.tmp; then
       mv $R/.row.tmp $R/.row; cat $R/.row >> "$OUT/reproduce.jsonl"
     fi
     tail -n 2 "$RUNS/$N.log" ) &

@@ -22,7 +22,15 @@ def row(run: Path, **meta) -> dict:
     info = json.loads((run / "run.json").read_text())
     conf = json.loads((run / "config.json").read_text())
     t = m["test"]
-    return {**meta, "generator": "tiger", "epochs": m["epochs_run"], "best_epoch": m["best_epoch"],
+    gen = "tiger"
+    if conf.get("kind", info.get("kind")) == "lcrec" or "finetune" in conf["model"]:
+        from sidrec.models.lcrec import PRETRAINED
+
+        name = conf["model"]["model"]
+        known = {sha: n for n, (_, _, sha) in PRETRAINED.items()}
+        name = known.get(conf.get("backbone_fingerprint"), Path(name).name.removesuffix(".gguf"))
+        gen = f"lcrec-{name}" + ("-full" if conf["model"].get("finetune") == "full" else "")
+    return {**meta, "generator": gen, "epochs": m["epochs_run"], "best_epoch": m["best_epoch"],
             "stopped": m.get("stopped"),
             **{k: round(t[k], 5) for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")},
             "valid_loss": m["validation"].get("loss"),
@@ -30,7 +38,7 @@ def row(run: Path, **meta) -> dict:
             "gpu": info.get("gpu", info.get("device")), "torch": info["versions"]["torch"],
             "batch_size": conf["train"]["batch_size"], "learning_rate": conf["train"]["learning_rate"],
             "weight_decay": conf["train"]["weight_decay"], "lr_scale": conf["train"].get("lr_scale", "none"),
-            "temperature": conf["model"]["temperature"], "preset": conf["model"]["preset"]}
+            "temperature": conf["model"]["temperature"], "preset": conf["model"].get("preset", "lcrec")}
 
 
 def merge(jsonl: Path, into: Path) -> int:

