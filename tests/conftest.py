@@ -22,6 +22,32 @@ def syn_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiger_run(tmp_path_factory, syn_dir):
+    """A small TIGER run on tf-idf -> RQ-KMeans IDs of the synthetic catalog (one training per session)."""
+    from typer.testing import CliRunner
+
+    from sidrec.cli import app
+    from sidrec.data.dataset import load_dataset
+    from sidrec.models.tiger import TIGERConfig
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.tiger import train_tiger
+
+    tmp = tmp_path_factory.mktemp("cold")
+    runner = CliRunner()
+    for args in (["embed", str(syn_dir), "--encoder", "tfidf", "--dim", "32", "--out", str(tmp / "emb")],
+                 ["tokenize", str(syn_dir), "--method", "rqkmeans", "--embeddings", str(tmp / "emb"),
+                  "--codebook-size", "8", "--levels", "2", "--out", str(tmp / "tok")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    ds = load_dataset(syn_dir)
+    cfg = TIGERConfig(preset="custom", n_layers=1, d_model=32, n_heads=2, d_kv=16, d_ff=64, dropout=0.0)
+    train_tiger(ds, tmp / "tok", tmp / "run", cfg, TrainConfig(epochs=4, batch_size=128, learning_rate=3e-3,
+                                                                select_metric="loss", seed=0),
+                beam=10, ks=(5, 10), log=lambda s: None)
+    return {"run": tmp / "run", "ds": ds, "tmp": tmp}
+
+
+@pytest.fixture(scope="session")
 def syn_ds(syn_dir):
     from sidrec.data.dataset import load_dataset
 

@@ -50,8 +50,16 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
 def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run directory")],
           host: Annotated[str, typer.Option()] = "127.0.0.1",
           port: Annotated[int, typer.Option()] = 8000,
-          device: Annotated[str, typer.Option()] = "cpu"):
-    """Serve recommendations over HTTP (FastAPI): POST /recommend, POST /items (cold start), GET /health.
+          device: Annotated[str, typer.Option()] = "cpu",
+          max_batch: Annotated[int, typer.Option(help="concurrent /recommend requests decoded together")] = 64,
+          max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 5.0,
+          max_queue: Annotated[int, typer.Option(help="waiting requests; more answer 503 at once")] = 256,
+          queue_timeout: Annotated[float, typer.Option(help="seconds a request may wait for its decode (then 503)")] = 10.0,
+          max_history: Annotated[int, typer.Option(help="items per request history (more: 422)")] = 10_000,
+          max_k: Annotated[int, typer.Option(help="largest k / beam per request")] = 1_000,
+          max_body: Annotated[int, typer.Option(help="request body limit in bytes (more: 413)")] = 1 << 20):
+    """Serve recommendations over HTTP (FastAPI): POST /recommend (concurrent requests batched into one
+    decode), POST /items (cold start), GET /health, GET /metrics (Prometheus).
 
     Example: sidrec serve runs/vq-sci --port 8000
       curl -X POST localhost:8000/recommend -H 'content-type: application/json' -d '{"history": ["B0001"], "k": 5}'
@@ -63,7 +71,17 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
     except ImportError:
         raise SidrecError("serving needs the 'serve' extra: pip install 'sidrec[serve]'") from None
 
-    uvicorn.run(create_app(run, device=device), host=host, port=port)
+    from sidrec.serving.batcher import ServeConfig
+
+    for name, v in (("--max-batch", max_batch), ("--max-queue", max_queue), ("--max-history", max_history),
+                    ("--max-k", max_k), ("--max-body", max_body)):
+        if v < 1:
+            raise SidrecError(f"{name} {v}: must be at least 1")
+    if max_wait_ms < 0 or queue_timeout <= 0:
+        raise SidrecError("--max-wait-ms must be >= 0 and --queue-timeout > 0")
+    cfg = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, queue_timeout_s=queue_timeout,
+                      max_history=max_history, max_k=max_k, max_body_bytes=max_body)
+    uvicorn.run(create_app(run, device=device, cfg=cfg), host=host, port=port, log_level="warning")
 
 
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("demo-out"),

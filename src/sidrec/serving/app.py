@@ -1,23 +1,30 @@
-"""HTTP serving of a trained run (TIGER or VQ-Rec) with FastAPI.
+"""HTTP serving of a trained run (TIGER, LC-Rec or VQ-Rec) with FastAPI.
 
-  GET  /health                       run kind, catalog size
-  POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S}
+  GET  /health                       run kind, catalog size, queue depth
+  POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S, "epsilon"?: E}
                                      -> {"items": [{"item", "score", "title", "new"}, ...]}
   POST /items     {"items": [{"item_id", "text", "title"?}, ...]}  cold-start items by text, no retraining
-                  (TIGER and VQ-Rec runs; all or nothing: a bad request leaves the catalog unchanged)
+                  (generator and VQ-Rec runs; all or nothing: a bad request leaves the catalog unchanged)
+  GET  /metrics                      Prometheus text format: requests by endpoint and status, latency
+                                     histogram, queue depth, decode batch sizes
 
-User mistakes (unknown items, k too large, empty history, a repeated or empty new item, cold start on
-published IDs) answer 422 with the same one-line message the CLI prints.
+Concurrent ``/recommend`` requests are decoded together (serving/batcher.py: bounded wait, bounded queue,
+503 when full or waited too long). User mistakes (unknown items, k too large, empty history, a repeated or
+empty new item, cold start on published IDs, a history or k above the limits) answer 422 with the same
+one-line message the CLI prints; a body above the size limit 413.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from sidrec.errors import SidrecError
+from sidrec.serving.batcher import Batcher, Overloaded, ServeConfig
 from sidrec.serving.recommender import load_recommender
 
 
@@ -40,20 +47,87 @@ class NewItems(BaseModel):
     items: list[NewItem]
 
 
-def create_app(run: str | Path, device: str = "cpu") -> FastAPI:
+def _metrics():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    reg = CollectorRegistry()  # one per app: several apps in one process (tests) do not collide
+    return reg, {
+        "requests": Counter("sidrec_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+                            registry=reg),
+        "latency": Histogram("sidrec_request_seconds", "request latency", ["endpoint"], registry=reg,
+                             buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)),
+        "queue": Gauge("sidrec_queue_depth", "recommend requests waiting for a decode", registry=reg),
+        "batch": Histogram("sidrec_decode_batch_size", "requests per decode call", registry=reg,
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)),
+    }
+
+
+def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = None) -> FastAPI:
+    cfg = cfg or ServeConfig()
     rec = load_recommender(run, device=device)
     app = FastAPI(title="sidrec", description=f"recommendations from {run}")
+    reg, m = _metrics()
+
+    def decode(batch: list[dict]) -> list:
+        """One decode call for requests that share a key (or one request alone); an error per request."""
+        if len(batch) > 1:
+            try:
+                return rec.recommend_batch([b["history"] for b in batch], [b["k"] for b in batch], batch[0]["beam"])
+            except SidrecError:  # e.g. the catalog changed under a request: answer each one alone
+                pass
+        out = []
+        for b in batch:
+            try:
+                out.append(rec.recommend(b["history"], k=b["k"], beam=b["beam"],
+                                         sample_temperature=b["sample_temperature"], seed=b["seed"],
+                                         epsilon=b["epsilon"]))
+            except SidrecError as e:
+                out.append(e)
+        return out
+
+    batcher = Batcher(decode, cfg, on_batch=m["batch"].observe)
+    m["queue"].set_function(batcher.depth)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        t0 = time.perf_counter()
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
+            response = JSONResponse({"detail": f"request body of {size} bytes is above the limit of "
+                                               f"{cfg.max_body_bytes}"}, status_code=413)
+        else:
+            response = await call_next(request)
+        path = request.url.path if request.url.path in ("/recommend", "/items", "/health", "/metrics") else "other"
+        m["requests"].labels(path, str(response.status_code)).inc()
+        m["latency"].labels(path).observe(time.perf_counter() - t0)
+        return response
 
     @app.get("/health")
     def health() -> dict:
-        return {"run": str(run), "kind": rec.kind,
-                "items": rec.n_items}
+        return {"run": str(run), "kind": rec.kind, "items": rec.n_items, "queue": batcher.depth()}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/recommend")
-    def recommend(req: RecommendRequest) -> dict:
+    async def recommend(req: RecommendRequest) -> dict:
+        if len(req.history) > cfg.max_history:
+            raise HTTPException(422, f"history of {len(req.history)} items is above the limit of {cfg.max_history}")
+        if req.k > cfg.max_k or req.beam > cfg.max_k:
+            raise HTTPException(422, f"k={req.k}, beam={req.beam}: the limit is {cfg.max_k}")
         try:
-            items = rec.recommend(req.history, k=req.k, beam=req.beam, sample_temperature=req.sample_temperature,
-                                  seed=req.seed, epsilon=req.epsilon)
+            rec.check(req.history, req.k)
+        except SidrecError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        args = req.model_dump()
+        key = ("beam", max(req.beam or 20, req.k)) if rec.batchable(**args) else None
+        try:
+            items = await batcher.submit(key, args)
+        except Overloaded as e:
+            raise HTTPException(status_code=503, detail=str(e)) from None
         except SidrecError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
         return {"items": items}

@@ -70,6 +70,14 @@ class _Catalog:
         hist[0, length - len(idx):] = idx
         return hist
 
+    def check(self, history: list[str], k: int) -> None:
+        """The request errors of ``recommend`` (unknown items, empty history, k out of range), without decoding."""
+        self._history_indices(self.cat, history, k, 1)
+
+    def batchable(self, **request) -> bool:
+        """Whether a request can share one decode with others (``recommend_batch``); VQ-Rec: no."""
+        return False
+
     @staticmethod
     def _rows(cat: CatalogState, items, scores) -> list[dict]:
         return [{"item": cat.ids[i - 1], "score": float(s), "title": cat.titles[i - 1], "new": cat.ids[i - 1] in cat.new}
@@ -142,6 +150,27 @@ class Recommender(_Catalog):
             return cls(model, trie, None, device, items=pd.read_parquet(cat), name=f"run {run}", run=run)
         return cls(model, trie, load_dataset(conf["dataset"]), device, run=run)
 
+    def batchable(self, *, sample_temperature: float = 0.0, epsilon: float = 0.0, **_) -> bool:
+        """Whether a request can share a beam search with others (``recommend_batch``)."""
+        return sample_temperature == 0 and (epsilon == 0 or not self.cat.new)
+
+    @torch.no_grad()
+    def recommend_batch(self, histories: list[list[str]], ks: list[int], beam: int = 0) -> list[list[dict]]:
+        """Several users in one trie-constrained beam search of width max(beam or 20, max k); each answer is
+        what ``recommend`` gives that user alone (the top-k of a beam search is a prefix of its top-k')."""
+        from sidrec.decoding.beam import generate
+
+        cat = self.cat
+        H = self.model.cfg.max_history
+        hist = torch.as_tensor(np.vstack([self._history_indices(cat, h, k, H) for h, k in zip(histories, ks)]),
+                               device=self.device)
+        users = torch.zeros(len(ks), dtype=torch.long, device=self.device)
+        kmax = max(ks)
+        items, scores = generate(self.model, users, hist, cat.trie, beam=max(beam or 20, kmax), k=kmax)
+        items, scores = items.tolist(), scores.tolist()
+        return [self._rows(cat, items[i][:k], scores[i][:k]) for i, k in enumerate(ks)]
+
+    @torch.no_grad()
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, sample_temperature: float = 0.0,
                   seed: int = 0, epsilon: float = 0.0) -> list[dict]:
         """Top-k by trie-constrained beam search (beam 0 = max(k, 20)), or, with ``sample_temperature`` T > 0,
