@@ -75,6 +75,12 @@ def _child_keys(phi: torch.Tensor, parent: torch.Tensor, generator: torch.Genera
     return out.masked_fill(dead, float("-inf"))
 
 
+def trim_history(hist: torch.Tensor) -> torch.Tensor:
+    """Drop the all-padding left columns of a batch of left-padded histories (exact for TIGER under T5's
+    relative positions, and for LC-Rec, whose positions count real tokens only)."""
+    return hist[:, hist.shape[1] - max(1, int((hist > 0).sum(1).max())):]
+
+
 def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam: int = 20, k: int = 20,
              sample_temperature: float = 0.0, seed: int = 0):
     """Top-k distinct valid items of any generator (models/generator.py): encode once, then one decoder step

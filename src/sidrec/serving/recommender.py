@@ -158,16 +158,22 @@ class Recommender(_Catalog):
     def recommend_batch(self, histories: list[list[str]], ks: list[int], beam: int = 0) -> list[list[dict]]:
         """Several users in one trie-constrained beam search of width max(beam or 20, max k); each answer is
         what ``recommend`` gives that user alone (the top-k of a beam search is a prefix of its top-k')."""
-        from sidrec.decoding.beam import generate
+        from sidrec.decoding.beam import generate, trim_history
 
         cat = self.cat
         H = self.model.cfg.max_history
-        hist = torch.as_tensor(np.vstack([self._history_indices(cat, h, k, H) for h, k in zip(histories, ks)]),
-                               device=self.device)
-        users = torch.zeros(len(ks), dtype=torch.long, device=self.device)
+        hist = np.vstack([self._history_indices(cat, h, k, H) for h, k in zip(histories, ks)])
         kmax = max(ks)
-        items, scores = generate(self.model, users, hist, cat.trie, beam=max(beam or 20, kmax), k=kmax)
-        items, scores = items.tolist(), scores.tolist()
+        order = np.argsort((hist > 0).sum(1), kind="stable")  # by length: each chunk cut to its longest
+        step = max(16, -(-len(ks) // 4))
+        items, scores = [None] * len(ks), [None] * len(ks)
+        for s in range(0, len(ks), step):
+            rows = order[s:s + step]
+            h = trim_history(torch.as_tensor(hist[rows], device=self.device))
+            it, sc = generate(self.model, torch.zeros(len(rows), dtype=torch.long, device=self.device), h, cat.trie,
+                              beam=max(beam or 20, kmax), k=kmax)
+            for r, a, b in zip(rows.tolist(), it.tolist(), sc.tolist()):
+                items[r], scores[r] = a, b
         return [self._rows(cat, items[i][:k], scores[i][:k]) for i, k in enumerate(ks)]
 
     @torch.no_grad()
@@ -180,12 +186,13 @@ class Recommender(_Catalog):
         added after training, scored by the probability of their semantic prefix (the ID without its
         collision suffix, which the model never saw for them); they enter where that score beats the
         decoded items'. With 0 new items compete through the trie like any other."""
-        from sidrec.decoding.beam import generate, with_new_items
+        from sidrec.decoding.beam import generate, trim_history, with_new_items
 
         if not 0.0 <= epsilon <= 1.0:
             raise SidrecError(f"epsilon {epsilon}: must lie in [0, 1]")
         cat = self.cat  # one consistent catalog for the whole request
-        hist = torch.as_tensor(self._history_indices(cat, history, k, self.model.cfg.max_history), device=self.device)
+        hist = trim_history(torch.as_tensor(self._history_indices(cat, history, k, self.model.cfg.max_history),
+                                            device=self.device))
         users = torch.zeros(1, dtype=torch.long, device=self.device)
         items, scores = generate(self.model, users, hist, cat.trie, beam=max(beam or 20, k), k=k,
                                  sample_temperature=sample_temperature, seed=seed)

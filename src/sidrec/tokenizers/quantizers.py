@@ -10,9 +10,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def kmeans(x: torch.Tensor, k: int, *, iters: int = 25, seed: int = 0) -> torch.Tensor:
-    """Lloyd k-means with k-means++ seeding on the device (x (n, d) -> centroids (k, d))."""
+CHUNK = 1 << 16  # rows per distance computation on whole catalogs: memory stays bounded at 10^6+ items
+
+
+def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Index of the nearest row of ``c`` for every row of ``x``, ``chunk`` rows at a time."""
+    return torch.cat([torch.cdist(x[s:s + chunk], c).argmin(1) for s in range(0, len(x), chunk)]) \
+        if len(x) else torch.zeros(0, dtype=torch.long, device=x.device)
+
+
+def kmeans(x: torch.Tensor, k: int, *, iters: int = 25, seed: int = 0, max_points_per_centroid: int = 256) -> torch.Tensor:
+    """Lloyd k-means with k-means++ seeding on the device (x (n, d) -> centroids (k, d)). Above
+    ``max_points_per_centroid`` * k points it fits on a seeded sample of that size (faiss's rule), so a
+    million-item catalog costs what 65k items cost at k = 256."""
     g = torch.Generator(device="cpu").manual_seed(seed)
+    if max_points_per_centroid and len(x) > max_points_per_centroid * k:
+        x = x[torch.randperm(len(x), generator=g)[: max_points_per_centroid * k].to(x.device)]
     c = x[torch.randint(len(x), (1,), generator=g).to(x.device)].clone()
     d2 = torch.cdist(x, c).squeeze(1) ** 2  # (n,) squared distance to the nearest chosen centroid
     for _ in range(1, k):  # k-means++: sample proportional to squared distance
@@ -21,7 +34,7 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 25, seed: int = 0) -> torch.
         c = torch.cat([c, nxt])
         d2 = torch.minimum(d2, ((x - nxt) ** 2).sum(1))
     for _ in range(iters):
-        assign = torch.cdist(x, c).argmin(1)  # (n,)
+        assign = nearest(x, c)  # (n,)
         sums = torch.zeros_like(c).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=k).to(x.dtype)
         empty = counts == 0
@@ -56,7 +69,7 @@ class ResidualQuantizer(nn.Module):
         for lvl in range(self.n_levels):
             c = kmeans(r, self.codebooks.shape[1], seed=seed + lvl)
             self.codebooks[lvl].copy_(c)
-            r = r - c[torch.cdist(r, c).argmin(1)]
+            r = r - c[nearest(r, c)]
 
     def forward(self, z: torch.Tensor) -> RQOutput:
         r = z

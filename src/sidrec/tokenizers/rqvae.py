@@ -22,7 +22,7 @@ from torch import nn
 
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
-from sidrec.tokenizers.quantizers import ResidualQuantizer
+from sidrec.tokenizers.quantizers import CHUNK, ResidualQuantizer
 from sidrec.tokenizers.report import healthy_floor
 from sidrec.utils.progress import progress
 from sidrec.utils.log import info as log_info
@@ -108,6 +108,22 @@ class RQVAE(nn.Module):
         return self.decoder(out.z_q), out
 
 
+@torch.no_grad()
+def encode_all(model: RQVAE, x: torch.Tensor, chunk: int = CHUNK) -> dict:
+    """The whole catalog through the autoencoder ``chunk`` rows at a time (bounded memory at 10^6+ items):
+    codes (n, L), the last level's residuals, the quantised vectors and the reconstruction MSE."""
+    codes, last, z_hat, sse = [], [], [], 0.0
+    for s in range(0, len(x), chunk):
+        xb = x[s:s + chunk]
+        x_hat, out = model(xb)
+        codes.append(out.codes)
+        last.append(out.residuals[:, -1])
+        z_hat.append(out.chosen.sum(1))
+        sse += float(F.mse_loss(x_hat, xb, reduction="sum"))
+    return {"codes": torch.cat(codes), "last_residual": torch.cat(last), "z_hat": torch.cat(z_hat),
+            "mse": sse / x.numel()}
+
+
 class RQVAETokenizer(ItemTokenizer):
     method = "rqvae"
     config_cls = RQVAEConfig
@@ -146,7 +162,8 @@ class RQVAETokenizer(ItemTokenizer):
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kmeans_init:
             with torch.no_grad():
-                model.rq.init_kmeans(model.encoder(x), seed=cfg.seed)
+                model.rq.init_kmeans(torch.cat([model.encoder(x[s:s + CHUNK]) for s in range(0, len(x), CHUNK)]),
+                                     seed=cfg.seed)
         clusters = [CodebookClusters(n_clusters=cfg.div_clusters, seed=cfg.seed + lvl) for lvl in range(cfg.n_levels)]
         g = torch.Generator().manual_seed(cfg.seed)
         n = len(x)
@@ -200,12 +217,11 @@ class RQVAETokenizer(ItemTokenizer):
         self.epochs_run_ = epoch + 1
         self.fit_seconds_ = time.time() - t0
         model.eval()
-        with torch.no_grad():
-            x_hat, out = model(x)
+        whole = encode_all(model, x)
         self.model_ = model
-        self.reconstruction_mse_ = float(F.mse_loss(x_hat, x).item() * model.in_scale.item() ** 2)  # input units
-        self.z_hat_ = out.chosen.sum(1).cpu().numpy()
-        self.finalize(out.codes.cpu().numpy(), out.residuals[:, -1].cpu().numpy(),
+        self.reconstruction_mse_ = whole["mse"] * model.in_scale.item() ** 2  # input units
+        self.z_hat_ = whole["z_hat"].cpu().numpy()
+        self.finalize(whole["codes"].cpu().numpy(), whole["last_residual"].cpu().numpy(),
                       model.rq.codebooks[-1].detach().cpu().numpy())
         return self
 
@@ -216,13 +232,13 @@ class RQVAETokenizer(ItemTokenizer):
 
         was = model.training
         model.eval()
-        x_hat, out = model(x)
+        whole = encode_all(model, x)
         model.train(was)
-        codes = out.codes
+        codes = whole["codes"]
         rec = {"epoch": epoch, "loss": loss.item(), "recon": recon.item(), "quant": q.item(), "cf": lcf.item(),
                "used": [int(codes[:, lvl].unique().numel()) for lvl in range(codes.shape[1])],
                "collision_rate": collision_stats(codes.cpu().numpy())["rate"],
-               "recon_all": F.mse_loss(x_hat, x).item(), "seconds": round(seconds, 2)}
+               "recon_all": whole["mse"], "seconds": round(seconds, 2)}
         self.history_.append(rec)
         return rec
 

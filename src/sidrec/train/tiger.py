@@ -12,7 +12,7 @@ import torch
 
 from sidrec.config import from_dict, merge, to_dict
 from sidrec.data.dataset import Dataset
-from sidrec.decoding.beam import generate
+from sidrec.decoding.beam import generate, trim_history
 from sidrec.decoding.trie import Trie, build_trie
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
@@ -128,11 +128,6 @@ class PrefixBatches:
             yield self.users[i], self.hist[i, self.max_len - w:], self.target[i]
 
 
-def _trim(hist: torch.Tensor) -> torch.Tensor:
-    """Drop the all-padding left columns of a batch of left-padded histories (exact under T5)."""
-    return hist[:, hist.shape[1] - max(1, int((hist > 0).sum(1).max())):]
-
-
 @torch.no_grad()
 def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int, k: int, batch_size: int,
                  device: torch.device, users: np.ndarray | None = None, sample_temperature: float = 0.0,
@@ -149,7 +144,7 @@ def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int
     for s in progress(batches, total=len(batches), desc=f"decode {split}"):
         r = rows[s:s + batch_size]
         items, _ = generate(model, torch.as_tensor(u_all[r], device=device),
-                            _trim(torch.as_tensor(hist[r], device=device)), trie, beam=beam, k=k,
+                            trim_history(torch.as_tensor(hist[r], device=device)), trie, beam=beam, k=k,
                             sample_temperature=sample_temperature, seed=seed + s)
         out[r] = items.cpu().numpy()
     return out
@@ -173,7 +168,7 @@ class ValidationLoss:
         for s in range(0, len(self.target), self.batch_size):
             b = slice(s, s + self.batch_size)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                total += model(self.u[b], _trim(self.hist[b]), self.target[b]).float() * len(self.target[b])
+                total += model(self.u[b], trim_history(self.hist[b]), self.target[b]).float() * len(self.target[b])
         return total.item() / len(self.target)
 
 
