@@ -3,7 +3,8 @@
 The README's ```bash blocks are parsed; each `sidrec ...` line runs through the real entry point with
 `$D` / `$M` pointing at a temporary tree where every referenced input file exists in its format
 (chosen by its name: *.inter.json = LETTER interactions, *.item.json = item text, *.index.json =
-released IDs, *.txt = S3-Rec lines, *.csv = MiniOneRec rows), so an example cannot drift from the code."""
+released IDs, *.txt = S3-Rec lines, *.csv = MiniOneRec rows), so an example cannot drift from the code. ```sh blocks need an optional extra or model (the LLM section)
+and are not run here."""
 
 import gzip
 import json
