@@ -9,7 +9,8 @@ the costs that grow with the catalog, in one process:
 
 Catalogs: LETTER's layout (4 levels x 256 codes, skewed first level, + collision level; bench/trie_scale.py).
 
-    python bench/scale.py --items 10000 100000 1000000 --json bench/results/scale-cpu.json
+    python bench/scale.py --items 10000 100000 1000000 10000000 --tokenizer-max-items 1000000 \
+        --device cpu --json bench/results/scale-cpu.json
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ def one(n: int, users: int, tok_items: int | None, dev: torch.device) -> dict:
     trie = build_trie(codes, sizes).to(dev)
     row["trie_build_s"] = round(time.perf_counter() - t0, 3)
     row["trie_kind"] = type(trie).__name__
-    row["trie_mb"] = round(sum(t.numel() * t.element_size() for t in vars(trie).values()
-                               if isinstance(t, torch.Tensor)) / 2**20, 1)
+    row["trie_mb"] = round(trie.nbytes() / 2**20, 1)
     torch.manual_seed(0)
     model = TIGER(TIGERConfig(preset="small", max_history=20, dropout=0.0), Vocab(sizes), codes).to(dev).eval()
     rng = np.random.default_rng(0)
