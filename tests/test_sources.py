@@ -163,3 +163,21 @@ def test_s3rec_with_item_text_keyed_from_zero(cli, tmp_path):
     code, _, err = cli("data", "prepare", "s3rec", "--input", p, "--input", tmp_path / "Other.item.json",
                        "--out", tmp_path / "bad")
     assert code == 2 and "Other.item.json" in err and "match" in err
+
+
+@pytest.mark.parametrize("sep", [",", "\t", ";"])
+def test_csv_delimiters_and_only_needed_columns(tmp_path, sep):
+    """The delimiter is sniffed, only the mapped columns are read (an unused one may hold anything), and an id
+    that reads like a missing value ("NA") stays an id."""
+    from sidrec.data.sources import read_source
+
+    rows = [sep.join(["user_id", "item_id", "ts", "junk"])]
+    for u in range(4):
+        for k in range(3):
+            rows.append(sep.join([f"u{u}", "NA" if k == 0 else f"i{k}", str(10 * u + k), '"x, y; z"']))
+    p = tmp_path / "t.csv"
+    p.write_text("\n".join(rows) + "\n")
+    raw = read_source("csv", [p], columns={"user": "user_id", "item": "item_id", "time": "ts"})
+    assert list(raw.interactions.columns) == ["user", "item", "time"] and len(raw.interactions) == 12
+    assert (raw.interactions["item"] == "NA").sum() == 4
+    assert raw.interactions["time"].tolist()[:3] == [0.0, 1.0, 2.0]

@@ -57,16 +57,18 @@ def _natural_order(ids: pd.Index) -> np.ndarray:
 
 
 def kcore(inter: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:
-    """Iterate until every user and item has >= k interactions; returns (frame, rounds)."""
+    """Iterate until every user and item has >= k interactions; returns (frame, rounds). Counts run on
+    integer codes (``np.bincount``), not on the id strings: 10^7 rows in seconds."""
+    u, _ = pd.factorize(inter["user"])
+    i, _ = pd.factorize(inter["item"])
+    rows = np.arange(len(inter))
     rounds = 0
     while True:
-        uc = inter["user"].map(inter["user"].value_counts())
-        ic = inter["item"].map(inter["item"].value_counts())
-        keep = (uc >= k) & (ic >= k)
+        keep = (np.bincount(u)[u] >= k) & (np.bincount(i)[i] >= k)
         rounds += 1
         if keep.all():
-            return inter, rounds
-        inter = inter[keep]
+            return (inter if len(rows) == len(inter) else inter.iloc[rows]), rounds
+        u, i, rows = u[keep], i[keep], rows[keep]
 
 
 def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(), *, source: str = "") -> dict:
@@ -81,8 +83,9 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
     filtered["rows with missing user/item/time"] = int(missing.sum())
     inter = inter[~missing].copy()
     inter["_row"] = np.arange(len(inter))
-    # chronological, stable on ties (file order breaks ties)
-    inter = inter.sort_values(["user", "time", "_row"], kind="stable")
+    inter["_user"] = pd.factorize(inter["user"])[0]  # integer codes: sorting 10^7 strings is what costs
+    # chronological per user, stable on ties (file order breaks ties)
+    inter = inter.sort_values(["_user", "time", "_row"], kind="stable")
     dedup = raw.dedup if cfg.dedup is None else cfg.dedup
     if dedup:
         before = len(inter)

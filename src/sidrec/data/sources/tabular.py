@@ -31,7 +31,7 @@ def read_table(inputs: list[Path], columns: dict[str, str], fmt: str) -> RawData
     table item plus any text fields (title=..., description=...).
     """
     p = inputs[0]
-    df = _read_table(p)
+    df = _read_table(p, [columns.get("user", "user"), columns.get("item", "item"), columns.get("time", "time")])
     u, i = _col(df, columns.get("user", "user"), p), _col(df, columns.get("item", "item"), p)
     tname = columns.get("time", "time" if "time" in df.columns else "")
     t = _time(_col(df, tname, p), p, tname) if tname else pd.Series(range(len(df)), dtype=float)
