@@ -17,6 +17,7 @@ m = json.load(open(f"{run}/metrics.json"))
 log = [json.loads(x) for x in open(f"{run}/log.jsonl")]
 best = m["best_epoch"]
 print(json.dumps({"trainer": trainer, "gpus": gpus, "samples_per_second": m.get("samples_per_second"),
+                  "seconds_per_epoch": m.get("seconds_per_epoch"),
                   "best_epoch": best, "epochs": m["epochs_run"], "stopped": m.get("stopped"),
                   "seconds_to_best": round(sum(r["seconds"] + r.get("validate_seconds", 0) for r in log[:best]), 1),
                   "recall@10": m["test"]["recall@10"], "ndcg@10": m["test"]["ndcg@10"], "command": cmd}))
