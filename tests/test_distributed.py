@@ -97,3 +97,45 @@ def test_torchrun_cli_two_processes(tmp_path, syn_dir):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 2
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 2
     assert r.stdout.count("test, ") == 1  # the test table once, from rank 0
+
+
+def _tok_worker(rank: int, world: int, port: int, ds: str, emb: str, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    from sidrec.data.dataset import load_dataset
+    from sidrec.train.tokenize import tokenize
+    from sidrec.utils.dist import setup, teardown
+
+    setup()
+    try:
+        tokenize(load_dataset(ds), out, method="rqvae", embeddings=emb, log=lambda s: None,
+                 overrides=dict(epochs=30, batch_size=64, codebook_size=8, n_levels=2, reseed_every=5,
+                                check_every=10, log_every=10, device="cpu", seed=0))
+    finally:
+        teardown()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_rqvae_two_processes_equal_one(tmp_path, syn_dir):
+    """RQ-VAE under torchrun (2 gloo processes, half of every batch each, re-seeding synchronised from rank 0)
+    gives the single process's codes and reconstruction; only rank 0 writes."""
+    from sidrec.data.dataset import load_dataset
+    from sidrec.train.tokenize import tokenize
+
+    ds = load_dataset(syn_dir)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "emb.npy", np.vstack([np.zeros((1, 16)), rng.normal(size=(ds.n_items, 16))]).astype(np.float32))
+    ov = dict(epochs=30, batch_size=64, codebook_size=8, n_levels=2, reseed_every=5, check_every=10, log_every=10,
+              device="cpu", seed=0)
+    one = tokenize(ds, tmp_path / "one", method="rqvae", embeddings=tmp_path / "emb.npy", overrides=ov,
+                   log=lambda s: None)
+    mp.spawn(_tok_worker, args=(2, _free_port(), str(syn_dir), str(tmp_path / "emb.npy"), str(tmp_path / "two")),
+             nprocs=2, join=True)
+    a, b = np.load(tmp_path / "one" / "codes.npy"), np.load(tmp_path / "two" / "codes.npy")
+    assert (a == b).all(1).mean() >= 0.97
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert two["reconstruction_mse"] == pytest.approx(one["reconstruction_mse"], rel=1e-3)
+    assert json.loads((tmp_path / "two" / "tokenizer.json").read_text())["world_size"] == 2

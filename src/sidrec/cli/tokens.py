@@ -70,7 +70,8 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
             raise SidrecError("--method published needs --index FILE.index.json")
         ov["index"] = str(index)
     rep = run_tokenize(ds, out, method=method, embeddings=embeddings, cf_run=cf, overrides=ov, log=console.print)
-    show_report(rep, str(out))
+    if rep:  # torchrun: rank 0 reports
+        show_report(rep, str(out))
 
 
 def show_report(rep: dict, title: str) -> None:

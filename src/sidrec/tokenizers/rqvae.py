@@ -166,6 +166,12 @@ class RQVAETokenizer(ItemTokenizer):
                                      seed=cfg.seed)
         clusters = [CodebookClusters(n_clusters=cfg.div_clusters, seed=cfg.seed + lvl) for lvl in range(cfg.n_levels)]
         g = torch.Generator().manual_seed(cfg.seed)
+        from sidrec.utils import dist
+
+        W = dist.world()  # torchrun: every rank holds the catalog, trains on its slice of each batch
+        # diversity positives draw from their own stream under torchrun, so that ``g`` (the batch order) stays
+        # the same on every rank whatever its slice size
+        gp = g if W == 1 else torch.Generator().manual_seed(cfg.seed * 7919 + 1 + dist.rank())
         n = len(x)
         bs = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
         usage = torch.zeros(cfg.n_levels, cfg.codebook_size, device=dev)
@@ -182,13 +188,17 @@ class RQVAETokenizer(ItemTokenizer):
             perm = torch.randperm(n, generator=g).to(dev) if bs < n else torch.arange(n, device=dev)
             for s in range(0, n, bs):
                 idx = perm[s:s + bs]
+                if W > 1:  # torchrun: this rank's slice of the batch; gradients weighted by its share below
+                    (idx,), share = dist.shard((idx,))
+                    if idx is None:
+                        continue
                 xb = x[idx]
                 x_hat, out = model(xb)
                 recon = F.mse_loss(x_hat, xb) * recon_scale
                 per_level = out.codebook_loss + cfg.commitment * out.commit_loss  # (L,)
                 if cfg.div_weight > 0:
                     div = torch.stack([diversity_loss(model.rq.codebooks[lvl], out.codes[:, lvl],
-                                                      clusters[lvl].positives(out.codes[:, lvl], g))
+                                                      clusters[lvl].positives(out.codes[:, lvl], gp))
                                        for lvl in range(cfg.n_levels)])
                     per_level = per_level + cfg.div_weight * div
                 q = per_level.mean() if cfg.level_reduce == "mean" else per_level.sum()
@@ -197,6 +207,8 @@ class RQVAETokenizer(ItemTokenizer):
                 loss = loss + cfg.cf_weight * lcf
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if W > 1:
+                    dist.average_gradients(model, share)
                 opt.step()
                 usage.index_put_((torch.arange(cfg.n_levels, device=dev)[None].expand_as(out.codes), out.codes),
                                  torch.ones_like(out.codes, dtype=usage.dtype), accumulate=True)
@@ -212,7 +224,11 @@ class RQVAETokenizer(ItemTokenizer):
                         f"than {cfg.converge_tol:g} over {cfg.converge_checks} checks")
                     break
             if cfg.reseed_dead and (epoch + 1) % cfg.reseed_every == 0 and not last:
+                if W > 1:  # every rank's usage counts; rank 0 re-seeds from its residuals, the others copy
+                    usage = dist.total(usage)
                 self.reseeded_ += model.rq.reseed(usage, out.residuals.detach(), cfg.seed + epoch)
+                if W > 1:
+                    dist.broadcast_module(model)
                 usage.zero_()
         self.epochs_run_ = epoch + 1
         self.fit_seconds_ = time.time() - t0

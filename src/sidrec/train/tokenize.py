@@ -35,6 +35,11 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
     tok_cls, default = tokenizer_for(method)
     cfg = merge(type(default), to_dict(default), overrides or {})
     tok = tok_cls(cfg)
+    from sidrec.utils import dist
+
+    if dist.world() > 1 and method not in ("rqvae", "letter"):
+        raise SidrecError(f"--method {method} does not train by gradient: run it once, not under torchrun "
+                          f"(distributed: rqvae, letter)")
     emb = cf = None
     if "embeddings" in tok.needs:
         emb = load_embeddings(embeddings, ds.n_items)[1:]
@@ -47,6 +52,8 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
             item_ids=ds.items["item_id"].astype(str).tolist(), log=log)
     if "embeddings" not in tok.needs:
         embeddings = None
+    if not dist.is_main():  # torchrun: rank 0 writes
+        return {}
     return _write(tok, ds, out, embeddings=embeddings, cf_run=cf_run, cf=cf)
 
 
@@ -56,6 +63,10 @@ def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
         meta = json.loads((tmp / "tokenizer.json").read_text())
         meta.update(dataset=str(ds.path), dataset_fingerprint=ds.fingerprint, embeddings=str(embeddings) if embeddings else None,
                     cf_run=str(cf_run) if cf_run else None)
+        from sidrec.utils import dist
+
+        if dist.world() > 1:
+            meta["world_size"] = dist.world()
         (tmp / "tokenizer.json").write_text(json.dumps(meta, indent=2))
         rep = write_report(tok, tmp, cf=cf)
         if cf_run is not None and tok.z_hat_ is not None:

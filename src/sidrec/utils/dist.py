@@ -66,6 +66,14 @@ def broadcast(obj):
     return box[0]
 
 
+def broadcast_module(model: torch.nn.Module) -> None:
+    """Every parameter and buffer of rank 0 on every rank (after a step only rank 0 may take, e.g. re-seeding)."""
+    if world() == 1:
+        return
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
 def average_gradients(model: torch.nn.Module, weight: float) -> None:
     """Replace every gradient by the weighted sum over ranks (weight = this rank's share of the global batch:
     for a loss that is a mean over samples this is the whole batch's gradient), one flat all-reduce."""
