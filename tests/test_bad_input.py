@@ -91,8 +91,10 @@ def test_torchrun_with_several_processes_is_refused_where_not_distributed(cli, m
     code, _, se = cli("train", "vqrec", syn_dir, "--out", tmp_path / "run", "--epochs", "1")
     assert code == 2 and "torchrun" in se and "train lcrec|sasrec|tiger" in se and len(se.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
-    code, _, se = cli("tokenize", syn_dir, "--out", tmp_path / "tok")
-    assert code == 2 and "torchrun" in se
+    code, _, se = cli("tokenize", syn_dir, "--method", "rqkmeans", "--out", tmp_path / "tok")
+    assert code == 2 and "torchrun" in se and "tokenize --method rqvae|letter" in se
+    code, _, se = cli("tokenize", syn_dir, "--method", "rqvae", "--out", tmp_path / "tok")  # not under torchrun
+    assert code == 2 and "RANK" in se and len(se.strip().splitlines()) == 1
     monkeypatch.setenv("WORLD_SIZE", "1")  # a single-process torchrun is fine
     code, _, _ = cli("train", "--help")
     assert code == 0

@@ -43,7 +43,11 @@ def _global(threads: Annotated[Optional[int], typer.Option(
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1:  # torchrun: distributed training for the trainers that support it
         args = [a for a in sys.argv[1:] if not a.startswith("-")]
-        if args[:1] != ["tokenize"] and (args[:1] != ["train"] or len(args) < 2 or args[1] not in DISTRIBUTED):
+        argv = sys.argv[1:]
+        method = next((a.split("=", 1)[1] for a in argv if a.startswith("--method=")),
+                      argv[argv.index("--method") + 1] if "--method" in argv[:-1] else "rqvae")  # tokenize's default
+        tokenize_ok = args[:1] == ["tokenize"] and method in ("rqvae", "letter")
+        if not tokenize_ok and (args[:1] != ["train"] or len(args) < 2 or args[1] not in DISTRIBUTED):
             raise SidrecError(f"started as one of {world} processes (torchrun): only `sidrec train "
                               f"{'|'.join(sorted(DISTRIBUTED))}` and `sidrec tokenize --method rqvae|letter` "
                               f"run distributed; run this command once")

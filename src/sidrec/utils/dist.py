@@ -35,6 +35,12 @@ def setup() -> int:
     """Join the torchrun process group if there is one; returns the world size."""
     n = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if n > 1 and not dist.is_initialized():
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+        if missing:
+            from sidrec.errors import SidrecError
+
+            raise SidrecError(f"WORLD_SIZE={n} but {', '.join(missing)} not set: start several processes with "
+                              f"torchrun --nproc_per_node {n} -m sidrec ...")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank())
