@@ -52,7 +52,8 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
           port: Annotated[int, typer.Option()] = 8000,
           device: Annotated[str, typer.Option()] = "cpu",
           max_batch: Annotated[int, typer.Option(help="concurrent /recommend requests decoded together")] = 64,
-          max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 5.0,
+          max_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests (0: it takes "
+                                                          "those queued during the previous decode)")] = 0.0,
           max_queue: Annotated[int, typer.Option(help="waiting requests; more answer 503 at once")] = 256,
           queue_timeout: Annotated[float, typer.Option(help="seconds a request may wait for its decode (then 503)")] = 10.0,
           max_history: Annotated[int, typer.Option(help="items per request history (more: 422)")] = 10_000,

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from sidrec.errors import SidrecError
-from sidrec.serving.batcher import Batcher, Overloaded, ServeConfig
+from sidrec.serving.batcher import Batcher, Overloaded, ServeConfig, torch_thread
 from sidrec.serving.recommender import load_recommender
 
 
@@ -64,7 +64,8 @@ def _metrics():
 
 def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = None) -> FastAPI:
     cfg = cfg or ServeConfig()
-    rec = load_recommender(run, device=device)
+    pool = torch_thread()  # every torch call of the server runs on this one thread (see Batcher)
+    rec = pool.submit(load_recommender, run, device=device).result()
     app = FastAPI(title="sidrec", description=f"recommendations from {run}")
     reg, m = _metrics()
 
@@ -85,7 +86,7 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
                 out.append(e)
         return out
 
-    batcher = Batcher(decode, cfg, on_batch=m["batch"].observe)
+    batcher = Batcher(decode, cfg, on_batch=m["batch"].observe, pool=pool)
     m["queue"].set_function(batcher.depth)
 
     @app.middleware("http")
@@ -133,10 +134,13 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
         return {"items": items}
 
     @app.post("/items")
-    def add_items(req: NewItems) -> dict:
-        try:
-            rec.add_items([i.item_id for i in req.items], [i.text for i in req.items],
-                          [i.title or i.text for i in req.items])
+    async def add_items(req: NewItems) -> dict:
+        import asyncio
+
+        try:  # on the torch thread, between decodes (the catalog swap itself is atomic)
+            await asyncio.get_running_loop().run_in_executor(
+                pool, rec.add_items, [i.item_id for i in req.items], [i.text for i in req.items],
+                [i.title or i.text for i in req.items])
         except SidrecError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
         return {"added": len(req.items), "items": rec.n_items}

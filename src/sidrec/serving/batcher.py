@@ -2,7 +2,8 @@
 
 Requests are checked at once (unknown items, k, sizes: 422 before queueing) and put on a bounded queue; a
 full queue answers 503 at once (never an unbounded backlog). One worker takes the first waiting request,
-waits up to ``max_wait_ms`` for more (up to ``max_batch``), and decodes the whole batch in one call of the
+takes the requests queued behind it (those that arrived during the previous decode; optionally waiting up to
+``max_wait_ms`` for more), up to ``max_batch``, and decodes the whole batch in one call of the
 recommender (one beam search for all users of the same beam width) on one decode thread, so the model never
 runs in several threads at once. A request that waited longer than ``queue_timeout_s`` before its batch
 started answers 503: no request waits longer than the queue timeout plus one decode. Requests the batch path
@@ -22,12 +23,17 @@ from typing import Any
 @dataclass(frozen=True, kw_only=True)
 class ServeConfig:
     max_batch: int = 64  # requests decoded together
-    max_wait_ms: float = 5.0  # how long a batch's first request waits for others
+    max_wait_ms: float = 0.0  # how long a batch's first request waits for others (0: it takes what queued up
+    # while the previous decode ran, and goes: no added latency when idle, full batches under load)
     max_queue: int = 256  # waiting requests; one more answers 503 at once
     queue_timeout_s: float = 10.0  # a request whose batch has not started by then answers 503
     max_history: int = 10_000  # items per request history (more: 422)
     max_k: int = 1_000  # largest k (and beam) a request may ask for (more: 422)
     max_body_bytes: int = 1 << 20  # request bodies above this answer 413
+
+
+def torch_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-torch")
 
 
 class Overloaded(Exception):
@@ -46,10 +52,13 @@ class Batcher:
     """``await submit(key, args)`` -> the recommender's answer. ``decode(list_of_args) -> list_of_answers``
     (exceptions per answer allowed) runs on one thread for each batch of jobs that share a key."""
 
-    def __init__(self, decode, cfg: ServeConfig, on_batch=lambda n: None):
+    def __init__(self, decode, cfg: ServeConfig, on_batch=lambda n: None, pool: ThreadPoolExecutor | None = None):
+        """``pool``: the one-thread executor that runs every torch call of the server (model loading
+        included): torch work spread over several threads made each decode 2-3x slower on a 2-core CPU
+        (each thread brings its own OpenMP team)."""
         self.decode, self.cfg, self.on_batch = decode, cfg, on_batch
         self.queue: asyncio.Queue[_Job] | None = None
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidrec-decode")
+        self.pool = pool or torch_thread()
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -76,6 +85,7 @@ class Batcher:
     async def _collect(self) -> list[_Job]:
         first = await self.queue.get()
         jobs = [first]
+        await asyncio.sleep(0)  # let the handlers of requests that arrived with it enqueue them
         deadline = time.monotonic() + self.cfg.max_wait_ms / 1000
         while len(jobs) < self.cfg.max_batch:
             left = deadline - time.monotonic()
