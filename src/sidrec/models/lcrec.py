@@ -182,13 +182,11 @@ def load_backbone(cfg: LCRecConfig) -> tuple[nn.Module, object | None, str]:
     from transformers import AutoTokenizer
 
     try:
-        conf = AutoConfig.from_pretrained(path)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
         tok = AutoTokenizer.from_pretrained(path)
     except (ValueError, OSError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SidrecError(f"{path}: cannot load as a causal LM with a tokenizer ({first})") from None
-    del conf
     return lm, tok, fp
 
 
