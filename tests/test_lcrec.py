@@ -163,3 +163,36 @@ def test_pretrained_smollm2_lora_step(tmp_path):
     assert size < 30 * 2**20, size
     conf = json.loads((tmp_path / "run" / "config.json").read_text())
     assert len(conf["backbone_fingerprint"]) == 64
+
+
+def test_local_hf_directory_backbone(tmp_path, cli):
+    """--model DIR: any local causal LM with its tokenizer (here a tiny Llama + word-level tokenizer written by
+    the test), LoRA by default for a pretrained backbone; the run records the backbone's fingerprint and
+    refuses to load on a different one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from sidrec.errors import SidrecError
+    from sidrec.train.lcrec import load_lcrec
+
+    words = ["[UNK]", "[PAD]", "</s>", "Here", "are", "the", "user's", "historical", "interactions", "recommend",
+             "item", "Response", "Instruction", ",", ".", ":", "#"]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                                 tie_word_embeddings=True)).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    pattern_dataset(tmp_path, n_users=60, n_items=20)
+    code, out, err = cli(*_train(tmp_path, "--model", str(tmp_path / "lm"), epochs=2))
+    assert code == 0, err
+    conf = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert conf["model"]["model"] == str(tmp_path / "lm") and len(conf["backbone_fingerprint"]) == 64
+    model, _, _ = load_lcrec(tmp_path / "run")
+    assert model.finetune == "lora" and model.vocab.offsets[0] == len(words)
+    c = json.loads((tmp_path / "lm" / "config.json").read_text())
+    (tmp_path / "lm" / "config.json").write_text(json.dumps({**c, "rope_theta": 20000.0}))  # another backbone
+    with pytest.raises(SidrecError, match="fingerprint"):
+        load_lcrec(tmp_path / "run")
