@@ -86,8 +86,9 @@ def main() -> None:
         ref = [hf_lists(model, trie, hist[s:s + 8], a.beam, 10) for s in range(0, m, 8)]
         hf, hf_scores = np.concatenate([r[0] for r in ref]), np.concatenate([r[1] for r in ref])
         res["hf_generate_users_per_s"] = round(m / (time.perf_counter() - t0), 2)
-    lut = {tuple(r): i + 1 for i, r in enumerate(codes.tolist())}
-    hf_items = np.array([[lut.get(tuple(c), -1) for c in row] for row in hf.tolist()])
+    from decoding import codes_to_items  # bench/decoding.py (this folder is on the path)
+
+    hf_items = codes_to_items(hf, codes)
     res["identical_top10_share"] = float((hf_items == ours[:m]).all(1).mean())
     # lists may differ only where scores tie (untrained ID rows score almost alike): the largest score gap
     res["max_top10_score_gap"] = float(np.abs(hf_scores - our_scores[:m]).max())  # length_penalty 0: sums

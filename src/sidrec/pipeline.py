@@ -119,38 +119,30 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path, log=log_info) -> dict:
                  overrides=tc, log=log)
         _mark(tdir, fps["tokenize"], {"method": method, **tc})
 
-    # generator
+    def generator(name: str, conf: dict, model_cls, train_fn) -> Path:
+        """One generator stage on the tokens: cached by its config and its inputs' fingerprints."""
+        fps[name] = _fp([name, conf, fps["tokenize"], fps["data"]])
+        gdir = out / name
+        if not _cached(gdir, fps[name]):
+            log(f"stage {name}")
+            shutil.rmtree(gdir, ignore_errors=True)
+            rest = dict(conf)
+            extra = {k: rest.pop(k) for k in ("beam", "valid_users", "decode_batch") if k in rest}
+            mcfg, tcfg = split(rest, model_cls, TrainConfig)
+            train_fn(ds, tdir, gdir, mcfg, tcfg, log=log, **extra)
+            _mark(gdir, fps[name], conf)
+        return gdir
+
     gc = dict(cfg.get("tiger", {}))
     preset = gc.get("preset", "tiger")
-    gc = {**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), "seed": seed,
-          **gc}
-    fps["tiger"] = _fp(["tiger", gc, fps["tokenize"], fps["data"]])
-    gdir = out / "tiger"
-    if not _cached(gdir, fps["tiger"]):
-        log("stage tiger")
-        shutil.rmtree(gdir, ignore_errors=True)
-        extra = {k: gc.pop(k) for k in ("beam", "valid_users", "decode_batch") if k in gc}
-        mcfg, tcfg = split(gc, TIGERConfig, TrainConfig)
-        train_tiger(ds, tdir, gdir, mcfg, tcfg, log=log, **extra)
-        _mark(gdir, fps["tiger"], gc)
-
-    runs = {"tiger": gdir, "sasrec": sdir}
+    gc = {**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), "seed": seed, **gc}
+    runs = {"tiger": generator("tiger", gc, TIGERConfig, train_tiger), "sasrec": sdir}
     if "lcrec" in cfg:  # the LC-Rec generator on the same tokens (optional stage)
         from sidrec.models.lcrec import LCRecConfig
         from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
         from sidrec.train.lcrec import train_lcrec
 
-        lc = {**LCREC_DEFAULTS, "seed": seed, **cfg["lcrec"]}
-        fps["lcrec"] = _fp(["lcrec", lc, fps["tokenize"], fps["data"]])
-        ldir = out / "lcrec"
-        if not _cached(ldir, fps["lcrec"]):
-            log("stage lcrec")
-            shutil.rmtree(ldir, ignore_errors=True)
-            extra = {k: lc.pop(k) for k in ("beam", "valid_users", "decode_batch") if k in lc}
-            mcfg, tcfg = split(lc, LCRecConfig, TrainConfig)
-            train_lcrec(ds, tdir, ldir, mcfg, tcfg, log=log, **extra)
-            _mark(ldir, fps["lcrec"], lc)
-        runs["lcrec"] = ldir
+        runs["lcrec"] = generator("lcrec", {**LCREC_DEFAULTS, "seed": seed, **cfg["lcrec"]}, LCRecConfig, train_lcrec)
 
     from sidrec.report import write_run_report
 
