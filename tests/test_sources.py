@@ -181,3 +181,19 @@ def test_csv_delimiters_and_only_needed_columns(tmp_path, sep):
     assert list(raw.interactions.columns) == ["user", "item", "time"] and len(raw.interactions) == 12
     assert (raw.interactions["item"] == "NA").sum() == 4
     assert raw.interactions["time"].tolist()[:3] == [0.0, 1.0, 2.0]
+
+
+def test_csv_ragged_row_and_missing_times(cli, tmp_path):
+    """A row with more fields than the header is an error naming the line; a missing time (numeric or date
+    column) is counted as filtered, not misread."""
+    (tmp_path / "bad.csv").write_text("user,item,time\nu1,i1,1\nu1,i2,2,extra\n")
+    code, _, err = cli("data", "prepare", "csv", "--input", tmp_path / "bad.csv", "--out", tmp_path / "o")
+    assert code == 2 and "line 3" in err and len(err.strip().splitlines()) == 1
+    for times in (["1", "2", "3", ""], ["2020-01-01", "2020-01-02", "2020-01-03", ""]):
+        rows = [f"u1,i{k},{t}" for k, t in enumerate(times[:3])] + [f"u2,i0,{times[3]}"]
+        (tmp_path / "m.csv").write_text("user,item,time\n" + "\n".join(rows) + "\n")
+        code, out, err = cli("data", "prepare", "csv", "--input", tmp_path / "m.csv", "--min-count", "1",
+                             "--out", tmp_path / "m")
+        assert code == 0, err
+        stats = json.loads((tmp_path / "m" / "stats.json").read_text())
+        assert stats["filtered"]["rows with missing user/item/time"] == 1

@@ -13,15 +13,17 @@ from sidrec.errors import SidrecError
 
 
 def _time(series: pd.Series, p: Path, name: str) -> pd.Series:
+    """Numbers or dates; missing values stay missing (prepare counts and drops those rows)."""
+    present = series.notna()
     num = pd.to_numeric(series, errors="coerce")
-    if num.notna().all():
+    if num[present].notna().all():
         return num.astype(float)
     dt = pd.to_datetime(series, errors="coerce")
-    bad = dt.isna()
+    bad = dt.isna() & present
     if bad.any():
         row = int(bad.to_numpy().argmax())
         raise SidrecError(f"{p}:{row + 2}: {name}={series.iloc[row]!r} is neither numeric nor a date")
-    return (dt.astype("int64") / 1e9).astype(float)
+    return (dt.astype("int64") / 1e9).astype(float).where(present)  # NaT stays missing, not 1677-09-21
 
 
 def read_table(inputs: list[Path], columns: dict[str, str], fmt: str) -> RawData:
