@@ -9,6 +9,9 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     assert (tmp_path / "d" / "report.md").exists() and (tmp_path / "d" / "training_curves.png").exists()
     top = json.loads((tmp_path / "d" / "tiger" / "metrics.json").read_text())["test"]
     assert 0 < top["recall@20"] <= 1
+    # LETTER's ranking experiment (SASRec with the quantized item embeddings) is in the tokens report
+    check = json.loads((tmp_path / "d" / "tokens" / "report.json").read_text())["ranking_check"]
+    assert 0 < check["recall@10"] <= 1
     code, out, err = cli("recommend", tmp_path / "d" / "tiger", "--history", "nope")
     assert code == 2 and "unknown item" in err
     code, out, err = cli("recommend", tmp_path / "d" / "tiger")

@@ -106,7 +106,7 @@ def _tok_worker(rank: int, world: int, port: int, ds: str, emb: str, out: str) -
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     from sidrec.data.dataset import load_dataset
-    from sidrec.train.tokenize import tokenize
+    from sidrec.tokenizers.stage import tokenize
     from sidrec.utils.dist import setup, teardown
 
     setup()
@@ -123,7 +123,7 @@ def test_rqvae_two_processes_equal_one(tmp_path, syn_dir):
     """RQ-VAE under torchrun (2 gloo processes, half of every batch each, re-seeding synchronised from rank 0)
     gives the single process's codes and reconstruction; only rank 0 writes."""
     from sidrec.data.dataset import load_dataset
-    from sidrec.train.tokenize import tokenize
+    from sidrec.tokenizers.stage import tokenize
 
     ds = load_dataset(syn_dir)
     rng = np.random.default_rng(0)

@@ -58,7 +58,8 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path, log=log_info) -> dict:
     from sidrec.train.loop import TrainConfig
     from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
     from sidrec.train.tiger import TRAIN_PRESETS, train_tiger
-    from sidrec.train.tokenize import tokenize
+    from sidrec.tokenizers.stage import tokenize
+    from sidrec.eval.checks import ranking_check
 
     unknown = set(cfg) - {"seed", *STAGES}
     if unknown:
@@ -116,7 +117,7 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path, log=log_info) -> dict:
     if not _cached(tdir, fps["tokenize"]):
         log(f"stage tokenize ({method})")
         tokenize(ds, tdir, method=method, embeddings=edir, cf_run=sdir if method != "published" else None,
-                 overrides=tc, log=log)
+                 overrides=tc, log=log, check=ranking_check)
         _mark(tdir, fps["tokenize"], {"method": method, **tc})
 
     def generator(name: str, conf: dict, model_cls, train_fn) -> Path:

@@ -51,7 +51,8 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
     from sidrec.config import load_file, parse_overrides
     from sidrec.errors import SidrecError
     from sidrec.data.dataset import load_dataset
-    from sidrec.train.tokenize import tokenize as run_tokenize
+    from sidrec.eval.checks import ranking_check
+    from sidrec.tokenizers.stage import tokenize as run_tokenize
 
     ds = load_dataset(data)
     ov = {}
@@ -69,7 +70,8 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
         if index is None:
             raise SidrecError("--method published needs --index FILE.index.json")
         ov["index"] = str(index)
-    rep = run_tokenize(ds, out, method=method, embeddings=embeddings, cf_run=cf, overrides=ov, log=console.print)
+    rep = run_tokenize(ds, out, method=method, embeddings=embeddings, cf_run=cf, overrides=ov, log=console.print,
+                       check=ranking_check)
     if rep:  # torchrun: rank 0 reports
         show_report(rep, str(out))
 

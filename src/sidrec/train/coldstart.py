@@ -91,7 +91,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
     from sidrec.tokenizers.registry import load_tokenizer
     from sidrec.train.tiger import load_tiger, train_tiger
-    from sidrec.train.tokenize import tokenize
+    from sidrec.tokenizers.stage import tokenize
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.runinfo import data_info, write_run_info
 from sidrec.train.sasrec import sequence_batches
 from sidrec.utils.seeding import pick_device, seed_everything
-from sidrec.train.tokenize import train_item_mask
+from sidrec.tokenizers.stage import train_item_mask
 from sidrec.utils.log import info as log_info
 
 VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)

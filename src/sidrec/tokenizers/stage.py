@@ -29,8 +29,11 @@ def train_item_mask(ds: Dataset) -> np.ndarray:
 
 
 def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Path, cf_run: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, log=log_info) -> dict:
-    """Fit ``method`` on the item embeddings and write TOK (codes, model, report.json, plots)."""
+             overrides: dict[str, Any] | None = None, log=log_info, check=None) -> dict:
+    """Fit ``method`` on the item embeddings and write TOK (codes, model, report.json, plots).
+    ``check(z_hat, cf_run, ds) -> dict | None``: an evaluation of the quantized embeddings against the CF run
+    (the CLI and the pipeline pass ``sidrec.eval.checks.ranking_check``, LETTER's ranking experiment), stored
+    as the report's ``ranking_check``; it is passed in because evaluation sits above this layer."""
     out = Path(out)
     tok_cls, default = tokenizer_for(method)
     cfg = merge(type(default), to_dict(default), overrides or {})
@@ -54,10 +57,10 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
         embeddings = None
     if not dist.is_main():  # torchrun: rank 0 writes
         return {}
-    return _write(tok, ds, out, embeddings=embeddings, cf_run=cf_run, cf=cf)
+    return _write(tok, ds, out, embeddings=embeddings, cf_run=cf_run, cf=cf, check=check)
 
 
-def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
+def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf, check) -> dict:
     with atomic_dir(out) as tmp:
         tok.save(tmp, ds.items["item_id"].astype(str).tolist())
         meta = json.loads((tmp / "tokenizer.json").read_text())
@@ -69,9 +72,7 @@ def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf) -> dict:
             meta["world_size"] = dist.world()
         (tmp / "tokenizer.json").write_text(json.dumps(meta, indent=2))
         rep = write_report(tok, tmp, cf=cf)
-        if cf_run is not None and tok.z_hat_ is not None:
-            from sidrec.eval.checks import ranking_check
-
-            rep["ranking_check"] = ranking_check(tok.z_hat_, cf_run, ds)
+        if check is not None and cf_run is not None and tok.z_hat_ is not None:
+            rep["ranking_check"] = check(tok.z_hat_, cf_run, ds)
             (tmp / "report.json").write_text(json.dumps(rep, indent=2))
     return rep
