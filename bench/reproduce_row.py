@@ -4,7 +4,8 @@
       --seed 0 --command "..." >> rows.jsonl
 
 A run stopped by its time budget (metrics.json "stopped": "time") is not finished: no row (exit 1).
-  python bench/reproduce_row.py --merge reproduce.jsonl    # add finished rows to bench/results/reproduce.json"""
+  python bench/reproduce_row.py --merge reproduce.jsonl    # add finished rows to bench/results/reproduce.json
+  python bench/reproduce_row.py --table                     # the markdown table of bench/README.md"""
 
 from __future__ import annotations
 
@@ -51,7 +52,51 @@ def merge(jsonl: Path, into: Path) -> int:
     return len(new)
 
 
+# published figures (R@5, N@5, R@10, N@10; None = not reported) per (dataset, tokens, variant, generator)
+PUBLISHED = {
+    ("beauty", "published", "full", "tiger"): ("LETTER-TIGER", (0.0431, 0.0277, 0.0672, 0.0364)),
+    ("beauty", "letter", "full", "tiger"): ("LETTER-TIGER", (0.0431, 0.0277, 0.0672, 0.0364)),
+    ("beauty", "letter", "cf-only", "tiger"): ("LETTER Table 2, + CF only", (None, None, 0.0660, 0.0351)),
+    ("beauty", "letter", "div-only", "tiger"): ("LETTER Table 2, + diversity only", (None, None, 0.0618, 0.0335)),
+    ("beauty", "letter", "no-rank-loss", "tiger"): ("LETTER Table 2, no ranking loss", (None, None, 0.0672, 0.0357)),
+    ("beauty", "rqvae", "full", "tiger"): ("TIGER paper", (0.0454, 0.0321, 0.0648, 0.0384)),
+    ("instruments", "published", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.1122, 0.0831)),
+    ("yelp", "rqvae", "full", "tiger"): ("TIGER (LETTER's table)", (None, None, 0.0331, 0.0207)),
+    ("yelp", "letter", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.0364, 0.0227)),
+    ("toys", "rqvae", "full", "tiger"): ("TIGER paper", (0.0521, 0.0371, 0.0712, 0.0432)),
+    ("beauty", "letter", "full", "lcrec"): ("LETTER-LC-Rec", (0.0505, 0.0355, 0.0703, 0.0418)),
+}
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def table(rows: list[dict]) -> str:
+    """Mean and min-max over seeds per (dataset, tokens, variant, encoder, generator, recipe), next to the paper."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["tokens"], r["variant"], r["encoder"], r["generator"],
+                           r.get("preset", "-")), []).append(r)
+    out = ["| dataset | tokens | variant | encoder | generator (recipe) | seeds | epochs (best) | "
+           "R@5 | N@5 | R@10 | N@10 | published R@10 / N@10 | ours / published R@10 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (d, t, v, e, g, p), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cells = []
+        for m in METRICS:
+            x = [r[m] for r in rs]
+            cells.append(f"{sum(x) / len(x):.4f}" + (f" ({min(x):.4f}-{max(x):.4f})" if len(x) > 1 else ""))
+        name, pub = PUBLISHED.get((d, t, v, g.split("-")[0]), ("", (None,) * 4))
+        ref = f"{name} {pub[2]:.4f} / {pub[3]:.4f}" if pub[2] else "-"
+        ratio = f"{sum(r['recall@10'] for r in rs) / len(rs) / pub[2]:.0%}" if pub[2] else "-"
+        ep = ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in rs)
+        out.append(f"| {d} | {t} | {v} | {e} | {g} ({p}) | {','.join(str(r['seed']) for r in rs)} | {ep} | "
+                   + " | ".join(cells) + f" | {ref} | {ratio} |")
+    return "\n".join(out)
+
+
 def main() -> None:
+    if len(sys.argv) >= 2 and sys.argv[1] == "--table":
+        print(table(json.loads((Path(__file__).parent / "results" / "reproduce.json").read_text())))
+        return
     if len(sys.argv) >= 3 and sys.argv[1] == "--merge":
         into = Path(__file__).parent / "results" / "reproduce.json"
         print(f"{merge(Path(sys.argv[2]), into)} new rows in {into}")

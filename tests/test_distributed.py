@@ -139,3 +139,65 @@ def test_rqvae_two_processes_equal_one(tmp_path, syn_dir):
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert two["reconstruction_mse"] == pytest.approx(one["reconstruction_mse"], rel=1e-3)
     assert json.loads((tmp_path / "two" / "tokenizer.json").read_text())["world_size"] == 2
+
+
+VQ_SMALL = dict(n_levels=4, codebook_size=16, dim=32, n_layers=1, n_heads=2, inner=32, dropout=0.0, max_history=20)
+
+
+def _vq_worker(rank: int, world: int, port: int, doms: list[str], target: str, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    from sidrec.utils.dist import setup, teardown
+
+    setup()
+    try:
+        _vq_run(doms, target, out)
+    finally:
+        teardown()
+
+
+def _vq_run(doms, target, out):
+    from pathlib import Path
+
+    from sidrec.data.dataset import load_dataset
+    from sidrec.embeddings.text import EmbedConfig
+    from sidrec.models.vqrec import VQRecConfig
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.vqrec import VQRecTrainConfig, finetune_vqrec, pretrain_vqrec
+
+    out, ecfg, mcfg = Path(out), EmbedConfig(encoder="tfidf", dim=32), VQRecConfig(**VQ_SMALL)
+    tc = dict(batch_size=64, eval_every=1, seed=0, device="cpu")
+    pretrain_vqrec([load_dataset(d) for d in doms], out / "pre", mcfg, VQRecTrainConfig(rho=0.0),
+                   TrainConfig(epochs=3, patience=10, **tc), ecfg, log=lambda s: None)
+    finetune_vqrec(load_dataset(target), out / "ft", init=out / "pre", model_cfg=mcfg,
+                   vq_cfg=VQRecTrainConfig(permutation_epochs=2),
+                   train_cfg=TrainConfig(epochs=3, patience=10, **tc), embed_cfg=ecfg, log=lambda s: None)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_vqrec_two_processes_follow_one(tmp_path):
+    """VQ-Rec under torchrun: the contrastive pre-training loss uses the whole global batch's targets as
+    negatives (gathered from both ranks; with each rank's half only, the first epoch's loss would be ~log 2
+    lower), fine-tuning follows too; rank 0 alone writes and tests."""
+    from sidrec.data.prepare import prepare
+    from sidrec.data.sources import read_source
+
+    dirs = []
+    for name, seed in (("a", 11), ("b", 12), ("t", 13)):
+        prepare(read_source("synthetic", [], synthetic={"n_users": 300, "n_items": 120, "seed": seed}),
+                tmp_path / name, source="synthetic")
+        dirs.append(str(tmp_path / name))
+    _vq_run(dirs[:2], dirs[2], tmp_path / "one")
+    mp.spawn(_vq_worker, args=(2, _free_port(), dirs[:2], dirs[2], str(tmp_path / "two")), nprocs=2, join=True)
+    for stage in ("pre/pretrain", "ft/stage1", "ft/stage2"):
+        a, b = _curve(tmp_path / "one" / stage), _curve(tmp_path / "two" / stage)
+        assert [r["world_size"] for r in b] == [2] * len(a)
+        np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=0.02, err_msg=stage)
+    one = json.loads((tmp_path / "one" / "ft" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "ft" / "metrics.json").read_text())
+    assert abs(two["test"]["recall@10"] - one["test"]["recall@10"]) <= 0.03
+    assert json.loads((tmp_path / "two" / "ft" / "run.json").read_text())["world_size"] == 2
+    assert (np.load(tmp_path / "two" / "pre" / "codes.npy") == np.load(tmp_path / "one" / "pre" / "codes.npy")).all()

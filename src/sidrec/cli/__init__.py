@@ -29,7 +29,7 @@ app.command()(gen_cmd.demo)
 app.command()(gen_cmd.run)
 
 
-DISTRIBUTED = {"tiger", "lcrec", "sasrec"}  # trainers that split batches over torchrun processes
+DISTRIBUTED = {"tiger", "lcrec", "sasrec", "vqrec"}  # trainers that split batches over torchrun processes
 
 
 @app.callback()

@@ -174,6 +174,8 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
     if pretrain:
         m = pretrain_vqrec([load_dataset(p) for p in pretrain], out, mcfg, vcfg, tcfg, ecfg, embeddings,
                            log=console.print)
+        if "validation" not in m:  # torchrun: rank 0 reports
+            return
         rows = {p.name: d for p, d in zip(pretrain, m["validation"].get("domains", []))}
         print_table(metrics_table(rows, VQREC_EVAL_KS), "validation per pre-training domain")
         return
@@ -183,7 +185,8 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
     m = finetune_vqrec(ds, out, init=init, model_cfg=mcfg, vq_cfg=vcfg, train_cfg=tcfg, embed_cfg=ecfg,
                        embeddings=embeddings[0] if embeddings else None, tokens=tokens,
                        eval_cfg=EvalConfig(ks=cut, max_history=mcfg.max_history), log=console.print)
-
+    if "test" not in m:  # torchrun: rank 0 reports
+        return
     print_table(metrics_table({f"vqrec ({m['ablation']})": m["test"]}, cut), f"test, {ds.n_users:,} users")
 
 

@@ -186,14 +186,22 @@ class VQRec(nn.Module):
         (each of its codes replaced by a uniformly random code with probability ``rho``; 0 = none).
 
         Items appearing more than once among the batch targets are not used as each other's negatives.
+        Under torchrun the negatives are the targets of the whole global batch (gathered from every rank, the
+        gradient flowing back to their rank), as in one process.
         """
+        from sidrec.utils.dist import gather_rows
+
         tables = self.tables()
         h = self.forward(seq, tables)
         mask = targets > 0
         s, t = h[mask], targets[mask]  # (N, dim), (N,)
         tc = self.codes[t]  # (N, D)
-        logits = self.logits(s, self.reps_from_codes(tc, tables))  # (N, N): target j' for state j
-        same = (t[:, None] == t[None, :]) & ~torch.eye(len(t), dtype=torch.bool, device=t.device)
+        v, off = gather_rows(self.reps_from_codes(tc, tables))  # (N_all, dim): every rank's targets
+        t_all, _ = gather_rows(t)
+        own = torch.arange(len(t), device=t.device) + off  # column of each state's own target
+        logits = self.logits(s, v)  # (N, N_all): target j' for state j
+        same = t[:, None] == t_all[None, :]
+        same[torch.arange(len(t), device=t.device), own] = False
         logits = logits.masked_fill(same, -torch.inf)
         if rho > 0:
             swap = torch.rand(tc.shape, device=tc.device) < rho
@@ -201,4 +209,4 @@ class VQRec(nn.Module):
             v_fake = self.reps_from_codes(fake, tables)
             fake_logit = (F.normalize(s, dim=-1) * F.normalize(v_fake, dim=-1)).sum(-1) / self.cfg.temperature
             logits = torch.cat([logits, fake_logit[:, None]], dim=1)
-        return F.cross_entropy(logits, torch.arange(len(t), device=t.device))
+        return F.cross_entropy(logits, own)

@@ -114,22 +114,27 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
     embeddings = embeddings or [None] * len(datasets)
     if len(embeddings) != len(datasets):
         raise SidrecError(f"got {len(embeddings)} --embeddings for {len(datasets)} --pretrain datasets")
-    write_run_info(out, kind="vqrec-pretrain", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
-                                                       "train": to_dict(train_cfg), "embed": to_dict(embed_cfg)},
-                   data={"domains": [data_info(ds) for ds in datasets]}, device=str(device))
-    embs, emb_dirs = [], []
-    for i, (ds, given) in enumerate(zip(datasets, embeddings)):
-        e, d = _embeddings(ds, out / "embeddings" / f"{i}-{ds.path.name}", embed_cfg, given, log)
-        embs.append(e)
-        emb_dirs.append(d)
-    _, per_domain = _fit_opq(embs, [train_item_mask(ds) for ds in datasets], model_cfg, train_cfg.seed,
-                             out / "opq", log, vq_cfg.opq_iters)
-    codes, offsets = _stack_codes(per_domain, model_cfg.n_levels)
-    np.save(out / "codes.npy", codes)
-    domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": off,
-                "embeddings": d} for ds, off, d in zip(datasets, offsets, emb_dirs)]
-    _write_meta(out, model_cfg, vq_cfg, domains, stage="pretrain", code_report=_code_report(codes),
-                embed=to_dict(embed_cfg))
+    from sidrec.utils import dist
+
+    codes = offsets = None
+    if dist.is_main():  # torchrun: rank 0 embeds, fits OPQ and writes; the others receive the codes
+        write_run_info(out, kind="vqrec-pretrain", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
+                                                           "train": to_dict(train_cfg), "embed": to_dict(embed_cfg)},
+                       data={"domains": [data_info(ds) for ds in datasets]}, device=str(device))
+        embs, emb_dirs = [], []
+        for i, (ds, given) in enumerate(zip(datasets, embeddings)):
+            e, d = _embeddings(ds, out / "embeddings" / f"{i}-{ds.path.name}", embed_cfg, given, log)
+            embs.append(e)
+            emb_dirs.append(d)
+        _, per_domain = _fit_opq(embs, [train_item_mask(ds) for ds in datasets], model_cfg, train_cfg.seed,
+                                 out / "opq", log, vq_cfg.opq_iters)
+        codes, offsets = _stack_codes(per_domain, model_cfg.n_levels)
+        np.save(out / "codes.npy", codes)
+        domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": off,
+                    "embeddings": d} for ds, off, d in zip(datasets, offsets, emb_dirs)]
+        _write_meta(out, model_cfg, vq_cfg, domains, stage="pretrain", code_report=_code_report(codes),
+                    embed=to_dict(embed_cfg))
+    codes, offsets = dist.broadcast((codes, offsets))
 
     inputs, targets = [], []
     for ds, off in zip(datasets, offsets):
@@ -154,6 +159,8 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
               batches=sequence_batches(inputs, targets, train_cfg.batch_size, train_cfg.seed),
               steps_per_epoch=-(-len(inputs) // train_cfg.batch_size),
               loss_fn=lambda m, b: m.contrastive_loss(b[0], b[1], rho=vq_cfg.rho), validate=validate, log=log)
+    if not dist.is_main():  # rank 0 writes
+        return {"model": "vqrec", "stage": "pretrain", "rank": dist.rank(), "best_epoch": res.best_epoch}
     from safetensors.torch import save_model
 
     save_model(model, str(out / "model.safetensors"))
@@ -222,23 +229,28 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
         sel_k = int(train_cfg.select_metric.split("@")[1])
         if sel_k not in eval_cfg.ks:
             eval_cfg = replace(eval_cfg, ks=tuple(sorted({*eval_cfg.ks, sel_k})))
-    write_run_info(out, kind="vqrec", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
-                                              "train": to_dict(train_cfg), "embed": to_dict(embed_cfg),
-                                              "eval": to_dict(eval_cfg), "init": str(init) if init else None},
-                   data=data_info(ds), device=str(device))
-    emb_dir = None
-    emb = None
-    if (vq_cfg.codes == "opq" and tokens is None) or embeddings is not None:
-        emb, emb_dir = _embeddings(ds, out / "embeddings", embed_cfg, embeddings, log)
-    codes = _target_codes(ds, emb, model_cfg, vq_cfg, tokens, train_cfg.seed, out, log)
-    np.save(out / "codes.npy", codes)
+    from sidrec.utils import dist
+
+    codes = emb_dir = None
+    if dist.is_main():  # torchrun: rank 0 embeds, fits OPQ and writes; the others receive the codes
+        write_run_info(out, kind="vqrec", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
+                                                  "train": to_dict(train_cfg), "embed": to_dict(embed_cfg),
+                                                  "eval": to_dict(eval_cfg), "init": str(init) if init else None},
+                       data=data_info(ds), device=str(device))
+        emb = None
+        if (vq_cfg.codes == "opq" and tokens is None) or embeddings is not None:
+            emb, emb_dir = _embeddings(ds, out / "embeddings", embed_cfg, embeddings, log)
+        codes = _target_codes(ds, emb, model_cfg, vq_cfg, tokens, train_cfg.seed, out, log)
+        np.save(out / "codes.npy", codes)
+    codes = dist.broadcast(codes)
     model = VQRec(model_cfg, codes)
     if init is not None:
         load_model(model, str(init / "model.safetensors"))
-    domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": 0,
-                "embeddings": emb_dir}]
-    _write_meta(out, model_cfg, vq_cfg, domains, stage="finetune", init=str(init) if init else None,
-                code_report=_code_report(codes), embed=to_dict(embed_cfg))
+    if dist.is_main():
+        domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": 0,
+                    "embeddings": emb_dir}]
+        _write_meta(out, model_cfg, vq_cfg, domains, stage="finetune", init=str(init) if init else None,
+                    code_report=_code_report(codes), embed=to_dict(embed_cfg))
 
     inputs, targets = ds.train_sequences(model_cfg.max_history)
     keep = (targets > 0).any(1)
@@ -273,6 +285,8 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
+    if not dist.is_main():  # rank 0 tests and writes
+        return {"model": "vqrec", "stage": "finetune", "rank": dist.rank(), "stages": stages}
     save_model(model, str(out / "model.safetensors"))
     val = validate(model)
     test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)

@@ -94,6 +94,28 @@ def average_gradients(model: torch.nn.Module, weight: float) -> None:
         offset += g.numel()
 
 
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's rows of ``x`` (n_r, ...) concatenated in rank order (ranks may hold different counts),
+    differentiable when ``x`` requires grad (the gradient of another rank's rows flows back to that rank), and
+    the offset of this rank's rows. One process: (x, 0)."""
+    if world() == 1:
+        return x, 0
+    n = torch.tensor([len(x)], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    top = max(sizes)
+    pad = torch.cat([x, x.new_zeros((top - len(x), *x.shape[1:]))]) if top > len(x) else x
+    if x.requires_grad:
+        from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+        parts = differentiable_all_gather(pad)
+    else:
+        parts = [torch.empty_like(pad) for _ in range(world())]
+        dist.all_gather(parts, pad)
+    return torch.cat([p[:k] for p, k in zip(parts, sizes)]), sum(sizes[:rank()])
+
+
 def shard(batch: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...] | None, float]:
     """This rank's slice of a global batch (rows r*n/W .. (r+1)*n/W) and its share of the rows; (None, 0)
     when the batch has fewer rows than ranks (every rank skips it)."""
