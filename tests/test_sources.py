@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import numpy as np
 
 import pandas as pd
 import pytest
@@ -197,3 +198,45 @@ def test_csv_ragged_row_and_missing_times(cli, tmp_path):
         assert code == 0, err
         stats = json.loads((tmp_path / "m" / "stats.json").read_text())
         assert stats["filtered"]["rows with missing user/item/time"] == 1
+
+
+def test_csv_read_in_chunks_equals_one_read(tmp_path, monkeypatch):
+    """A csv read in many small chunks (ids dictionary-encoded, times parsed per chunk) prepares the same
+    dataset as one read; a ragged row or a bad time in a later chunk names its line in the file."""
+    import pandas as pd
+
+    from sidrec.data import io
+    from sidrec.data.prepare import PrepareConfig, prepare
+    from sidrec.data.sources import read_source
+    from sidrec.errors import SidrecError
+
+    rng = np.random.default_rng(0)
+    n = 400
+    users = rng.integers(0, 30, n)
+    items = rng.integers(0, 25, n)
+    rows = [f"u{u};item-{i};{t}" for t, (u, i) in enumerate(zip(users, items))]
+    rows[17] = f"u{users[17]};;17"  # a missing item: counted as filtered either way
+    (tmp_path / "x.csv").write_text("who;what;when\n" + "\n".join(rows) + "\n")
+    cols = {"user": "who", "item": "what", "time": "when"}
+    outs = []
+    for chunk in (10**6, 7):
+        monkeypatch.setattr(io, "CSV_CHUNK_ROWS", chunk)
+        raw = read_source("csv", [tmp_path / "x.csv"], columns=cols)
+        assert isinstance(raw.interactions["user"].dtype, pd.CategoricalDtype)
+        stats = prepare(raw, tmp_path / f"o{chunk}", PrepareConfig(min_count=2), source="csv")
+        outs.append((stats, [pd.read_parquet(tmp_path / f"o{chunk}" / f) for f in
+                             ("interactions.parquet", "items.parquet", "users.parquet")]))
+    assert outs[0][0]["fingerprint"] == outs[1][0]["fingerprint"]
+    assert outs[0][0]["filtered"] == outs[1][0]["filtered"] and outs[0][0]["filtered"]["rows with missing user/item/time"] == 1
+    for a, b in zip(outs[0][1], outs[1][1]):
+        pd.testing.assert_frame_equal(a, b)
+    monkeypatch.setattr(io, "CSV_CHUNK_ROWS", 7)
+    bad = rows.copy()
+    bad[250] = "u1;item-1;yesterday-ish"
+    (tmp_path / "t.csv").write_text("who;what;when\n" + "\n".join(bad) + "\n")
+    with pytest.raises(SidrecError, match=r"t\.csv:252: when='yesterday-ish'"):
+        read_source("csv", [tmp_path / "t.csv"], columns=cols)
+    bad[250] = "u1;item-1;5;extra"
+    (tmp_path / "r.csv").write_text("who;what;when\n" + "\n".join(bad) + "\n")
+    with pytest.raises(SidrecError, match="line 252"):
+        read_source("csv", [tmp_path / "r.csv"], columns=cols)

@@ -95,7 +95,8 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
     inter, rounds = kcore(inter, cfg.min_count)
     filtered[f"below {cfg.min_count}-core ({rounds} rounds)"] = before - len(inter)
     if cfg.min_count < 3:
-        uc = inter["user"].map(inter["user"].value_counts())
+        codes = pd.factorize(inter["user"])[0]
+        uc = np.bincount(codes)[codes]
         filtered["users with < 3 interactions (no leave-one-out split)"] = int((uc < 3).sum())
         inter = inter[uc >= 3]
     if inter.empty:
@@ -103,13 +104,15 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
         raise SidrecError(f"{where}: no interactions left after {cfg.min_count}-core filtering "
                           f"({n_raw} read); lower --min-count")
 
-    users = pd.Index(inter["user"].unique())
+    # ids may arrive dictionary-encoded (categorical, from the chunked csv reader) or as strings
+    users = pd.Index(np.asarray(inter["user"].unique(), dtype=object))
     users = users[_natural_order(users)]
-    items = pd.Index(inter["item"].unique())
+    items = pd.Index(np.asarray(inter["item"].unique(), dtype=object))
     items = items[_natural_order(items)]
     uidx = pd.Series(np.arange(1, len(users) + 1), index=users)
     iidx = pd.Series(np.arange(1, len(items) + 1), index=items)
-    inter = inter.assign(user_idx=inter["user"].map(uidx).to_numpy(), item_idx=inter["item"].map(iidx).to_numpy())
+    inter = inter.assign(user_idx=np.asarray(inter["user"].map(uidx), dtype=np.int64),
+                         item_idx=np.asarray(inter["item"].map(iidx), dtype=np.int64))
     inter = inter.sort_values(["user_idx", "time", "_row"], kind="stable")
     pos = inter.groupby("user_idx").cumcount().to_numpy()
     length = inter["user_idx"].map(inter["user_idx"].value_counts()).to_numpy()

@@ -12,17 +12,27 @@ from sidrec.data.schema import RawData
 from sidrec.errors import SidrecError
 
 
-def _time(series: pd.Series, p: Path, name: str) -> pd.Series:
-    """Numbers or dates; missing values stay missing (prepare counts and drops those rows)."""
+def _time(series: pd.Series, p: Path, name: str, first: int = 0, kind: dict | None = None) -> pd.Series:
+    """Numbers or dates; missing values stay missing (prepare counts and drops those rows). ``first``: the
+    0-based data row of ``series[0]`` in the file (a chunk's offset), for the error's line number; ``kind``:
+    shared by the chunks of one file, so that all of them read the column the same way (numbers or dates)."""
+    kind = {} if kind is None else kind
     present = series.notna()
     num = pd.to_numeric(series, errors="coerce")
-    if num[present].notna().all():
+    numeric = bool(num[present].notna().all())
+    if kind.setdefault("numeric", numeric) != numeric:
+        # a chunk read the other way than the file's first rows: name the first row of the other kind
+        row = int((num.isna() & present).to_numpy().argmax()) if kind["numeric"] else int(num.notna().to_numpy().argmax())
+        raise SidrecError(f"{p}:{first + row + 2}: {name}={series.iloc[row]!r} is not "
+                          f"{'a number' if kind['numeric'] else 'a date'} like the rows before it")
+    if numeric:
         return num.astype(float)
     dt = pd.to_datetime(series, errors="coerce")
     bad = dt.isna() & present
     if bad.any():
-        row = int(bad.to_numpy().argmax())
-        raise SidrecError(f"{p}:{row + 2}: {name}={series.iloc[row]!r} is neither numeric nor a date")
+        neither = bad & num.isna()  # a value that is no number either is the culprit, else the first non-date
+        row = int((neither if neither.any() else bad).to_numpy().argmax())
+        raise SidrecError(f"{p}:{first + row + 2}: {name}={series.iloc[row]!r} is neither numeric nor a date")
     return (dt.astype("int64") / 1e9).astype(float).where(present)  # NaT stays missing, not 1677-09-21
 
 
@@ -33,11 +43,16 @@ def read_table(inputs: list[Path], columns: dict[str, str], fmt: str) -> RawData
     table item plus any text fields (title=..., description=...).
     """
     p = inputs[0]
-    df = _read_table(p, [columns.get("user", "user"), columns.get("item", "item"), columns.get("time", "time")])
-    u, i = _col(df, columns.get("user", "user"), p), _col(df, columns.get("item", "item"), p)
-    tname = columns.get("time", "time" if "time" in df.columns else "")
-    t = _time(_col(df, tname, p), p, tname) if tname else pd.Series(range(len(df)), dtype=float)
-    inter = pd.DataFrame({"user": u.astype(str), "item": i.astype(str), "time": t.to_numpy()})
+    uname, iname, tname = columns.get("user", "user"), columns.get("item", "item"), columns.get("time", "time")
+    # a csv is read in chunks: ids dictionary-encoded, times parsed to floats chunk by chunk (bounded memory)
+    kind: dict = {}
+    df = _read_table(p, [uname, iname, tname], categorical=(uname, iname),
+                     convert={tname: lambda s, first: _time(s, p, tname, first, kind)})
+    u, i = _col(df, uname, p), _col(df, iname, p)
+    if "time" not in columns and tname not in df.columns:
+        tname = ""
+    t = _col(df, tname, p).astype(float) if tname else pd.Series(range(len(df)), dtype=float)
+    inter = pd.DataFrame({"user": u, "item": i, "time": t.to_numpy()})
     items = None
     if len(inputs) > 1:
         q = inputs[1]
