@@ -180,8 +180,8 @@ def _vq_run(doms, target, out):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_vqrec_two_processes_follow_one(tmp_path):
     """VQ-Rec under torchrun: the contrastive pre-training loss uses the whole global batch's targets as
-    negatives (gathered from both ranks; with each rank's half only, the first epoch's loss would be ~log 2
-    lower), fine-tuning follows too; rank 0 alone writes and tests."""
+    negatives (gathered from both ranks; with each rank's half only, the loss would be ~log 2 = 0.69 lower),
+    fine-tuning follows too; rank 0 alone writes and tests."""
     from sidrec.data.prepare import prepare
     from sidrec.data.sources import read_source
 
@@ -192,12 +192,15 @@ def test_vqrec_two_processes_follow_one(tmp_path):
         dirs.append(str(tmp_path / name))
     _vq_run(dirs[:2], dirs[2], tmp_path / "one")
     mp.spawn(_vq_worker, args=(2, _free_port(), dirs[:2], dirs[2], str(tmp_path / "two")), nprocs=2, join=True)
-    for stage in ("pre/pretrain", "ft/stage1", "ft/stage2"):
+    # pre-training (contrastive, negatives gathered over ranks) follows within 1e-3; fine-tuning within 2% (the
+    # hard permutation after stage 1 may resolve a near-tie differently; CE rows are weighted per sequence)
+    for stage, rtol in (("pre/pretrain", 1e-3), ("ft/stage1", 0.02), ("ft/stage2", 0.02)):
         a, b = _curve(tmp_path / "one" / stage), _curve(tmp_path / "two" / stage)
         assert [r["world_size"] for r in b] == [2] * len(a)
-        np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=0.02, err_msg=stage)
+        np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=rtol, err_msg=stage)
     one = json.loads((tmp_path / "one" / "ft" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "ft" / "metrics.json").read_text())
-    assert abs(two["test"]["recall@10"] - one["test"]["recall@10"]) <= 0.03
+    # 300 test users: two binomial standard errors of R@10 ~ 0.06
+    assert abs(two["test"]["recall@10"] - one["test"]["recall@10"]) <= 0.06
     assert json.loads((tmp_path / "two" / "ft" / "run.json").read_text())["world_size"] == 2
     assert (np.load(tmp_path / "two" / "pre" / "codes.npy") == np.load(tmp_path / "one" / "pre" / "codes.npy")).all()
