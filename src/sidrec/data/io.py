@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from sidrec.errors import SidrecError
 
 if TYPE_CHECKING:
@@ -154,12 +156,24 @@ def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[
         if not columns:
             return pd.read_csv(p, **kw)
         parts, first = [], 0
+        codes: dict[str, list] = {}
+        cats: dict[str, pd.Index] = {}
         with pd.read_csv(p, chunksize=chunk_rows or CSV_CHUNK_ROWS, **kw) as reader:
             for chunk in reader:
                 keep = [c for c in columns if c in chunk.columns] or list(chunk.columns)
-                parts.append(_finish(chunk[keep], categorical, convert, first))
+                for c in keep:  # ids: codes into one growing dictionary per column (4 bytes a row)
+                    if c in categorical:
+                        code, cats[c] = _encode(chunk[c], cats.get(c))
+                        codes.setdefault(c, []).append(code)
+                rest = [c for c in keep if c not in categorical]
+                parts.append(_finish(chunk[rest], (), convert, first))
                 first += len(chunk)
-        return _concat(parts) if parts else pd.read_csv(p, **kw)
+        if not parts:
+            return pd.read_csv(p, **kw)
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+        for c in codes:
+            df[c] = pd.Categorical.from_codes(np.concatenate(codes[c]), categories=cats[c])
+        return df[[c for c in keep]]
     except (ValueError, OSError, EOFError, pd.errors.ParserError, ImportError) as e:
         raise SidrecError(f"{p}: cannot read table ({str(e).splitlines()[0][:100]})") from None
 
@@ -174,21 +188,19 @@ def _finish(df: pd.DataFrame, categorical, convert, first: int = 0) -> pd.DataFr
     return df
 
 
-def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Row-wise concatenation that keeps categorical columns categorical (categories united)."""
-    import numpy as np
+def _encode(col: pd.Series, cats: pd.Index | None) -> tuple[np.ndarray, pd.Index]:
+    """int32 codes of ``col`` into ``cats`` (grown by the values not seen before; missing = -1)."""
     import pandas as pd
-    from pandas.api.types import union_categoricals
 
-    if len(parts) == 1:
-        return parts[0].reset_index(drop=True)
-    out = {}
-    for c in parts[0].columns:
-        if isinstance(parts[0][c].dtype, pd.CategoricalDtype):
-            out[c] = pd.Series(union_categoricals([q[c] for q in parts]))
-        else:
-            out[c] = pd.Series(np.concatenate([q[c].to_numpy() for q in parts]))
-    return pd.DataFrame(out)
+    code, uniq = pd.factorize(col)
+    uniq = pd.Index(uniq.astype(str), dtype=object)
+    if cats is None:
+        cats = uniq[:0]
+    where = cats.get_indexer(uniq)
+    new = where < 0
+    where[new] = np.arange(len(cats), len(cats) + int(new.sum()))
+    cats = cats.append(uniq[new])
+    return np.where(code >= 0, where[code], -1).astype(np.int32), cats
 
 
 def column(df: pd.DataFrame, name: str, p: Path) -> pd.Series:

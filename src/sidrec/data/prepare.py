@@ -81,13 +81,12 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
         raise SidrecError(f"{raw.source_files[0] if raw.source_files else source}: no interactions found")
     missing = inter["user"].isna() | inter["item"].isna() | inter["time"].isna()
     filtered["rows with missing user/item/time"] = int(missing.sum())
-    inter = inter[~missing].copy()
-    inter["_row"] = np.arange(len(inter))
-    inter["_user"] = pd.factorize(inter["user"])[0]  # integer codes: sorting 10^7 strings is what costs
-    # chronological per user, stable on ties (file order breaks ties)
-    inter = inter.sort_values(["_user", "time", "_row"], kind="stable")
+    inter = inter[~missing] if missing.any() else inter
+    inter = inter.assign(_row=np.arange(len(inter)))
     dedup = raw.dedup if cfg.dedup is None else cfg.dedup
-    if dedup:
+    if dedup:  # keep each (user, item)'s earliest row: chronological per user, file order breaking ties
+        u = pd.factorize(inter["user"])[0]  # integer codes: sorting 10^7 strings is what costs
+        inter = inter.iloc[np.lexsort((inter["_row"].to_numpy(), inter["time"].to_numpy(), u))]
         before = len(inter)
         inter = inter.drop_duplicates(["user", "item"], keep="first")
         filtered["duplicate (user, item) rows"] = before - len(inter)
@@ -111,15 +110,20 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
     items = items[_natural_order(items)]
     uidx = pd.Series(np.arange(1, len(users) + 1), index=users)
     iidx = pd.Series(np.arange(1, len(items) + 1), index=items)
-    inter = inter.assign(user_idx=np.asarray(inter["user"].map(uidx), dtype=np.int64),
-                         item_idx=np.asarray(inter["item"].map(iidx), dtype=np.int64))
-    inter = inter.sort_values(["user_idx", "time", "_row"], kind="stable")
-    pos = inter.groupby("user_idx").cumcount().to_numpy()
-    length = inter["user_idx"].map(inter["user_idx"].value_counts()).to_numpy()
-    split = np.where(pos == length - 1, "test", np.where(pos == length - 2, "valid", "train"))
-    inter_out = pd.DataFrame({"user_idx": inter["user_idx"].to_numpy(np.int64),
-                              "item_idx": inter["item_idx"].to_numpy(np.int64),
-                              "time": inter["time"].to_numpy(np.float64), "position": pos.astype(np.int64),
+    # the output as plain arrays (no frame copies): chronological per user, file order breaking ties
+    u = np.asarray(inter["user"].map(uidx), dtype=np.int64)
+    it = np.asarray(inter["item"].map(iidx), dtype=np.int64)
+    t = inter["time"].to_numpy(np.float64)
+    order = np.lexsort((inter["_row"].to_numpy(), t, u))
+    del inter
+    u, it, t = u[order], it[order], t[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    counts = np.diff(np.r_[starts, len(u)])
+    pos = np.arange(len(u)) - np.repeat(starts, counts)
+    back = np.repeat(counts, counts) - 1 - pos  # 0 = a user's last item (test), 1 = valid
+    split_code = np.where(back == 0, 2, np.where(back == 1, 1, 0))
+    split = np.array(["train", "valid", "test"], dtype=object)[split_code]
+    inter_out = pd.DataFrame({"user_idx": u, "item_idx": it, "time": t, "position": pos.astype(np.int64),
                               "split": split})
 
     meta = raw.items if raw.items is not None else pd.DataFrame({"item": []})
@@ -138,21 +142,20 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
     has_text = item_df["text"].str.len() > 0
     user_df = pd.DataFrame({"user_idx": np.arange(1, len(users) + 1), "user_id": users.astype(str)})
 
-    seq_len = inter_out.groupby("user_idx").size()
     stats = {
         "source": source,
         "users": int(len(users)),
         "items": int(len(items)),
         "interactions": int(len(inter_out)),
-        "avg_seq_len": round(float(seq_len.mean()), 4),
+        "avg_seq_len": round(float(counts.mean()), 4),
         "density": float(len(inter_out) / (len(users) * len(items))),
         "raw_interactions": int(n_raw),
         "filtered": {k: int(v) for k, v in filtered.items()},
         "items_with_text": int(has_text.sum()),
         "items_without_text": int((~has_text).sum()),
         "text_fields": fields,
-        "split": {"protocol": "leave-one-out", "train": int((split == "train").sum()),
-                  "valid": int((split == "valid").sum()), "test": int((split == "test").sum())},
+        "split": {"protocol": "leave-one-out", "train": int((split_code == 0).sum()),
+                  "valid": int((split_code == 1).sum()), "test": int((split_code == 2).sum())},
         "config": to_dict(cfg),
         "inputs": [{"path": f, "sha256": _sha256(f)} for f in raw.source_files],
         "sidrec_version": __version__,
