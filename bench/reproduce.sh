@@ -7,6 +7,7 @@
 # teacher-forced validation loss). PRESET=tiger gives sidrec's own recipe (lr 1e-3 at 256, sqrt rule).
 # VARIANT: full (ranking-guided loss tau 0.7 for letter/published IDs; tau 1 for the others), no-rank-loss
 # (tau 1), cf-only / div-only (LETTER tokenizer ablations, tokens .gpu/tok/DATASET-letter-VARIANT, tau 1),
+# cf0.2 (a "beyond" row: LETTER with CF weight 0.2 instead of 0.02, tokens DATASET-letter-cf0.2, tau 0.7),
 # or any name with EXTRA="--set ..." (a "beyond" row).
 # GENERATOR=lcrec: the LC-Rec generator instead (`sidrec train lcrec`, LCREC_MODEL: smollm2-135m, a .gguf file,
 # a local HF directory or tiny-qwen2; LoRA unless EXTRA has --full; its own recipe, not --preset).
@@ -21,9 +22,9 @@ OUT=${OUT:-bench/out/reproduce}; RUNS=${RUNS:-/tmp/repro}; mkdir -p "$OUT" "$RUN
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 D=.gpu/data/$DATASET
 TOKDIR=${TOKDIR:-.gpu/tok}  # bench/make_tokens.sh writes /tmp/tok on the device
-case "$VARIANT" in cf-only|div-only) T=$TOKDIR/$DATASET-$TOKENS-$VARIANT ;; *) T=$TOKDIR/$DATASET-$TOKENS ;; esac
+case "$VARIANT" in cf-only|div-only|cf0.2) T=$TOKDIR/$DATASET-$TOKENS-$VARIANT ;; *) T=$TOKDIR/$DATASET-$TOKENS ;; esac
 TAU=1.0
-if [ "$VARIANT" = full ] && { [ "$TOKENS" = letter ] || [ "$TOKENS" = published ]; }; then TAU=0.7; fi
+if { [ "$VARIANT" = full ] || [ "$VARIANT" = cf0.2 ]; } && { [ "$TOKENS" = letter ] || [ "$TOKENS" = published ]; }; then TAU=0.7; fi
 TAU=${TAU_OVERRIDE:-$TAU}
 # the text encoder behind the tokens (LETTER's released IDs: its LLaMA-7B embeddings)
 if [ "$TOKENS" = published ]; then ENCODER=${ENCODER:-llama-7b (LETTER release)}; else ENCODER=${ENCODER:-minilm}; fi
