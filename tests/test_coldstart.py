@@ -232,3 +232,34 @@ def test_reserved_slots_keep_the_best_decoded_items():
     assert got.tolist() == [[5, 6, 21, 22]]
     got, _ = with_new_items(None, None, None, items, scores, new, epsilon=0.5, levels=2, new_scores=ns, slots="compete")
     assert got.tolist() == [[21, 5, 6, 7]]
+
+
+def test_coldstart_with_embeddings_made_beforehand(cli, syn_dir, tmp_path):
+    """`--embeddings`: the seen items' rows of a whole-catalog artifact become the run's embeddings (the encoder's
+    record kept), the held-out items' rows stand for their text; a tf-idf artifact (fitted on the held-out
+    items' text too) is one clear line."""
+    from sidrec.data.dataset import load_dataset
+
+    ds = load_dataset(syn_dir)
+    rng = np.random.default_rng(0)
+    full = np.vstack([np.zeros((1, 24)), rng.normal(size=(ds.n_items, 24))]).astype(np.float32)
+    src = tmp_path / "emb"
+    src.mkdir()
+    np.save(src / "item_emb.npy", full)
+    meta = {"kind": "text", "encoder": "minilm", "config": {"encoder": "minilm"}, "shape": list(full.shape)}
+    (src / "embeddings.json").write_text(json.dumps(meta))
+    out = tmp_path / "cold"
+    args = ["--holdout", "0.2", "--epsilon", "0.5", "--method", "rqkmeans", "--preset", "small", "--epochs", "1",
+            "--device", "cpu", "--codebook-size", "8", "--levels", "2"]
+    code, so, se = cli("evaluate-coldstart", syn_dir, "--out", out, "--embeddings", src, *args)
+    assert code == 0, se
+    seen = load_dataset(out / "data")
+    got = np.load(out / "emb" / "item_emb.npy")
+    pos = {x: i + 1 for i, x in enumerate(ds.items["item_id"].astype(str))}
+    want = full[[pos[x] for x in seen.items["item_id"].astype(str)]]
+    assert got.shape == (seen.n_items + 1, 24) and np.array_equal(got[1:], want)
+    assert json.loads((out / "emb" / "embeddings.json").read_text())["encoder"] == "minilm"
+    assert {r["model"] for r in json.loads((out / "coldstart.json").read_text())["rows"]} == {"tiger", "knn"}
+    (src / "embeddings.json").write_text(json.dumps({**meta, "encoder": "tfidf"}))
+    code, so, se = cli("evaluate-coldstart", syn_dir, "--out", tmp_path / "c2", "--embeddings", src, *args)
+    assert code == 2 and "tf-idf" in se and len(se.strip().splitlines()) == 1

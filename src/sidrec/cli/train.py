@@ -199,6 +199,9 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                        k: Annotated[int, typer.Option(help="K of Recall@K / NDCG@K")] = 10,
                        encoder: Annotated[str, typer.Option(help="text encoder: minilm, tfidf, st:NAME, hf-mean:PATH")]
                        = "minilm",
+                       embeddings: Annotated[Optional[Path], typer.Option(
+                           help="the whole catalog's embeddings made beforehand (`sidrec embed`, a pretrained "
+                                "encoder): used instead of embedding here")] = None,
                        method: Annotated[str, typer.Option(help="tokenizer: rqvae | rqkmeans | opq")] = "rqvae",
                        levels: Annotated[Optional[int], typer.Option(help="tokenizer levels")] = None,
                        codebook_size: Annotated[Optional[int], typer.Option(help="tokenizer codebook size")] = None,
@@ -231,7 +234,8 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
         raise SidrecError(f"--epsilon {list(eps)}: each must lie in (0, 1]")
     rows = run(ds, out, embed_cfg=EmbedConfig(encoder=encoder, seed=seed, device=device), method=method,
                tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
-               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed), log=console.print)
+               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed), embeddings=embeddings,
+               log=console.print)
     print_table([["epsilon", "model", "slots", f"R@{k}", f"N@{k}", "users"]] +
                 [[str(r["epsilon"]), r["model"], r["slots"], f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
                   str(r["users"])]

@@ -84,8 +84,38 @@ def cold_users(ds: Dataset, held: np.ndarray, length: int, known: set[str]) -> t
     return rows[ok], ds.seq[ends[rows[ok]]], [h for h, o in zip(hists, ok) if o]
 
 
+def _given_embeddings(given: str | Path, ds: Dataset) -> tuple[np.ndarray, dict]:
+    """The whole catalog's embeddings made beforehand (``sidrec embed``) and their record. A tf-idf artifact is
+    refused: it was fitted on the held-out items' text too."""
+    from sidrec.embeddings.text import load_embeddings
+
+    src = Path(given)
+    meta_path = (src if src.is_dir() else src.parent) / "embeddings.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("encoder") == "tfidf":
+        raise SidrecError(f"{given}: tf-idf embeddings were fitted on every item's text, the held-out ones included; "
+                          "let evaluate-coldstart embed (--encoder tfidf) or give a pretrained encoder's embeddings")
+    return load_embeddings(given, ds.n_items), meta
+
+
+def _write_seen_embeddings(full: np.ndarray, meta: dict, given, ds: Dataset, seen: Dataset, out: Path) -> None:
+    """The seen items' rows of ``full`` as the run's embeddings artifact, with the encoder's record (so new
+    texts embed the same way later)."""
+    pos = pd.Series(np.arange(1, ds.n_items + 1), index=ds.items["item_id"].astype(str).to_numpy())
+    rows = pos.reindex(seen.items["item_id"].astype(str).to_numpy()).to_numpy()
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "item_emb.npy", np.vstack([full[:1], full[rows]]))
+    (out / "embeddings.json").write_text(json.dumps({**meta, "shape": [len(rows) + 1, full.shape[1]],
+                                                     "source": str(given), "dataset": str(seen.path),
+                                                     "dataset_fingerprint": seen.fingerprint}, indent=2))
+
+
 def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
-                       model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(), log=log_info) -> list[dict]:
+                       model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(),
+                       embeddings: str | Path | None = None, log=log_info) -> list[dict]:
+    """TIGER's cold-start protocol. ``embeddings``: the whole catalog's text embeddings made beforehand by a
+    pretrained encoder (e.g. on a CPU, for a GPU run without the encoder's weights); else the seen items and
+    the held-out ones are embedded here with ``embed_cfg``."""
     from sidrec.decoding.beam import generate, prefix_scores, with_new_items
     from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
@@ -95,9 +125,16 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    full, meta = _given_embeddings(embeddings, ds) if embeddings is not None else (None, {})
     held = held_out_items(ds, cfg.holdout, cfg.seed)
     seen = seen_dataset(ds, held, out / "data", log=log)
-    emb = embed_dataset(seen, out / "emb", embed_cfg, log=log)
+    if full is not None:  # the held-out items' rows stand for embedding their text
+        _write_seen_embeddings(full, meta, embeddings, ds, seen, out / "emb")
+    else:
+        embed_dataset(seen, out / "emb", embed_cfg, log=log)
+    from sidrec.embeddings.text import load_embeddings
+
+    emb = load_embeddings(out / "emb", seen.n_items)  # the seen items (row 0 = padding)
     tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
     if (out / "tok" / "tokenizer.json").is_file():
         meta = json.loads((out / "tok" / "tokenizer.json").read_text())
@@ -112,7 +149,8 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     raw = ds.items["item_id"].astype(str).to_numpy()
     texts = ds.items["text"].fillna("").astype(str).to_numpy()
     new_names = raw[held - 1].tolist()
-    new_emb = embed_new_texts(out / "emb", texts[held - 1].tolist())  # once: IDs and the KNN baseline
+    new_emb = full[held] if full is not None else \
+        embed_new_texts(out / "emb", texts[held - 1].tolist())  # once: IDs and the KNN baseline
     base, sids = new_item_ids(out / "run", tok, texts[held - 1].tolist(), model.vocab.level_sizes, new_names,
                               emb=new_emb)
     _, trie, model.item_tok = grown(model, tok, base, sids, trie.level_sizes, dev)
