@@ -130,11 +130,11 @@ CSV_CHUNK_ROWS = 1_000_000  # rows per csv chunk when only some columns are kept
 
 
 def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[str, ...] = (),
-               convert: dict | None = None, chunk_rows: int | None = None) -> pd.DataFrame:
+               convert: dict | None = None) -> pd.DataFrame:
     """A csv (delimiter sniffed, gzip ok), parquet or Excel file as a DataFrame; one-line error if unreadable.
     ``columns``: keep only these (the ones missing from the file are left out; ``column`` names them);
     csv files are parsed by pandas' C reader (a 10^7-row file in seconds). With ``columns``, a csv is read in
-    chunks of ``chunk_rows`` rows and only the kept columns of each chunk stay in memory: ``categorical``
+    chunks of ``CSV_CHUNK_ROWS`` rows and only the kept columns of each chunk stay in memory: ``categorical``
     ones dictionary-encoded (ids: 4 bytes a row instead of a Python string), ``convert[name](series,
     first_row)`` applied per chunk (e.g. times to floats; ``first_row`` = the chunk's 0-based data row)."""
     import pandas as pd
@@ -158,7 +158,7 @@ def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[
         parts, first = [], 0
         codes: dict[str, list] = {}
         cats: dict[str, pd.Index] = {}
-        with pd.read_csv(p, chunksize=chunk_rows or CSV_CHUNK_ROWS, **kw) as reader:
+        with pd.read_csv(p, chunksize=CSV_CHUNK_ROWS, **kw) as reader:
             for chunk in reader:
                 keep = [c for c in columns if c in chunk.columns] or list(chunk.columns)
                 for c in keep:  # ids: codes into one growing dictionary per column (4 bytes a row)
@@ -173,18 +173,22 @@ def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[
         df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
         for c in codes:
             df[c] = pd.Categorical.from_codes(np.concatenate(codes[c]), categories=cats[c])
-        return df[[c for c in keep]]
+        return df[keep]
     except (ValueError, OSError, EOFError, pd.errors.ParserError, ImportError) as e:
         raise SidrecError(f"{p}: cannot read table ({str(e).splitlines()[0][:100]})") from None
 
 
 def _finish(df: pd.DataFrame, categorical, convert, first: int = 0) -> pd.DataFrame:
+    """``convert`` and dictionary encoding (``_encode``) applied to the columns of one table or chunk."""
+    import pandas as pd
+
     df = df.copy()
     for c in df.columns:
         if convert and c in convert:
             df[c] = convert[c](df[c].reset_index(drop=True), first).to_numpy()
         elif c in categorical:
-            df[c] = df[c].astype(str).where(df[c].notna()).astype("category")
+            code, cats = _encode(df[c], None)
+            df[c] = pd.Categorical.from_codes(code, categories=cats)
     return df
 
 

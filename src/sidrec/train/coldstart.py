@@ -98,16 +98,18 @@ def _given_embeddings(given: str | Path, ds: Dataset) -> tuple[np.ndarray, dict]
     return load_embeddings(given, ds.n_items), meta
 
 
-def _write_seen_embeddings(full: np.ndarray, meta: dict, given, ds: Dataset, seen: Dataset, out: Path) -> None:
-    """The seen items' rows of ``full`` as the run's embeddings artifact, with the encoder's record (so new
-    texts embed the same way later)."""
+def _write_seen_embeddings(full: np.ndarray, meta: dict, given, ds: Dataset, seen: Dataset, out: Path) -> np.ndarray:
+    """The seen items' rows of ``full`` as the run's embeddings artifact (returned), with the encoder's record
+    (so new texts embed the same way later)."""
     pos = pd.Series(np.arange(1, ds.n_items + 1), index=ds.items["item_id"].astype(str).to_numpy())
     rows = pos.reindex(seen.items["item_id"].astype(str).to_numpy()).to_numpy()
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "item_emb.npy", np.vstack([full[:1], full[rows]]))
-    (out / "embeddings.json").write_text(json.dumps({**meta, "shape": [len(rows) + 1, full.shape[1]],
-                                                     "source": str(given), "dataset": str(seen.path),
+    emb = np.vstack([full[:1], full[rows]])
+    np.save(out / "item_emb.npy", emb)
+    (out / "embeddings.json").write_text(json.dumps({**meta, "shape": list(emb.shape), "source": str(given),
+                                                     "dataset": str(seen.path),
                                                      "dataset_fingerprint": seen.fingerprint}, indent=2))
+    return emb
 
 
 def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
@@ -125,16 +127,12 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    full, meta = _given_embeddings(embeddings, ds) if embeddings is not None else (None, {})
+    full, emb_meta = _given_embeddings(embeddings, ds) if embeddings is not None else (None, {})
     held = held_out_items(ds, cfg.holdout, cfg.seed)
     seen = seen_dataset(ds, held, out / "data", log=log)
-    if full is not None:  # the held-out items' rows stand for embedding their text
-        _write_seen_embeddings(full, meta, embeddings, ds, seen, out / "emb")
-    else:
+    # the seen items' embeddings (row 0 = padding); given ones: the held-out rows stand for embedding their text
+    emb = _write_seen_embeddings(full, emb_meta, embeddings, ds, seen, out / "emb") if full is not None else \
         embed_dataset(seen, out / "emb", embed_cfg, log=log)
-    from sidrec.embeddings.text import load_embeddings
-
-    emb = load_embeddings(out / "emb", seen.n_items)  # the seen items (row 0 = padding)
     tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
     if (out / "tok" / "tokenizer.json").is_file():
         meta = json.loads((out / "tok" / "tokenizer.json").read_text())
