@@ -26,3 +26,26 @@ for x in beauty:amazon2014-beauty/letter-format/Beauty yelp:yelp/letter-format/Y
     --index $D/${x#*:}.index.json.gz --out .gpu/tok/$n-published > /dev/null
 done
 du -sh .gpu
+# VQ-Rec (issue 17, bench/vqrec_gpu.sh): targets Scientific and Online Retail, pre-training domains Beauty and
+# Toys (VQ_DOMAINS adds more, e.g. "office industrial yelp"), gathered in .gpu/vq with float16 embeddings (the
+# loader reads them back as float32; halves what travels: the 64 MiB carry holds 4 domains + the faiss wheel)
+[ -f .gpu/data/retail/stats.json ] || sidrec data prepare online-retail \
+  --input $D/online-retail-sample40k/OnlineRetail_sample40k.xlsx --out .gpu/data/retail > /dev/null
+[ -f .gpu/emb/retail-minilm/item_emb.npy ] || sidrec embed .gpu/data/retail --encoder minilm --out .gpu/emb/retail-minilm > /dev/null
+for M in office:office-products:Office_Products industrial:industrial-and-scientific:Industrial_and_Scientific; do
+  IFS=: read -r n dir f <<< "$M"; S=$D/amazon2018-minionerec-$dir
+  case " ${VQ_DOMAINS:-} " in *" $n "*) ;; *) continue ;; esac
+  [ -f .gpu/data/$n/stats.json ] || sidrec data prepare minionerec --input $S/valid_${f}_5_2016-10-2018-11.csv.gz \
+    --input $S/test_${f}_5_2016-10-2018-11.csv.gz --input $S/$f.item.json.gz --min-count 3 --out .gpu/data/$n > /dev/null
+  [ -f .gpu/emb/$n-minilm/item_emb.npy ] || sidrec embed .gpu/data/$n --encoder minilm --out .gpu/emb/$n-minilm > /dev/null
+done
+mkdir -p .gpu/vq/data .gpu/vq/emb .gpu/vq/whl
+for n in scientific:sci retail:retail beauty:beauty toys:toys ${VQ_DOMAINS:-}; do
+  src=${n%%:*}; dst=${n#*:}
+  [ -d .gpu/vq/data/$dst ] || cp -r .gpu/data/$src .gpu/vq/data/$dst
+  [ -f .gpu/vq/emb/$dst-minilm/item_emb.npy ] || { mkdir -p .gpu/vq/emb/$dst-minilm; python3 -c "
+import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1]).astype(np.float16))" \
+    .gpu/emb/$src-minilm/item_emb.npy .gpu/vq/emb/$dst-minilm/item_emb.npy; }
+done
+ls .gpu/whl/faiss_cpu-*.whl > /dev/null 2>&1 && cp -n .gpu/whl/faiss_cpu-*.whl .gpu/vq/whl/
+du -sh .gpu/vq

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # VQ-Rec on real data in one command (issue 6), same code as on CPU:
-#   pre-train on Office + Industrial (MiniOneRec valid/test rows, prepared with --min-count 3) + Yelp,
+#   pre-train on the domains of MIX (default "beauty toys": Amazon 2014 Beauty + Toys, item title + categories;
+#   the first mix, issue 6, was "office industrial yelp": MiniOneRec valid/test rows with --min-count 3 + Yelp),
 #   fine-tune on Amazon 2018 Scientific and on Online Retail (40k-row sample), with the paper's ablations
 #   (no pre-training, no semi-synthetic negative, no permutation stage, random codes) and SASRec on each
-#   target alone. MiniLM embeddings computed beforehand (bench/README.md says how); inputs travel in .gpu/vq.
+#   target alone. MiniLM embeddings computed beforehand (bench/prepare_inputs.sh, VQ_DOMAINS for more domains); inputs
+#   travel in .gpu/vq. Rows {target, pretrain, variant, seed, recall@10, ...} land in $OUT/vqrec.jsonl.
 #   device run: bash bench/vqrec_gpu.sh          (carry: .gpu/vq)
 #   CPU smoke test at a tiny budget: TINY=1 OUT=/tmp/o bash bench/vqrec_gpu.sh
 set -u
@@ -24,15 +26,15 @@ t0=$(date +%s)
 WATCH=$!
 pretrain() {  # name [options]
   local name=$1; shift
-  OMP_NUM_THREADS=${PRE_THREADS:-6} $S train vqrec --pretrain $V/data/office --pretrain $V/data/industrial --pretrain $V/data/yelp \
-    --embeddings $V/emb/office-minilm --embeddings $V/emb/industrial-minilm --embeddings $V/emb/yelp-minilm \
-    --out $W/$name --epochs $EP --max-minutes $PRE --patience 10 --seed $SEED --set opq_iters=$OPQIT "$@" > $W/logs/$name.log 2>&1
+  OMP_NUM_THREADS=${PRE_THREADS:-6} $S train vqrec $PRE_ARGS --out $W/$name --epochs $EP --max-minutes $PRE --patience 10 --seed $SEED --set opq_iters=$OPQIT "$@" > $W/logs/$name.log 2>&1
 }
 finetune() {  # target name [options]
   local t=$1 name=$2; shift 2
   OMP_NUM_THREADS=2 $S train vqrec $V/data/$t --embeddings $V/emb/$t-minilm --tokens $W/tok-opq-$t --out $W/$name --epochs $EP --max-minutes $FT \
     --patience 10 --seed $SEED --ks 5,10,20,50 "$@" > $W/logs/$name.log 2>&1
 }
+MIX=${MIX:-beauty toys}; PRE_ARGS=""
+for m in $MIX; do PRE_ARGS="$PRE_ARGS --pretrain $V/data/$m --embeddings $V/emb/$m-minilm"; done
 pretrain vq-pre &
 [ "${ABLATIONS:-1}" = 1 ] && pretrain vq-pre-rho0 --rho 0 &
 for t in sci retail; do  # one OPQ per target, fitted on its training items, shared by its fine-tuning runs
@@ -47,7 +49,7 @@ while pgrep -f "\-\-pretrain" >/dev/null; do sleep 3; done
 echo "pre-training done after $(( $(date +%s) - t0 )) s"
 for t in sci retail; do
   finetune $t vq-$t --init $W/vq-pre &
-  finetune $t vq-$t-all --init $W/vq-pre --finetune all &  # stage 2 trains everything, not only the tables
+  [ "${ALL:-0}" = 1 ] && finetune $t vq-$t-all --init $W/vq-pre --finetune all &  # stage 2 trains everything
   if [ "${ABLATIONS:-1}" = 1 ]; then
     finetune $t vq-$t-norho --init $W/vq-pre-rho0 &
     finetune $t vq-$t-noperm --init $W/vq-pre --no-permutation &
@@ -58,6 +60,28 @@ while [ $(jobs -rp | wc -l) -gt 1 ]; do sleep 3; done
 kill $WATCH 2>/dev/null
 echo "all runs done in $(( $(date +%s) - t0 )) s"
 python3 bench/summarize.py "$W" > "$OUT/summary.md"
+python3 - "$W" "$MIX" "$SEED" "MIX='$MIX' SEED=$SEED PRE_MIN=$PRE FT_MIN=$FT bash bench/vqrec_gpu.sh" >> "$OUT/vqrec.jsonl" <<'PY'
+import json, sys
+from pathlib import Path
+w, mix, seed, cmd = Path(sys.argv[1]), sys.argv[2].replace(" ", "+"), int(sys.argv[3]), sys.argv[4]
+pre = json.loads((w / "vq-pre" / "metrics.json").read_text()) if (w / "vq-pre" / "metrics.json").is_file() else {}
+names = {"": "full", "-nopre": "no-pretraining", "-norho": "no-semi-synthetic", "-noperm": "no-permutation",
+         "-random": "random-codes", "-all": "finetune-all"}
+for t, target in (("sci", "scientific"), ("retail", "online-retail")):
+    runs = {f"vq-{t}{k}": v for k, v in names.items()} | {f"sasrec-{t}": "sasrec"}
+    for name, variant in runs.items():
+        f = w / name / "metrics.json"
+        if not f.is_file():
+            continue
+        m = json.loads(f.read_text()); te = m.get("test", {})
+        uses_pre = variant not in ("no-pretraining", "sasrec")
+        print(json.dumps({"target": target, "pretrain": mix if uses_pre else None, "variant": variant, "seed": seed,
+                          **{k: te.get(k) for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")},
+                          "pretrain_minutes": round(pre.get("train_seconds", 0) / 60, 2) if uses_pre else 0,
+                          "pretrain_epochs": pre.get("epochs_run") if uses_pre else None,
+                          "pretrain_stopped": pre.get("stopped") if uses_pre else None,
+                          "finetune_minutes": round(m.get("train_seconds", 0) / 60, 2), "command": cmd}))
+PY
 cat "$OUT/summary.md"
 for f in $W/logs/*.log; do echo "== $f"; grep -v WARNING "$f" | tail -4; done > "$OUT/logs_tail.txt"
 tar czf "$OUT/runs.tar.gz" -C "$W" --exclude='*.safetensors' --exclude='checkpoint.pt' --exclude='*.npy' \
