@@ -5,7 +5,7 @@
 # --encoder minilm, made on a CPU: the device image lacks the MiniLM weights, so the runs take the embeddings
 # made beforehand, `--embeddings`). Each run: hold out 5% of the test targets' items, RQ-VAE on the seen items,
 # TIGER (`--preset tiger`, EXTRA for more options), add the held-out items by text, rank vs semantic KNN.
-# Rows {"dataset", "seed", "epsilon", "model", "slots", "recall@10", "ndcg@10", "users"} land in
+# Rows {"dataset", "seed", "epsilon", "model", "slots", "levels", "recall@10", "ndcg@10", "users"} land in
 # $OUT/coldstart.jsonl (one line per row, written by the python snippet below as each run ends).
 set -u
 OUT=${OUT:-bench/out/coldstart}; RUNS=${RUNS:-/tmp/cold}; mkdir -p "$OUT" "$RUNS"
@@ -20,7 +20,7 @@ import json, sys
 res = json.load(open(sys.argv[1]))
 for r in res["rows"]:
     print(json.dumps({"dataset": sys.argv[2], "seed": int(sys.argv[3]), **{k: r[k] for k in
-          ("epsilon", "model", "slots", "recall@10", "ndcg@10", "users")}}))
+          ("epsilon", "model", "slots", "levels", "recall@10", "ndcg@10", "users")}}))
 PY
       tail -n 16 $R.log ) &
   done

@@ -191,6 +191,24 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     assert all(0 <= r["recall@10"] <= 1 and r["users"] > 0 for r in rows)
     knn = {r["epsilon"]: r["recall@10"] for r in rows if r["model"] == "knn"}
     assert knn[0.5] >= knn[0.1]  # more slots for new items can only add KNN hits
+    # --reuse ranks the finished run again (no training) by other prefix lengths; the full prefix reproduces
+    # the first ranking exactly, and a run of another hold-out cannot be reused
+    stamp = (out / "run" / "metrics.json").stat().st_mtime_ns
+    again = ["--out", out, "--holdout", "0.2", "--epsilon", "0.1", "--epsilon", "0.5", "--encoder", "tfidf",
+             "--method", "rqkmeans", "--preset", "small", "--device", "cpu", "--codebook-size", "8", "--levels", "2",
+             "--reuse"]
+    code, so, se = cli("evaluate-coldstart", syn_dir, *again, "--prefix-levels", "1", "--prefix-levels", "2")
+    assert code == 0, se
+    assert (out / "run" / "metrics.json").stat().st_mtime_ns == stamp
+    rows2 = json.loads((out / "coldstart.json").read_text())["rows"]
+    assert {r["levels"] for r in rows2 if r["model"] == "tiger"} == {1, 2}
+    key = lambda r: (r["epsilon"], r["model"], r["slots"])  # noqa: E731
+    assert sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows) == \
+        sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows2 if r["levels"] in (2, None))
+    code, so, se = cli("evaluate-coldstart", syn_dir, *again, "--prefix-levels", "3")
+    assert code == 2 and "1..2" in se
+    code, so, se = cli("evaluate-coldstart", syn_dir, *[a if a != "0.2" else "0.1" for a in again])
+    assert code == 2 and "held out" in se and len(se.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("kind", ["tiger", "lcrec"])
@@ -263,3 +281,38 @@ def test_coldstart_with_embeddings_made_beforehand(cli, syn_dir, tmp_path):
     (src / "embeddings.json").write_text(json.dumps({**meta, "encoder": "tfidf"}))
     code, so, se = cli("evaluate-coldstart", syn_dir, "--out", tmp_path / "c2", "--embeddings", src, *args)
     assert code == 2 and "tf-idf" in se and len(se.strip().splitlines()) == 1
+
+
+def test_coldstart_protocol_for_vqrec(cli, syn_dir, tmp_path):
+    """The same protocol and baseline for VQ-Rec (issue 17): its OPQ is fitted on the seen items only, new items get
+    codes from their text and join the full ranking; reserved slots only add hits; errors are one line."""
+    from sidrec.data.dataset import load_dataset
+    from sidrec.tokenizers.opq import OPQTokenizer
+
+    out = tmp_path / "coldvq"
+    args = ["--out", out, "--model", "vqrec", "--holdout", "0.2", "--epsilon", "0.2", "--epsilon", "0.5",
+            "--encoder", "tfidf", "--epochs", "3", "--device", "cpu", "--set", "n_levels=4", "--set", "codebook_size=8",
+            "--set", "opq_iters=2"]
+    code, so, se = cli("evaluate-coldstart", syn_dir, *args)
+    assert code == 0, se
+    ds, seen = load_dataset(syn_dir), load_dataset(out / "data")
+    codes = np.load(out / "run" / "codes.npy")
+    assert codes.shape == (seen.n_items + 1, 4)  # the run (and its OPQ) knows the seen items only
+    emb = np.load(out / "emb" / "item_emb.npy")
+    assert np.array_equal(OPQTokenizer.load(out / "run" / "opq").encode(emb[1:]), codes[1:])
+    rows = json.loads((out / "coldstart.json").read_text())["rows"]
+    assert sorted((r["epsilon"], r["model"], r["slots"], r["levels"]) for r in rows if r["model"] == "vqrec") == [
+        (e, "vqrec", sl, None) for e in (0.2, 0.5) for sl in ("compete", "reserve")]
+    vq = {(r["epsilon"], r["slots"]): r["recall@10"] for r in rows if r["model"] == "vqrec"}
+    assert all(vq[(e, "reserve")] >= vq[(e, "compete")] for e in (0.2, 0.5))
+    assert vq[(0.5, "reserve")] >= vq[(0.2, "reserve")]  # more reserved slots can only add hits
+    assert {r["users"] for r in rows} == {rows[0]["users"]} and rows[0]["users"] > 0
+    code, so, se = cli("evaluate-coldstart", syn_dir, *args, "--reuse")
+    assert code == 0, se
+    assert json.loads((out / "coldstart.json").read_text())["rows"] == rows  # deterministic ranking, no retraining
+    for bad, msg in ((["--reuse", "--prefix-levels", "1"], "generators"), (["--init", str(out)], "--model vqrec")):
+        a = args if msg != "--model vqrec" else [x if x != "vqrec" else "tiger" for x in args]
+        code, so, se = cli("evaluate-coldstart", syn_dir, *a, *bad)
+        assert code == 2 and msg in se and len(se.strip().splitlines()) == 1, se
+    code, so, se = cli("evaluate-coldstart", syn_dir, *args[:1], tmp_path / "r", *args[2:], "--set", "codes=random")
+    assert code == 2 and "cannot encode" in se

@@ -210,10 +210,22 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                        batch_size: Annotated[Optional[int], typer.Option()] = None,
                        seed: Annotated[int, typer.Option()] = 0,
                        device: Annotated[str, typer.Option()] = "auto",
+                       prefix_levels: Annotated[Optional[list[int]], typer.Option(
+                           "--prefix-levels", help="ID prefix length(s) new items are scored by (repeatable; "
+                                                   "default: every code level, TIGER's rule)")] = None,
+                       reuse: Annotated[bool, typer.Option(help="rank again with OUT's finished run (no training)")]
+                       = False,
+                       model: Annotated[str, typer.Option(help="tiger (a generator) or vqrec (OPQ codes from text)")]
+                       = "tiger",
+                       init: Annotated[Optional[Path], typer.Option(help="vqrec: pre-trained VQ-Rec run to fine-tune "
+                                                                         "(default: trained on the seen items alone)")]
+                       = None,
                        config: ConfigOpt = None, set_: SetOpt = None):
     """TIGER's cold-start protocol: hold out items, train without them, add them by text, rank (vs semantic KNN).
 
-    Example: sidrec evaluate-coldstart data/beauty --out runs/beauty-cold --epsilon 0.1 --epsilon 0.3
+    Examples:
+      sidrec evaluate-coldstart data/beauty --out runs/beauty-cold --epsilon 0.1 --epsilon 0.3
+      sidrec evaluate-coldstart data/scientific --model vqrec --init runs/vq-pre --out runs/sci-cold-vq
     """
     from sidrec.data.dataset import load_dataset
     from sidrec.embeddings.text import EmbedConfig
@@ -225,19 +237,35 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
     if method == "published" or method == "letter":
         raise SidrecError(f"--method {method}: the cold-start protocol fits the tokenizer on the seen items from "
                           f"text alone; use rqvae, rqkmeans or opq")
+    if model not in ("tiger", "vqrec"):
+        raise SidrecError(f"--model {model!r}: choose tiger or vqrec")
+    if init is not None and model != "vqrec":
+        raise SidrecError("--init (a pre-trained VQ-Rec run) goes with --model vqrec")
     ds = load_dataset(data)
-    mcfg, tcfg = layered([TIGERConfig, TrainConfig], config, set_,
-                         dict(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed, device=device),
-                         defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
+    vcfg = None
+    if model == "vqrec":
+        from sidrec.models.vqrec import VQRecConfig
+        from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, init_model_config
+
+        defaults = dict(VQREC_TRAIN_DEFAULTS) | (init_model_config(init) if init is not None else {})
+        mcfg, vcfg, tcfg = layered([VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_,
+                                   dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device),
+                                   defaults=defaults)
+    else:
+        mcfg, tcfg = layered([TIGERConfig, TrainConfig], config, set_,
+                             dict(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed, device=device),
+                             defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
     eps = tuple(epsilon) if epsilon else ColdStartConfig().epsilons
     if any(not 0 < e <= 1 for e in eps):
         raise SidrecError(f"--epsilon {list(eps)}: each must lie in (0, 1]")
     rows = run(ds, out, embed_cfg=EmbedConfig(encoder=encoder, seed=seed, device=device), method=method,
                tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
-               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed), embeddings=embeddings,
+               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed,
+                                   prefix_levels=tuple(prefix_levels or ()), reuse=reuse), embeddings=embeddings,
+               generator=model, vq_cfg=vcfg, init=init,
                log=console.print)
-    print_table([["epsilon", "model", "slots", f"R@{k}", f"N@{k}", "users"]] +
-                [[str(r["epsilon"]), r["model"], r["slots"], f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
+    print_table([["epsilon", "model", "slots", "levels", f"R@{k}", f"N@{k}", "users"]] +
+                [[str(r["epsilon"]), r["model"], r["slots"], str(r["levels"] or "-"), f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
                   str(r["users"])]
                  for r in rows], f"cold start, {data}: held-out items added by text")
 

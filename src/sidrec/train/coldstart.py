@@ -1,9 +1,11 @@
-"""TIGER's cold-start protocol (Rajput et al. 2023, section 4.2) as one stage.
+"""TIGER's cold-start protocol (Rajput et al. 2023, section 4.2) as one stage, for a generator (TIGER) or for
+VQ-Rec (whose codes come from text too: issue 17 shares the command and the baseline).
 
 1. Hold out a share of the items that are some user's test target (seeded): they are removed from every
    sequence, so they appear in no training sequence and the text encoder (tf-idf) and the tokenizer never
    fit on them; the rest is re-prepared as the "seen" dataset (OUT/data).
-2. Embed the seen items (OUT/emb), fit the tokenizer on them (OUT/tok), train the generator (OUT/run).
+2. Embed the seen items (OUT/emb), fit the tokenizer on them (OUT/tok; VQ-Rec: its OPQ in OUT/run/opq), train
+   the model (OUT/run).
 3. Add the held-out items by their text (the run's own encoder and tokenizer: ``decoding.newitems``)
    and rank for the users whose original test target is a held-out item (their history: every earlier
    item that is not held out). For each epsilon, up to max(1, floor(epsilon * K)) slots may go to new
@@ -11,8 +13,9 @@
    items') and "reserve" (they always take the slots, after the best decoded items) are both reported.
 4. Baseline, TIGER's semantic KNN: new items ranked by the cosine similarity of their text embedding to the
    mean embedding of the history, given the same number of slots (at the top of its list).
-Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "recall@K", "ndcg@K", "users"} in
-OUT/coldstart.json.
+Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "slots", "levels", "recall@K", "ndcg@K",
+"users"} in OUT/coldstart.json (``levels``: the ID prefix length the new items were scored by; ``reuse`` ranks a
+finished OUT again, e.g. with other prefix lengths).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class ColdStartConfig:
     k: int = 10
     beam: int = 20
     seed: int = 0
+    # ID levels a new item is scored by (log P of its first L codes); () = every code level (TIGER's rule: all
+    # but the collision suffix). Fewer levels score an unseen combination of codes by the coarser prefix it
+    # shares with the training items (ties broken by the full prefix); one set of rows per value
+    prefix_levels: tuple[int, ...] = ()
+    reuse: bool = False  # OUT already holds a finished run of the same hold-out: rank again without training
 
 
 def held_out_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
@@ -114,25 +122,117 @@ def _write_seen_embeddings(full: np.ndarray, meta: dict, given, ds: Dataset, see
 
 def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, tok_overrides: dict,
                        model_cfg, train_cfg, cfg: ColdStartConfig = ColdStartConfig(),
-                       embeddings: str | Path | None = None, log=log_info) -> list[dict]:
-    """TIGER's cold-start protocol. ``embeddings``: the whole catalog's text embeddings made beforehand by a
-    pretrained encoder (e.g. on a CPU, for a GPU run without the encoder's weights); else the seen items and
-    the held-out ones are embedded here with ``embed_cfg``."""
-    from sidrec.decoding.beam import generate, prefix_scores, with_new_items
-    from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
+                       embeddings: str | Path | None = None, generator: str = "tiger", vq_cfg=None,
+                       init: str | Path | None = None, log=log_info) -> list[dict]:
+    """TIGER's cold-start protocol for a generator (``generator="tiger"``: ``method`` tokenizer, ``model_cfg`` a
+    TIGERConfig) or for VQ-Rec (``"vqrec"``: OPQ codes fitted on the seen items, ``model_cfg`` a VQRecConfig,
+    ``vq_cfg``, fine-tuned from the pre-trained run ``init`` or trained from scratch). ``embeddings``: the whole
+    catalog's text embeddings made beforehand by a pretrained encoder (e.g. on a CPU, for a GPU run without the
+    encoder's weights); else the seen items and the held-out ones are embedded here with ``embed_cfg``."""
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
-    from sidrec.tokenizers.registry import load_tokenizer
-    from sidrec.train.tiger import load_tiger, train_tiger
-    from sidrec.tokenizers.stage import tokenize
 
+    if generator not in ("tiger", "vqrec"):
+        raise SidrecError(f"cold start for {generator!r}: choose tiger or vqrec")
+    if generator == "vqrec" and cfg.prefix_levels:
+        raise SidrecError("--prefix-levels applies to generators (semantic-ID prefixes), not to VQ-Rec")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     full, emb_meta = _given_embeddings(embeddings, ds) if embeddings is not None else (None, {})
     held = held_out_items(ds, cfg.holdout, cfg.seed)
-    seen = seen_dataset(ds, held, out / "data", log=log)
-    # the seen items' embeddings (row 0 = padding); given ones: the held-out rows stand for embedding their text
-    emb = _write_seen_embeddings(full, emb_meta, embeddings, ds, seen, out / "emb") if full is not None else \
-        embed_dataset(seen, out / "emb", embed_cfg, log=log)
+    if cfg.reuse:
+        if not (out / "run" / "metrics.json").is_file():
+            raise SidrecError(f"{out}: no finished cold-start run to reuse (run without --reuse first)")
+        seen = load_dataset(out / "data")
+        if seen.n_items != ds.n_items - len(held):
+            raise SidrecError(f"{out}: its run held out {ds.n_items - seen.n_items} items, this hold-out {len(held)} "
+                              f"(another --seed or --holdout); rerun without --reuse")
+        emb = np.load(out / "emb" / "item_emb.npy").astype(np.float32)
+        log(f"cold start: reusing the run in {out} ({len(held)} items held out)")
+    else:
+        seen = seen_dataset(ds, held, out / "data", log=log)
+        # the seen items' embeddings (row 0 = padding); given ones: the held-out rows stand for embedding their text
+        emb = _write_seen_embeddings(full, emb_meta, embeddings, ds, seen, out / "emb") if full is not None else \
+            embed_dataset(seen, out / "emb", embed_cfg, log=log)
+        _train(seen, out, generator, method=method, tok_overrides=tok_overrides, model_cfg=model_cfg,
+               train_cfg=train_cfg, vq_cfg=vq_cfg, embed_cfg=embed_cfg, init=init, cfg=cfg, log=log)
+
+    dev = torch.device(train_cfg.device if train_cfg.device != "auto" else
+                       ("cuda" if torch.cuda.is_available() else "cpu"))
+    raw = ds.items["item_id"].astype(str).to_numpy()
+    texts = ds.items["text"].fillna("").astype(str).to_numpy()
+    new_names = raw[held - 1].tolist()
+    new_emb = full[held] if full is not None else \
+        embed_new_texts(out / "emb", texts[held - 1].tolist())  # once: the model's codes and the KNN baseline
+    # served catalog: the seen items (their run indices), then the held-out ones appended in order
+    index = pd.Series(np.arange(1, seen.n_items + len(held) + 1),
+                      index=seen.items["item_id"].astype(str).tolist() + new_names)
+    scorer = (_tiger_scorer if generator == "tiger" else _vqrec_scorer)(out, dev, new_names, texts[held - 1].tolist(),
+                                                                        new_emb, cfg)
+    known = set(seen.items["item_id"].astype(str))
+    rows, targets, hists = cold_users(ds, held, scorer.max_history, known)
+    if not len(rows):
+        raise SidrecError("no user with a held-out test item has any other history; hold out more items")
+    L = scorer.max_history
+    target_idx = index[raw[targets - 1]].to_numpy()
+    hist = np.zeros((len(rows), L), dtype=np.int64)
+    for i, h in enumerate(hists):  # left-padded request matrix
+        hist[i, L - len(h):] = index[h].to_numpy()
+    new = torch.as_tensor(index[new_names].to_numpy().copy(), device=dev)
+    knn_new = new_emb / np.linalg.norm(new_emb, axis=1, keepdims=True).clip(1e-12)
+    seen_idx = seen.item_index()
+    results = []
+    from sidrec.decoding.beam import with_new_items
+
+    with torch.no_grad():
+        # per batch of users: the model's top-k of the seen items and its scores of every new item (per prefix
+        # length for generators), computed once for every epsilon
+        lists = [scorer(torch.as_tensor(hist[s:s + 256], device=dev), new) for s in range(0, len(rows), 256)]
+        # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
+        hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
+        sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
+        knn_order = np.argsort(-sim, axis=1, kind="stable")
+        for eps in cfg.epsilons:
+            for lv in lists[0][2]:
+                for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
+                    ranked = np.vstack([with_new_items(None, None, None, it, sc, new, epsilon=eps, levels=0,
+                                                       new_scores=ns[lv], slots=slots)[0].cpu().numpy()
+                                        for it, sc, ns in lists])
+                    m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
+                    results.append({"seed": cfg.seed, "epsilon": eps, "model": generator, "slots": slots, "levels": lv,
+                                    f"recall@{cfg.k}": m[f"recall@{cfg.k}"], f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"],
+                                    "users": int(len(rows))})
+            cap = min(len(held), max(1, int(eps * cfg.k)))  # KNN: the same number of slots, at the top
+            top = knn_order[:, :cap]
+            knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
+            knn_lists[:, :cap] = new.cpu().numpy()[top]
+            m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
+            results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", "slots": "reserve", "levels": None,
+                            f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
+                            f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
+    name = Path(ds.path).name
+    results = [{"dataset": name, **r} for r in results]
+    (out / "coldstart.json").write_text(json.dumps({"held_out_items": int(len(held)), "rows": results}, indent=2))
+    for r in results:
+        log(f"epsilon {r['epsilon']}: {r['model']:5s} ({r['slots']}, levels {r['levels']}) recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
+            f"ndcg@{cfg.k} {r[f'ndcg@{cfg.k}']:.4f} ({r['users']} users)")
+    return results
+
+
+def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, model_cfg, train_cfg, vq_cfg, embed_cfg,
+           init, cfg: ColdStartConfig, log) -> None:
+    """Fit the tokenizer on the seen items and train the model (OUT/tok, OUT/run)."""
+    if generator == "vqrec":
+        from sidrec.train.vqrec import VQRecTrainConfig, finetune_vqrec
+
+        vq_cfg = vq_cfg or VQRecTrainConfig()
+        if vq_cfg.codes != "opq":
+            raise SidrecError("cold start needs codes from text: VQ-Rec with --codes random cannot encode new items")
+        finetune_vqrec(seen, out / "run", init=init, model_cfg=model_cfg, vq_cfg=vq_cfg, train_cfg=train_cfg,
+                       embed_cfg=embed_cfg, embeddings=out / "emb", log=log)
+        return
+    from sidrec.tokenizers.stage import tokenize
+    from sidrec.train.tiger import train_tiger
+
     tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
     if (out / "tok" / "tokenizer.json").is_file():
         meta = json.loads((out / "tok" / "tokenizer.json").read_text())
@@ -140,66 +240,57 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
     train_tiger(seen, out / "tok", out / "run", model_cfg, train_cfg, beam=cfg.beam, ks=(cfg.k,), log=log)
 
-    dev = torch.device(train_cfg.device if train_cfg.device != "auto" else
-                       ("cuda" if torch.cuda.is_available() else "cpu"))
+
+def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], new_emb: np.ndarray,
+                  cfg: ColdStartConfig):
+    """A scorer ``(hist, new) -> (top-k seen items (B, k), their scores, {levels: new items' scores (B, n_new)})``
+    with its ``max_history``. The generator: beam search over the seen items; new items get IDs from the run's tokenizer (collision
+    suffix as in training), join the trie, and are scored by log P of their first ``levels`` codes."""
+    from sidrec.decoding.beam import generate, prefix_scores
+    from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
+    from sidrec.tokenizers.registry import load_tokenizer
+    from sidrec.train.tiger import load_tiger
+
     model, trie, _ = load_tiger(out / "run", dev)
     tok = load_tokenizer(out / "run" / "tokens")
-    raw = ds.items["item_id"].astype(str).to_numpy()
-    texts = ds.items["text"].fillna("").astype(str).to_numpy()
-    new_names = raw[held - 1].tolist()
-    new_emb = full[held] if full is not None else \
-        embed_new_texts(out / "emb", texts[held - 1].tolist())  # once: IDs and the KNN baseline
-    base, sids = new_item_ids(out / "run", tok, texts[held - 1].tolist(), model.vocab.level_sizes, new_names,
-                              emb=new_emb)
+    base, sids = new_item_ids(out / "run", tok, new_texts, model.vocab.level_sizes, new_names, emb=new_emb)
     _, trie, model.item_tok = grown(model, tok, base, sids, trie.level_sizes, dev)
-    # served catalog: the seen items (their run indices), then the held-out ones appended in order
-    index = pd.Series(np.arange(1, seen.n_items + len(held) + 1),
-                      index=seen.items["item_id"].astype(str).tolist() + new_names)
-    known = set(seen.items["item_id"].astype(str))
-    rows, targets, hists = cold_users(ds, held, model.cfg.max_history, known)
-    if not len(rows):
-        raise SidrecError("no user with a held-out test item has any other history; hold out more items")
-    L = model.cfg.max_history
-    target_idx = index[raw[targets - 1]].to_numpy()
-    hist = np.zeros((len(rows), L), dtype=np.int64)
-    for i, h in enumerate(hists):  # left-padded request matrix
-        hist[i, L - len(h):] = index[h].to_numpy()
-    new = torch.as_tensor(index[new_names].to_numpy().copy(), device=dev)
     levels = model.id_length - (1 if collision_suffix(out / "run") else 0)
-    knn_new = new_emb / np.linalg.norm(new_emb, axis=1, keepdims=True).clip(1e-12)
-    seen_idx = seen.item_index()
-    results = []
-    with torch.no_grad():
-        lists = []
-        for s in range(0, len(rows), 256):
-            u = torch.zeros(len(hist[s:s + 256]), dtype=torch.long, device=dev)
-            h = torch.as_tensor(hist[s:s + 256], device=dev)
-            it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)
-            lists.append((u, h, it, sc, prefix_scores(model, u, h, new, levels)))  # scored once for every epsilon
-        # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
-        hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
-        sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
-        knn_order = np.argsort(-sim, axis=1, kind="stable")
-        for eps in cfg.epsilons:
-            for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
-                ranked = np.vstack([with_new_items(model, u, h, it, sc, new, epsilon=eps, levels=levels, new_scores=ns,
-                                                   slots=slots)[0].cpu().numpy() for u, h, it, sc, ns in lists])
-                m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
-                results.append({"seed": cfg.seed, "epsilon": eps, "model": "tiger", "slots": slots,
-                                f"recall@{cfg.k}": m[f"recall@{cfg.k}"], f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"],
-                                "users": int(len(rows))})
-            cap = min(len(held), max(1, int(eps * cfg.k)))  # KNN: the same number of slots, at the top
-            top = knn_order[:, :cap]
-            knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
-            knn_lists[:, :cap] = new.cpu().numpy()[top]
-            m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
-            results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", "slots": "reserve",
-                            f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
-                            f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
-    name = Path(ds.path).name
-    results = [{"dataset": name, **r} for r in results]
-    (out / "coldstart.json").write_text(json.dumps({"held_out_items": int(len(held)), "rows": results}, indent=2))
-    for r in results:
-        log(f"epsilon {r['epsilon']}: {r['model']:5s} ({r['slots']}) recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
-            f"ndcg@{cfg.k} {r[f'ndcg@{cfg.k}']:.4f} ({r['users']} users)")
-    return results
+    level_set = sorted(set(cfg.prefix_levels or (levels,)))
+    if any(not 1 <= lv <= levels for lv in level_set):
+        raise SidrecError(f"--prefix-levels {level_set}: each must lie in 1..{levels} (the ID's code levels)")
+
+    def score(h: torch.Tensor, new: torch.Tensor):
+        u = torch.zeros(len(h), dtype=torch.long, device=h.device)
+        it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)
+        full_ns = prefix_scores(model, u, h, new, levels)
+        # a coarser prefix: its log-probability, ties (new items sharing it) broken by the full prefix
+        return it, sc, {lv: full_ns if lv == levels else prefix_scores(model, u, h, new, lv) + 1e-3 * full_ns
+                        for lv in level_set}
+
+    score.max_history = model.cfg.max_history
+    return score
+
+
+def _vqrec_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], new_emb: np.ndarray,
+                  cfg: ColdStartConfig):
+    """VQ-Rec: new items get OPQ codes from the run's own quantiser (fitted on the seen items) and are scored by
+    the same full ranking as the seen ones (no training, no prefix: every code is known)."""
+    from sidrec.tokenizers.opq import OPQTokenizer
+    from sidrec.train.vqrec import load_vqrec
+
+    model, _ = load_vqrec(out / "run", dev)
+    n_seen = len(model.codes) - 1
+    model.set_codes(np.concatenate([model.codes.cpu().numpy(), OPQTokenizer.load(out / "run" / "opq").encode(new_emb)]))
+    model.to(dev)
+    model.eval()
+
+    def score(h: torch.Tensor, new: torch.Tensor):
+        s = model.score(h).float()
+        seen_s = s[:, : n_seen + 1].clone()
+        seen_s[:, 0] = -torch.inf
+        top = seen_s.topk(cfg.k, dim=1)
+        return top.indices, top.values, {None: s[:, new]}
+
+    score.max_history = model.cfg.max_history
+    return score
