@@ -47,6 +47,22 @@ class VQRecConfig:
     sinkhorn_iters: int = 3
     sinkhorn_tau: float = 0.7
     gumbel_noise: float = 0.1  # scale of the Gumbel noise while learning permutations (1 = Mena et al.; see below)
+    # a learned vector (from zero) for each training item whose D codes equal another item's: code twins get the
+    # same text vector and tie for every user (on Scientific 8% of the items); items added later get none, so
+    # cold start stays text-only. Trained with the code tables in fine-tuning (bench/vqrec_ties.py measures ties)
+    twin_vectors: bool = False
+
+
+def twin_index(codes: torch.Tensor) -> torch.Tensor:
+    """(n + 1,) index of each item's twin vector: 1.. for items whose whole code row equals another item's, 0 for
+    the rest and for the padding row 0."""
+    c = codes[1:].cpu().numpy()
+    idx = np.zeros(len(codes), dtype=np.int64)
+    if len(c):
+        _, inv, cnt = np.unique(c, axis=0, return_inverse=True, return_counts=True)
+        twin = cnt[inv.ravel()] > 1
+        idx[1:][twin] = np.arange(1, int(twin.sum()) + 1)
+    return torch.from_numpy(idx).to(codes.device)
 
 
 def sinkhorn(log_alpha: torch.Tensor, iters: int) -> torch.Tensor:
@@ -93,7 +109,11 @@ class VQRec(nn.Module):
         # items at the position embeddings' scale (0.02, as in the official code), so LayerNorm does not drown them
         self.code_emb = nn.Parameter(torch.randn(D, M, cfg.dim) * 0.02 * D ** 0.5)
         self.register_buffer("codes", torch.zeros(1, D, dtype=torch.long), persistent=False)
+        self.twin_emb: nn.Parameter | None = None
         self.set_codes(codes)
+        if cfg.twin_vectors:
+            self.register_buffer("twin_idx", twin_index(self.codes), persistent=False)
+            self.twin_emb = nn.Parameter(torch.zeros(int(self.twin_idx.max()) + 1, cfg.dim))
         self.perm_logits: nn.Parameter | None = None
         self.pos_emb = nn.Embedding(cfg.max_history, cfg.dim)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
@@ -112,6 +132,9 @@ class VQRec(nn.Module):
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.cfg.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.cfg.codebook_size})")
         self.codes = codes.to(self.code_emb.device)
+        if self.twin_emb is not None:  # items added after training (cold start) have no twin vector
+            n = len(codes) - len(self.twin_idx)
+            self.twin_idx = torch.cat([self.twin_idx[:len(codes)], self.twin_idx.new_zeros(max(0, n))])
 
     @property
     def n_items(self) -> int:
@@ -146,9 +169,19 @@ class VQRec(nn.Module):
         v = F.embedding_bag(flat, tables.reshape(D * M, -1), mode="mean")
         return v.reshape(*codes.shape[:-1], -1)
 
+    def item_vectors(self, idx: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
+        """(...) item indices -> (..., dim): the mean of their code embeddings, plus their twin vector if any."""
+        v = self.reps_from_codes(self.codes[idx], tables)
+        if self.twin_emb is not None:
+            t = self.twin_idx[idx]
+            v = v + self.twin_emb[t] * (t > 0).unsqueeze(-1).to(v.dtype)
+        return v
+
     def item_reps(self, tables: torch.Tensor | None = None) -> torch.Tensor:
         """Representations of every catalog item, (n_items + 1, dim); row 0 is padding."""
-        return self.reps_from_codes(self.codes, tables)
+        if self.twin_emb is None:
+            return self.reps_from_codes(self.codes, tables)
+        return self.item_vectors(torch.arange(len(self.codes), device=self.codes.device), tables)
 
     # ---- sequence encoder ----------------------------------------------------------------------------
     def forward(self, seq: torch.Tensor, tables: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,7 +190,7 @@ class VQRec(nn.Module):
         if L > self.cfg.max_history:
             seq, L = seq[:, -self.cfg.max_history:], self.cfg.max_history
         pad = seq == 0
-        x = self.reps_from_codes(self.codes[seq], tables) + self.pos_emb.weight[-L:][None]
+        x = self.item_vectors(seq, tables) + self.pos_emb.weight[-L:][None]
         x = self.drop(self.ln_in(x)) * (~pad)[..., None]
         causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=seq.device), 1)
         for blk in self.blocks:

@@ -245,7 +245,11 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
     codes = dist.broadcast(codes)
     model = VQRec(model_cfg, codes)
     if init is not None:
-        load_model(model, str(init / "model.safetensors"))
+        # twin vectors belong to the target's catalog: a pre-trained run has none (they start at zero here)
+        missing, unexpected = load_model(model, str(init / "model.safetensors"), strict=model.twin_emb is None)
+        if set(missing) - {"twin_emb"} or unexpected:
+            raise SidrecError(f"{init}: weights do not match this model (missing {sorted(missing)}, "
+                              f"unexpected {sorted(unexpected)})")
     if dist.is_main():
         domains = [{"dataset": str(ds.path), "fingerprint": ds.fingerprint, "n_items": ds.n_items, "offset": 0,
                     "embeddings": emb_dir}]
@@ -280,7 +284,8 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
         stages["permutation"] = run_stage("stage1", [model.perm_logits], vq_cfg.permutation_epochs,
                                           vq_cfg.permutation_lr)
         model.bake_permutation()
-    trainable = [model.code_emb] if (init is not None and vq_cfg.finetune == "codes") else list(model.parameters())
+    trainable = [model.code_emb] + ([model.twin_emb] if model.twin_emb is not None else []) \
+        if (init is not None and vq_cfg.finetune == "codes") else list(model.parameters())
     stages["finetune"] = run_stage("stage2", trainable, train_cfg.epochs)
     for p in model.parameters():
         p.requires_grad_(True)
