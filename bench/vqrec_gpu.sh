@@ -50,6 +50,7 @@ echo "pre-training done after $(( $(date +%s) - t0 )) s"
 for t in sci retail; do
   finetune $t vq-$t --init $W/vq-pre &
   [ "${ALL:-0}" = 1 ] && finetune $t vq-$t-all --init $W/vq-pre --finetune all &  # stage 2 trains everything
+  [ "${TWINS:-1}" = 1 ] && finetune $t vq-$t-twins --init $W/vq-pre --set twin_vectors=true &  # code twins untied
   if [ "${ABLATIONS:-1}" = 1 ]; then
     finetune $t vq-$t-norho --init $W/vq-pre-rho0 &
     finetune $t vq-$t-noperm --init $W/vq-pre --no-permutation &
@@ -66,7 +67,7 @@ from pathlib import Path
 w, mix, seed, cmd = Path(sys.argv[1]), sys.argv[2].replace(" ", "+"), int(sys.argv[3]), sys.argv[4]
 pre = json.loads((w / "vq-pre" / "metrics.json").read_text()) if (w / "vq-pre" / "metrics.json").is_file() else {}
 names = {"": "full", "-nopre": "no-pretraining", "-norho": "no-semi-synthetic", "-noperm": "no-permutation",
-         "-random": "random-codes", "-all": "finetune-all"}
+         "-random": "random-codes", "-all": "finetune-all", "-twins": "twin-vectors"}
 for t, target in (("sci", "scientific"), ("retail", "online-retail")):
     runs = {f"vq-{t}{k}": v for k, v in names.items()} | {f"sasrec-{t}": "sasrec"}
     for name, variant in runs.items():
