@@ -135,6 +135,8 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         raise SidrecError(f"cold start for {generator!r}: choose tiger or vqrec")
     if generator == "vqrec" and cfg.prefix_levels:
         raise SidrecError("--prefix-levels applies to generators (semantic-ID prefixes), not to VQ-Rec")
+    if generator == "vqrec" and vq_cfg is not None and vq_cfg.codes != "opq":  # before any data is written
+        raise SidrecError("cold start needs codes from text: VQ-Rec with --codes random cannot encode new items")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     full, emb_meta = _given_embeddings(embeddings, ds) if embeddings is not None else (None, {})
@@ -224,11 +226,8 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
     if generator == "vqrec":
         from sidrec.train.vqrec import VQRecTrainConfig, finetune_vqrec
 
-        vq_cfg = vq_cfg or VQRecTrainConfig()
-        if vq_cfg.codes != "opq":
-            raise SidrecError("cold start needs codes from text: VQ-Rec with --codes random cannot encode new items")
-        finetune_vqrec(seen, out / "run", init=init, model_cfg=model_cfg, vq_cfg=vq_cfg, train_cfg=train_cfg,
-                       embed_cfg=embed_cfg, embeddings=out / "emb", log=log)
+        finetune_vqrec(seen, out / "run", init=init, model_cfg=model_cfg, vq_cfg=vq_cfg or VQRecTrainConfig(),
+                       train_cfg=train_cfg, embed_cfg=embed_cfg, embeddings=out / "emb", log=log)
         return
     from sidrec.tokenizers.stage import tokenize
     from sidrec.train.tiger import train_tiger
