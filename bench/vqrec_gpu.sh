@@ -7,6 +7,8 @@
 #   target alone. MiniLM embeddings computed beforehand (bench/prepare_inputs.sh, VQ_DOMAINS for more domains); inputs
 #   travel in .gpu/vq. Rows {target, pretrain, variant, seed, recall@10, ...} land in $OUT/vqrec.jsonl.
 #   device run: bash bench/vqrec_gpu.sh          (carry: .gpu/vq)
+#   NOTWINS=1 adds the variants without twin vectors (the default since session 10 has them); COLD=1 adds the
+#   Scientific cold-start runs (evaluate-coldstart --model vqrec, with and without --init), rows in $OUT/coldstart-vqrec.jsonl
 #   CPU smoke test at a tiny budget: TINY=1 OUT=/tmp/o bash bench/vqrec_gpu.sh
 set -u
 OUT=${OUT:-bench/out/vqrec}; mkdir -p "$OUT"
@@ -44,30 +46,42 @@ done
 for t in sci retail; do
   OMP_NUM_THREADS=2 $S train sasrec $V/data/$t --out $W/sasrec-$t --dropout 0.5 --seed $SEED --epochs $EP --max-minutes $FT > $W/logs/sasrec-$t.log 2>&1 &
   finetune $t vq-$t-nopre &
+  [ "${NOTWINS:-0}" = 1 ] && finetune $t vq-$t-nopre-notwins --set twin_vectors=false &  # the same without pre-training
 done
+if [ "${COLD:-0}" = 1 ]; then  # issue 17 item 3: Scientific cold start (TIGER's protocol), trained on the seen items alone
+  OMP_NUM_THREADS=2 $S evaluate-coldstart $V/data/sci --model vqrec --embeddings $V/emb/sci-minilm --out $W/cold-sci-nopre \
+    --seed $SEED --set opq_iters=$OPQIT --set max_minutes=$FT --epsilon 0.1 --epsilon 0.2 --epsilon 0.3 --epsilon 0.5 \
+    > $W/logs/cold-sci-nopre.log 2>&1 &
+fi
 while pgrep -f "\-\-pretrain" >/dev/null; do sleep 3; done
 echo "pre-training done after $(( $(date +%s) - t0 )) s"
 for t in sci retail; do
   finetune $t vq-$t --init $W/vq-pre &
   [ "${ALL:-0}" = 1 ] && finetune $t vq-$t-all --init $W/vq-pre --finetune all &  # stage 2 trains everything
-  [ "${TWINS:-1}" = 1 ] && finetune $t vq-$t-twins --init $W/vq-pre --set twin_vectors=true &  # code twins untied
+  [ "${NOTWINS:-0}" = 1 ] && finetune $t vq-$t-notwins --init $W/vq-pre --set twin_vectors=false &  # code twins tie
   if [ "${ABLATIONS:-1}" = 1 ]; then
     finetune $t vq-$t-norho --init $W/vq-pre-rho0 &
     finetune $t vq-$t-noperm --init $W/vq-pre --no-permutation &
     finetune $t vq-$t-random --init $W/vq-pre --codes random &
+  fi
+  if [ "${COLD:-0}" = 1 ] && [ $t = sci ]; then  # ... and fine-tuned from the pre-trained run
+    OMP_NUM_THREADS=2 $S evaluate-coldstart $V/data/sci --model vqrec --init $W/vq-pre --embeddings $V/emb/sci-minilm \
+      --out $W/cold-sci --seed $SEED --set opq_iters=$OPQIT --set max_minutes=$FT --epsilon 0.1 --epsilon 0.2 \
+      --epsilon 0.3 --epsilon 0.5 > $W/logs/cold-sci.log 2>&1 &
   fi
 done
 while [ $(jobs -rp | wc -l) -gt 1 ]; do sleep 3; done
 kill $WATCH 2>/dev/null
 echo "all runs done in $(( $(date +%s) - t0 )) s"
 python3 bench/summarize.py "$W" > "$OUT/summary.md"
-python3 - "$W" "$MIX" "$SEED" "MIX='$MIX' SEED=$SEED PRE_MIN=$PRE FT_MIN=$FT bash bench/vqrec_gpu.sh" >> "$OUT/vqrec.jsonl" <<'PY'
+python3 - "$W" "$MIX" "$SEED" "MIX='$MIX' SEED=$SEED PRE_MIN=$PRE FT_MIN=$FT bash bench/vqrec_gpu.sh" "$OUT" >> "$OUT/vqrec.jsonl" <<'PY'
 import json, sys
 from pathlib import Path
 w, mix, seed, cmd = Path(sys.argv[1]), sys.argv[2].replace(" ", "+"), int(sys.argv[3]), sys.argv[4]
 pre = json.loads((w / "vq-pre" / "metrics.json").read_text()) if (w / "vq-pre" / "metrics.json").is_file() else {}
 names = {"": "full", "-nopre": "no-pretraining", "-norho": "no-semi-synthetic", "-noperm": "no-permutation",
-         "-random": "random-codes", "-all": "finetune-all", "-twins": "twin-vectors"}
+         "-random": "random-codes", "-all": "finetune-all", "-notwins": "no-twin-vectors",
+         "-nopre-notwins": "no-pretraining-no-twin-vectors"}
 for t, target in (("sci", "scientific"), ("retail", "online-retail")):
     runs = {f"vq-{t}{k}": v for k, v in names.items()} | {f"sasrec-{t}": "sasrec"}
     for name, variant in runs.items():
@@ -75,13 +89,22 @@ for t, target in (("sci", "scientific"), ("retail", "online-retail")):
         if not f.is_file():
             continue
         m = json.loads(f.read_text()); te = m.get("test", {})
-        uses_pre = variant not in ("no-pretraining", "sasrec")
+        uses_pre = variant not in ("no-pretraining", "no-pretraining-no-twin-vectors", "sasrec")
         print(json.dumps({"target": target, "pretrain": mix if uses_pre else None, "variant": variant, "seed": seed,
                           **{k: te.get(k) for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")},
                           "pretrain_minutes": round(pre.get("train_seconds", 0) / 60, 2) if uses_pre else 0,
                           "pretrain_epochs": pre.get("epochs_run") if uses_pre else None,
                           "pretrain_stopped": pre.get("stopped") if uses_pre else None,
-                          "finetune_minutes": round(m.get("train_seconds", 0) / 60, 2), "command": cmd}))
+                          "finetune_minutes": round(m.get("train_seconds", 0) / 60, 2), "command": cmd,
+                          **({} if variant == "sasrec" else {"twin_vectors": "no-twin-vectors" not in variant})}))
+cold = open(Path(sys.argv[5]) / "coldstart-vqrec.jsonl", "a")
+for c in ("cold-sci", "cold-sci-nopre"):  # cold-start rows (model vqrec / knn), as in bench/results/coldstart.json
+    if not (w / c / "coldstart.json").is_file():
+        continue
+    for r in json.loads((w / c / "coldstart.json").read_text())["rows"]:
+        print(json.dumps({"dataset": "scientific", "seed": seed, "pretrain": mix if c == "cold-sci" else None,
+                          **{k: r.get(k) for k in ("epsilon", "model", "slots", "levels", "recall@10", "ndcg@10", "users")},
+                          "command": cmd + " COLD=1"}), file=cold)
 PY
 cat "$OUT/summary.md"
 for f in $W/logs/*.log; do echo "== $f"; grep -v WARNING "$f" | tail -4; done > "$OUT/logs_tail.txt"

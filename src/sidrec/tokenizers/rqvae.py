@@ -41,6 +41,10 @@ class RQVAEConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     dropout: float = 0.0
+    init: Literal["he", "torch"] = "torch"  # MLP weights: "he" = Kaiming-normal for the ReLU layers, zero biases, so
+    # the encoder's output keeps the inputs' spread at any depth; "torch" = PyTorch's default (sidrec <= 0.3), under
+    # which a deep encoder maps every item to nearly one point (LETTER's 6-layer encoder: variance across items
+    # 2e-6 at init) and LETTER without its CF term collapses to one code per level
     standardize: bool = True  # centre the inputs and scale them to unit mean variance (healthy codebooks at init)
     recon_units: Literal["input", "standardized"] = "standardized"  # unit of the reconstruction loss ("input":
     # the papers' balance against the CF / diversity weights, but at short schedules RQ-VAE then collapses)
@@ -70,11 +74,16 @@ PRESETS = {
 }
 
 
-def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
+def _mlp(dims: list[int], dropout: float, init: str = "he") -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
-        layers.append(nn.Linear(dims[i], dims[i + 1]))
-        if i < len(dims) - 2:
+        lin = nn.Linear(dims[i], dims[i + 1])
+        relu = i < len(dims) - 2
+        if init == "he":  # variance-preserving through ReLU layers; the output layer linear (gain 1)
+            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu" if relu else "linear")
+            nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if relu:
             layers += [nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 
@@ -85,8 +94,8 @@ class RQVAE(nn.Module):
     def __init__(self, in_dim: int, cfg: RQVAEConfig):
         super().__init__()
         dims = [in_dim, *cfg.hidden, cfg.code_dim]
-        self.encoder = _mlp(dims, cfg.dropout)
-        self.decoder = _mlp(dims[::-1], cfg.dropout)
+        self.encoder = _mlp(dims, cfg.dropout, cfg.init)
+        self.decoder = _mlp(dims[::-1], cfg.dropout, cfg.init)
         self.rq = ResidualQuantizer(n_levels=cfg.n_levels, codebook_size=cfg.codebook_size, dim=cfg.code_dim)
         self.register_buffer("in_mean", torch.zeros(in_dim))
         self.register_buffer("in_scale", torch.ones(()))

@@ -109,6 +109,7 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
     out = Path(out)
     if not datasets:
         raise SidrecError("pre-training needs at least one --pretrain dataset")
+    model_cfg = replace(model_cfg, twin_vectors=False)  # twins of the mixed catalog do not transfer
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
     embeddings = embeddings or [None] * len(datasets)
@@ -318,8 +319,9 @@ def _ablation_name(init, vq_cfg: VQRecTrainConfig, init_meta: dict | None) -> st
 
 
 def init_model_config(init: str | Path) -> dict:
-    """The model config of a pre-trained run (defaults for fine-tuning it)."""
-    return _read_meta(Path(init))["model"]
+    """The model config of a pre-trained run (defaults for fine-tuning it); twin vectors are the target's own
+    choice (pre-training has none), not inherited."""
+    return {k: v for k, v in _read_meta(Path(init))["model"].items() if k != "twin_vectors"}
 
 
 def load_vqrec(run: str | Path, device: torch.device | str = "cpu") -> tuple[VQRec, dict]:
@@ -328,6 +330,7 @@ def load_vqrec(run: str | Path, device: torch.device | str = "cpu") -> tuple[VQR
 
     run = Path(run)
     meta = _read_meta(run)
-    model = VQRec(from_dict(VQRecConfig, meta["model"]), np.load(run / "codes.npy"))
+    model = VQRec(from_dict(VQRecConfig, {"twin_vectors": False, **meta["model"]}),  # runs older than the option
+                  np.load(run / "codes.npy"))
     load_model(model, str(run / "model.safetensors"))
     return model.to(device).eval(), meta
