@@ -240,15 +240,15 @@ def test_prefix_scores_equal_teacher_forcing(kind):
 
 def test_reserved_slots_keep_the_best_decoded_items():
     """slots="reserve": the best k - cap decoded items stay, in order, then the new items by prefix score."""
-    from sidrec.decoding.beam import with_new_items
+    from sidrec.decoding.beam import merge_new_items
 
     items = torch.tensor([[5, 6, 7, 8]])
     scores = torch.tensor([[-1.0, -2.0, -3.0, -4.0]])
     new = torch.tensor([20, 21, 22])
     ns = torch.tensor([[-9.0, -0.5, -7.0]])  # 21 beats every decoded item, 20 and 22 none
-    got, _ = with_new_items(None, None, None, items, scores, new, epsilon=0.5, levels=2, new_scores=ns, slots="reserve")
+    got, _ = merge_new_items(items, scores, new, ns, epsilon=0.5, slots="reserve")
     assert got.tolist() == [[5, 6, 21, 22]]
-    got, _ = with_new_items(None, None, None, items, scores, new, epsilon=0.5, levels=2, new_scores=ns, slots="compete")
+    got, _ = merge_new_items(items, scores, new, ns, epsilon=0.5, slots="compete")
     assert got.tolist() == [[21, 5, 6, 7]]
 
 
@@ -295,7 +295,7 @@ def test_coldstart_protocol_for_vqrec(cli, syn_dir, tmp_path):
             "--set", "opq_iters=2"]
     code, so, se = cli("evaluate-coldstart", syn_dir, *args)
     assert code == 0, se
-    ds, seen = load_dataset(syn_dir), load_dataset(out / "data")
+    seen = load_dataset(out / "data")
     codes = np.load(out / "run" / "codes.npy")
     assert codes.shape == (seen.n_items + 1, 4)  # the run (and its OPQ) knows the seen items only
     emb = np.load(out / "emb" / "item_emb.npy")

@@ -124,18 +124,24 @@ def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.T
 
 @torch.no_grad()
 def with_new_items(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
-                   new: torch.Tensor, *, epsilon: float, levels: int, new_scores: torch.Tensor | None = None,
-                   slots: str = "compete") -> tuple[torch.Tensor, torch.Tensor]:
-    """TIGER's cold start on decoded lists (B, k): up to max(1, floor(epsilon * k)) of the k slots go to the
-    ``new`` item indices, scored by their semantic prefix (``prefix_scores``); they enter where that score
-    beats the decoded items', and new items the beam found are replaced by their prefix-scored entry.
-    ``new_scores`` (B, n_new): precomputed ``prefix_scores`` (one pass for several epsilons).
-    ``slots="reserve"``: the new items always take their slots, after the best k - slots decoded items (the
-    list order is then by score within each part; compare with a baseline that fills its slots too)."""
+                   new: torch.Tensor, *, epsilon: float, levels: int, slots: str = "compete"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIGER's cold start on decoded lists (B, k): the ``new`` item indices scored by their semantic prefix
+    (``prefix_scores`` of their first ``levels`` codes under ``model``), then merged by ``merge_new_items``."""
+    return merge_new_items(items, scores, new, prefix_scores(model, users, hist, new, levels),
+                           epsilon=epsilon, slots=slots)
+
+
+def merge_new_items(items: torch.Tensor, scores: torch.Tensor, new: torch.Tensor, new_scores: torch.Tensor, *,
+                    epsilon: float, slots: str = "compete") -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to max(1, floor(epsilon * k)) of the k slots of decoded lists (B, k) go to the ``new`` item indices,
+    by their scores ``new_scores`` (B, n_new); they enter where that score beats the decoded items', and new
+    items the beam found are replaced by their scored entry. ``slots="reserve"``: the new items always take
+    their slots, after the best k - slots decoded items (the list order is then by score within each part;
+    compare with a baseline that fills its slots too). Scores computed once serve several epsilons."""
     k = items.shape[1]
     cap = min(len(new), max(1, int(epsilon * k)))
-    ns = prefix_scores(model, users, hist, new, levels) if new_scores is None else new_scores  # (B, n_new)
-    top = ns.topk(cap, dim=1)
+    top = new_scores.topk(cap, dim=1)
     is_new = torch.isin(items, new)
     old_scores = scores.masked_fill(is_new | (items <= 0), float("-inf"))
     all_items = torch.cat([items, new[top.indices]], 1)

@@ -9,7 +9,7 @@ VQ-Rec (whose codes come from text too: issue 17 shares the command and the base
 3. Add the held-out items by their text (the run's own encoder and tokenizer: ``decoding.newitems``)
    and rank for the users whose original test target is a held-out item (their history: every earlier
    item that is not held out). For each epsilon, up to max(1, floor(epsilon * K)) slots may go to new
-   items (``decoding.beam.with_new_items``): "compete" (they enter where their prefix score beats the decoded
+   items (``decoding.beam.merge_new_items``): "compete" (they enter where their prefix score beats the decoded
    items') and "reserve" (they always take the slots, after the best decoded items) are both reported.
 4. Baseline, TIGER's semantic KNN: new items ranked by the cosine similarity of their text embedding to the
    mean embedding of the history, given the same number of slots (at the top of its list).
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -183,12 +184,12 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     knn_new = new_emb / np.linalg.norm(new_emb, axis=1, keepdims=True).clip(1e-12)
     seen_idx = seen.item_index()
     results = []
-    from sidrec.decoding.beam import with_new_items
+    from sidrec.decoding.beam import merge_new_items
 
     with torch.no_grad():
         # per batch of users: the model's top-k of the seen items and its scores of every new item (per prefix
         # length for generators), computed once for every epsilon
-        lists = [scorer(torch.as_tensor(hist[s:s + 256], device=dev), new) for s in range(0, len(rows), 256)]
+        lists = [scorer.score(torch.as_tensor(hist[s:s + 256], device=dev), new) for s in range(0, len(rows), 256)]
         # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
         hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
         sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
@@ -196,8 +197,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         for eps in cfg.epsilons:
             for lv in lists[0][2]:
                 for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
-                    ranked = np.vstack([with_new_items(None, None, None, it, sc, new, epsilon=eps, levels=0,
-                                                       new_scores=ns[lv], slots=slots)[0].cpu().numpy()
+                    ranked = np.vstack([merge_new_items(it, sc, new, ns[lv], epsilon=eps, slots=slots)[0].cpu().numpy()
                                         for it, sc, ns in lists])
                     m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
                     results.append({"seed": cfg.seed, "epsilon": eps, "model": generator, "slots": slots, "levels": lv,
@@ -240,10 +240,18 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
     train_tiger(seen, out / "tok", out / "run", model_cfg, train_cfg, beam=cfg.beam, ks=(cfg.k,), log=log)
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """A run's cold-start scoring: ``score(hist, new) -> (top-k seen items (B, k), their scores, {levels: new items'
+    scores (B, n_new)})`` and the history length its model reads."""
+
+    score: Callable[[torch.Tensor, torch.Tensor], tuple]
+    max_history: int
+
+
 def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], new_emb: np.ndarray,
                   cfg: ColdStartConfig):
-    """A scorer ``(hist, new) -> (top-k seen items (B, k), their scores, {levels: new items' scores (B, n_new)})``
-    with its ``max_history``. The generator: beam search over the seen items; new items get IDs from the run's tokenizer (collision
+    """The generator's ``Scorer``: beam search over the seen items; new items get IDs from the run's tokenizer (collision
     suffix as in training), join the trie, and are scored by log P of their first ``levels`` codes."""
     from sidrec.decoding.beam import generate, prefix_scores
     from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
@@ -267,8 +275,7 @@ def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], ne
         return it, sc, {lv: full_ns if lv == levels else prefix_scores(model, u, h, new, lv) + 1e-3 * full_ns
                         for lv in level_set}
 
-    score.max_history = model.cfg.max_history
-    return score
+    return Scorer(score, model.cfg.max_history)
 
 
 def _vqrec_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], new_emb: np.ndarray,
@@ -291,5 +298,4 @@ def _vqrec_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], ne
         top = seen_s.topk(cfg.k, dim=1)
         return top.indices, top.values, {None: s[:, new]}
 
-    score.max_history = model.cfg.max_history
-    return score
+    return Scorer(score, model.cfg.max_history)
