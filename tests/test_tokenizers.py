@@ -204,3 +204,22 @@ def test_tokenize_command_warns_on_a_degenerate_codebook(cli, syn_dir, syn_ds, t
     assert "warning:" in err and "degenerate codebook: level 1 uses 1 of 8" in err
     rep = json.loads((tmp_path / "tok" / "report.json").read_text())
     assert any("collision token" in w for w in rep["warnings"])
+
+
+def test_he_init_keeps_a_deep_encoders_output_spread():
+    """LETTER's 6-layer encoder under PyTorch's default init maps every item to nearly one point (variance across
+    items ~1e-6 of the input's: the collapse of LETTER without its CF term); Kaiming-normal init keeps it."""
+    import torch
+
+    from sidrec.tokenizers.rqvae import PRESETS, RQVAE
+
+    x, _ = planted(n_clusters=8, per=50, dim=384, spread=1.0, seed=5)
+    xt = torch.as_tensor(x)
+    spread = {}
+    for init in ("torch", "he"):
+        torch.manual_seed(0)
+        m = RQVAE(384, RQVAEConfig(**{**PRESETS["letter"].__dict__, "init": init}))
+        m.set_standardization(xt)
+        with torch.no_grad():
+            spread[init] = float(m.encoder(m.standardize(xt)).var(0).mean())
+    assert spread["torch"] < 1e-3 and spread["he"] > 0.05, spread
