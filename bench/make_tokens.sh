@@ -3,8 +3,8 @@
 # /tmp/tok, kept on a warm machine; carried .gpu/ paths are replaced on every call, so nothing is
 # written there). Needs .gpu/data/DATASET (sidrec data prepare) and .gpu/emb/DATASET-minilm (sidrec embed,
 # CPU is fine). Makes: CF = SASRec dim 32 ($TOKDIR/DATASET-cf), DATASET-rqvae, DATASET-letter,
-# DATASET-letter-cf-only (diversity weight 0), DATASET-letter-div-only (CF weight 0; Kaiming init, without which
-# LETTER's deep encoder collapses when nothing but reconstruction drives it), DATASET-letter-cf0.2 (CF weight 0.2:
+# DATASET-letter-cf-only (diversity weight 0), DATASET-letter-div-only (CF weight 0; trains only with the letter
+# preset's learning-rate warm-up, without which LETTER's deep encoder died: one code per level), DATASET-letter-cf0.2 (CF weight 0.2:
 # stronger against the standardised reconstruction; the letter preset's default since session 10); existing ones
 # are kept.
 #   bash bench/make_tokens.sh beauty        then   TOKDIR=/tmp/tok bash bench/reproduce.sh beauty letter full
@@ -24,7 +24,7 @@ tok() {  # name, method, extra options
 tok rqvae rqvae &
 tok letter letter --cf $CF --set cf_weight=0.02 &  # the paper's weights (the preset's CF weight is 0.2 since session 10)
 tok letter-cf-only letter --cf $CF --set cf_weight=0.02 --set div_weight=0 &
-tok letter-div-only letter --cf $CF --set cf_weight=0 --set init=he &  # under PyTorch's init it collapses to 1 code
+tok letter-div-only letter --cf $CF --set cf_weight=0 &  # needs the preset's warm-up (session 10): it collapsed without
 tok letter-cf0.2 letter --cf $CF --set cf_weight=0.2 &
 wait
 [ -d .gpu/tok/$DATASET-published ] && [ ! -d $TOKDIR/$DATASET-published ] && cp -r .gpu/tok/$DATASET-published $TOKDIR/
