@@ -116,7 +116,7 @@ def test_lora_trains_adapter_and_id_rows_only(tmp_path, cli):
     from safetensors.torch import load_file
 
     pattern_dataset(tmp_path, n_users=200, n_items=30, lengths=(6, 10))
-    code, out, err = cli(*_train(tmp_path, "--lora", "--set", "lora_r=32", "--lr", "5e-3", epochs=20))
+    code, out, err = cli(*_train(tmp_path, "--lora", "--set", "lora_r=32", "--lr", "5e-3", epochs=12))
     assert code == 0, err
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["test"]["recall@5"] > 0.8, m["test"]
