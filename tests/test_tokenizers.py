@@ -240,3 +240,20 @@ def test_he_init_keeps_a_deep_encoders_output_spread():
         with torch.no_grad():
             spread[init] = float(m.encoder(m.standardize(xt)).var(0).mean())
     assert spread["torch"] < 1e-3 and spread["he"] > 0.05, spread
+
+
+def test_sinkhorn_append_gives_unique_ids_with_fewer_suffixes():
+    """collision="sinkhorn-append": LC-Rec's balanced re-assignment of the colliding items' last code, then the
+    appended position for what is left: IDs unique, far fewer items need a non-zero suffix, new items get IDs."""
+    x, _ = planted(n_clusters=8, per=40, dim=16, spread=1.0, seed=7)  # 320 items, 8 x 64 cells: room for all
+    ids = {}
+    for mode in ("append", "sinkhorn-append"):
+        tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=64, collision=mode)).fit(x, **QUIET)
+        assert tok.sids_.shape == (len(x), 3) and collision_stats(tok.sids_)["rate"] == 0.0
+        ids[mode] = tok
+    suffixed = {m: int((t.sids_[:, -1] > 0).sum()) for m, t in ids.items()}
+    assert suffixed["sinkhorn-append"] < suffixed["append"] / 2, suffixed
+    tok = ids["sinkhorn-append"]
+    new = tok.new_ids(tok.encode(x[:5]))  # text twins of known items: unique next to the catalog
+    both = np.vstack([tok.sids_, new])
+    assert collision_stats(both)["rate"] == 0.0

@@ -52,5 +52,5 @@ def collision_suffix(run: Path | None) -> bool:
 
     p = Path(run) / "tokens" / "tokenizer.json" if run else None
     meta = json.loads(p.read_text()) if p and p.is_file() else {}
-    return meta.get("config", {}).get("collision", "append") == "append" and \
+    return meta.get("config", {}).get("collision", "append") in ("append", "sinkhorn-append") and \
         meta.get("id_length", 0) == meta.get("levels", 0) + 1

@@ -19,6 +19,8 @@ from sidrec.errors import SidrecError
 from sidrec.tokenizers.collisions import append_position, collision_stats, sinkhorn_reassign
 from sidrec.utils.log import info as log_info
 
+APPENDED = ("append", "sinkhorn-append")  # collision modes whose IDs end with a suffix position (unique IDs)
+
 
 def check_embeddings(emb: np.ndarray, *, codebook_size: int, name: str = "embeddings") -> None:
     if emb.ndim != 2:
@@ -74,8 +76,9 @@ class ItemTokenizer(ABC):
         from sidrec.tokenizers.collisions import extend_ids
 
         mode = getattr(self.cfg, "collision", "append")
-        if mode != "append":
-            raise SidrecError(f"new items need collision handling 'append' (this tokenizer used {mode!r})")
+        if mode not in APPENDED:
+            raise SidrecError(f"new items need collision handling 'append' or 'sinkhorn-append' (an appended "
+                              f"position; this tokenizer used {mode!r})")
         return extend_ids(self.sids_, np.asarray(base_codes, dtype=np.int64))
 
     @classmethod
@@ -104,10 +107,12 @@ class ItemTokenizer(ABC):
         self.collisions_before_ = collision_stats(self.codes_)
         mode = getattr(self.cfg, "collision", "append")
         self.sinkhorn_rounds_ = 0
-        if mode == "sinkhorn" and last_residual is not None:
+        if mode in ("sinkhorn", "sinkhorn-append") and last_residual is not None:
             sids, self.sinkhorn_rounds_ = sinkhorn_reassign(
                 self.codes_, last_residual, last_codebook, epsilon=self.cfg.sinkhorn_epsilon,
                 rounds=self.cfg.sinkhorn_rounds)
+            if mode == "sinkhorn-append":  # balanced last codes, then a suffix for the few collisions left
+                sids = append_position(sids)
         elif mode == "none":
             sids = self.codes_
         else:

@@ -33,7 +33,7 @@ class RQKMeansConfig:
     codebook_size: int = 256
     niter: int = 25
     normalize: bool = False  # L2-normalise embeddings first
-    collision: Literal["append", "sinkhorn", "none"] = "append"
+    collision: Literal["append", "sinkhorn", "sinkhorn-append", "none"] = "append"
     sinkhorn_epsilon: float = 0.003
     sinkhorn_rounds: int = 20
     seed: int = 0

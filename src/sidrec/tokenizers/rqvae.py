@@ -53,7 +53,7 @@ class RQVAEConfig:
     kmeans_init: bool = True  # k-means on each level's residuals before training
     reseed_dead: bool = True  # re-seed codes unused since the last check with random residuals
     reseed_every: int = 10  # epochs
-    collision: Literal["append", "sinkhorn", "none"] = "append"
+    collision: Literal["append", "sinkhorn", "sinkhorn-append", "none"] = "append"
     sinkhorn_epsilon: float = 0.003
     sinkhorn_rounds: int = 20
     cf_weight: float = 0.0  # LETTER alpha (collaborative regulariser)
