@@ -96,7 +96,7 @@ def test_learns_planted_pattern_and_serves(tmp_path, cli):
     from sidrec.train.lcrec import load_lcrec
 
     ds = pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
-    code, out, err = cli(*_train(tmp_path))
+    code, out, err = cli(*_train(tmp_path, epochs=9))
     assert code == 0, err
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["model"] == "lcrec" and m["test"]["recall@5"] > 0.9, m["test"]
