@@ -50,7 +50,9 @@ def collision_suffix(run: Path | None) -> bool:
     """Whether the run's IDs end with an appended collision position (left out of prefix scores)."""
     import json
 
+    from sidrec.tokenizers.base import APPENDED
+
     p = Path(run) / "tokens" / "tokenizer.json" if run else None
     meta = json.loads(p.read_text()) if p and p.is_file() else {}
-    return meta.get("config", {}).get("collision", "append") in ("append", "sinkhorn-append") and \
+    return meta.get("config", {}).get("collision", "append") in APPENDED and \
         meta.get("id_length", 0) == meta.get("levels", 0) + 1

@@ -71,8 +71,9 @@ class ItemTokenizer(ABC):
         raise SidrecError(f"{self.method} tokens cannot encode new items; use rqvae, letter, rqkmeans or opq")
 
     def new_ids(self, base_codes: np.ndarray) -> np.ndarray:
-        """Unique IDs for new items (n, L) next to the fitted ones: with ``collision`` append, the suffix
-        continues after the largest one already used by the same code prefix (training's rule)."""
+        """Unique IDs for new items (n, L) next to the fitted ones: with an appended collision position
+        (``APPENDED`` modes), the suffix continues after the largest one already used by the same code prefix
+        (training's rule)."""
         from sidrec.tokenizers.collisions import extend_ids
 
         mode = getattr(self.cfg, "collision", "append")

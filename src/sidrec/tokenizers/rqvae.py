@@ -80,7 +80,7 @@ PRESETS = {
 }
 
 
-def _mlp(dims: list[int], dropout: float, init: str = "he") -> nn.Sequential:
+def _mlp(dims: list[int], dropout: float, init: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
         lin = nn.Linear(dims[i], dims[i + 1])
