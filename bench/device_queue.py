@@ -1,0 +1,157 @@
+"""Run a list of benchmark jobs on every card of the device, several side by side per card, until a deadline.
+
+A device call lasts at most 10 minutes but a warm machine is held up to 30: start this with `setsid` in the
+first call, and the jobs keep running between calls (later calls only look: `status`, then collect).
+
+  setsid nohup python3 bench/device_queue.py run JOBS --dir Q --slots 4 --deadline-min 26 > Q.log 2>&1 &
+  python3 bench/device_queue.py status --dir Q        # one line per job, the tail of each running log
+
+JOBS holds one job per line, `name | needs | command` (blank lines and `#` comments skipped):
+- needs: comma-separated conditions, each a path that must exist (an input a later call brings) or `@job`
+  (that job finished with exit code 0); empty for none;
+- command: a bash command, run in the current directory with CUDA_VISIBLE_DEVICES set to the card with the
+  fewest jobs, and MINUTES to the minutes left before the deadline less `--margin-min` (bench/reproduce.sh reads
+  it as the training budget, so a run stops, resumably, before the machine goes back).
+Jobs start in file order as soon as their needs hold. A job whose `@` need failed is never started (status:
+`blocked`). The queue ends when every job has ended or can never start, or at the deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Job:
+    name: str
+    needs: list[str]
+    command: str
+    state: str = "waiting"  # waiting | running | ok | failed | blocked
+    gpu: int = -1
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    started: float = 0.0
+    ended: float = 0.0
+
+
+def parse(path: Path) -> list[Job]:
+    jobs, seen = [], set()
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|", 2)]
+        if len(parts) != 3 or not parts[0] or not parts[2]:
+            raise SystemExit(f"{path}:{i}: expected 'name | needs | command', got {line!r}")
+        if parts[0] in seen:
+            raise SystemExit(f"{path}:{i}: job {parts[0]!r} defined twice")
+        seen.add(parts[0])
+        jobs.append(Job(parts[0], [n.strip() for n in parts[1].split(",") if n.strip()], parts[2]))
+    for j in jobs:
+        for n in j.needs:
+            if n.startswith("@") and n[1:] not in seen:
+                raise SystemExit(f"{path}: job {j.name!r} needs unknown job {n}")
+    return jobs
+
+
+def gpus() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        return max(1, sum(line.startswith("GPU ") for line in out.splitlines()))
+    except (OSError, subprocess.SubprocessError):
+        return 1
+
+
+def write_status(jobs: list[Job], qdir: Path, t0: float) -> None:
+    now = time.time()
+    lines = []
+    for j in jobs:
+        dt = (j.ended or now) - j.started if j.started else 0.0
+        lines.append(f"{j.name:40s} {j.state:8s} gpu={j.gpu:2d} {dt:7.0f}s  start+{j.started - t0 if j.started else 0:5.0f}s")
+    tmp = qdir / "status.txt.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(qdir / "status.txt")
+
+
+def run(args: argparse.Namespace) -> None:
+    jobs = parse(Path(args.jobs))
+    qdir = Path(args.dir)
+    qdir.mkdir(parents=True, exist_ok=True)
+    n_gpu = args.gpus or gpus()
+    t0 = time.time()
+    deadline = t0 + args.deadline_min * 60
+    by_name = {j.name: j for j in jobs}
+    print(f"{len(jobs)} jobs, {n_gpu} card(s) x {args.slots} slots, deadline in {args.deadline_min} min", flush=True)
+    while True:
+        now = time.time()
+        for j in jobs:  # reap
+            if j.state == "running" and j.proc.poll() is not None:
+                j.state, j.ended = ("ok" if j.proc.returncode == 0 else "failed"), now
+                print(f"+{now - t0:5.0f}s {j.name}: {j.state} (exit {j.proc.returncode}, {now - j.started:.0f}s)", flush=True)
+        for j in jobs:  # a failed dependency blocks for good
+            if j.state == "waiting" and any(n.startswith("@") and by_name[n[1:]].state in ("failed", "blocked")
+                                            for n in j.needs):
+                j.state = "blocked"
+                print(f"+{now - t0:5.0f}s {j.name}: blocked", flush=True)
+        minutes = (deadline - now) / 60 - args.margin_min
+        load = [sum(j.state == "running" and j.gpu == g for j in jobs) for g in range(n_gpu)]
+        for j in jobs:  # start what is ready, in file order
+            if j.state != "waiting" or minutes < args.min_minutes:
+                continue
+            ready = all(by_name[n[1:]].state == "ok" if n.startswith("@") else Path(n).exists() for n in j.needs)
+            g = min(range(n_gpu), key=lambda k: load[k])
+            if not ready or load[g] >= args.slots:
+                continue
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(g), "MINUTES": f"{minutes:.1f}"}
+            log = open(qdir / f"{j.name}.log", "ab")
+            j.proc = subprocess.Popen(["bash", "-c", j.command], env=env, stdout=log, stderr=subprocess.STDOUT)
+            j.state, j.gpu, j.started = "running", g, now
+            load[g] += 1
+            print(f"+{now - t0:5.0f}s {j.name}: started on card {g} (MINUTES={minutes:.1f})", flush=True)
+        write_status(jobs, qdir, t0)
+        running = any(j.state == "running" for j in jobs)
+        if not running and (all(j.state != "waiting" for j in jobs) or now > deadline):
+            break
+        time.sleep(args.poll)
+    print(f"queue ended after {time.time() - t0:.0f}s: " + ", ".join(
+        f"{s} {sum(j.state == s for j in jobs)}" for s in ("ok", "failed", "blocked", "waiting")), flush=True)
+    (qdir / "done").write_text("")
+
+
+def status(args: argparse.Namespace) -> None:
+    qdir = Path(args.dir)
+    st = qdir / "status.txt"
+    print(st.read_text() if st.exists() else f"{qdir}: no status yet")
+    if (qdir / "done").exists():
+        print("queue: ended")
+    for line in (st.read_text().splitlines() if st.exists() else []):
+        name, state = line.split()[:2]
+        if state in ("running", "failed") and args.tail:
+            tail = (qdir / f"{name}.log").read_text(errors="replace").splitlines()[-args.tail:]
+            print(f"--- {name} ({state})\n" + "\n".join(x[-200:] for x in tail))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("jobs")
+    r.add_argument("--dir", default="/tmp/queue")
+    r.add_argument("--slots", type=int, default=4, help="jobs side by side per card")
+    r.add_argument("--gpus", type=int, default=0, help="cards (default: nvidia-smi -L)")
+    r.add_argument("--deadline-min", type=float, default=26.0)
+    r.add_argument("--margin-min", type=float, default=1.5, help="left for the test split after training")
+    r.add_argument("--min-minutes", type=float, default=2.0, help="start no job with less time than this")
+    r.add_argument("--poll", type=float, default=5.0)
+    s = sub.add_parser("status")
+    s.add_argument("--dir", default="/tmp/queue")
+    s.add_argument("--tail", type=int, default=2)
+    a = p.parse_args()
+    run(a) if a.cmd == "run" else status(a)
+
+
+if __name__ == "__main__":
+    main()
