@@ -64,6 +64,7 @@ PUBLISHED = {
     ("instruments", "published", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.1122, 0.0831)),
     ("yelp", "rqvae", "full", "tiger"): ("TIGER (LETTER's table)", (None, None, 0.0331, 0.0207)),
     ("yelp", "letter", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.0364, 0.0227)),
+    ("yelp", "letter", "cf0.2", "tiger"): ("LETTER-TIGER (CF weight 0.2 + warm-up: the preset)", (None, None, 0.0364, 0.0227)),
     ("toys", "rqvae", "full", "tiger"): ("TIGER paper", (0.0521, 0.0371, 0.0712, 0.0432)),
     ("beauty", "letter", "full", "lcrec"): ("LETTER-LC-Rec", (0.0505, 0.0355, 0.0703, 0.0418)),
 }

@@ -90,6 +90,8 @@ def show_report(rep: dict, title: str) -> None:
     if rep.get("ranking_check"):
         rows.append(["ranking check R@10 / N@10",
                      f"{rep['ranking_check']['recall@10']:.4f} / {rep['ranking_check']['ndcg@10']:.4f}"])
+    elif rep.get("cf_overlap") is not None:
+        rows.append(["ranking check R@10 / N@10", "- (needs the CF run's model.safetensors and config.json)"])
     print_table(rows, title)
     for w in rep.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
