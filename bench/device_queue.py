@@ -6,14 +6,20 @@ first call, and the jobs keep running between calls (later calls only look: `sta
   setsid nohup python3 bench/device_queue.py run JOBS --dir Q --slots 4 --deadline-min 26 > Q.log 2>&1 &
   python3 bench/device_queue.py status --dir Q        # one line per job, the tail of each running log
 
+A whole session (bench/README.md, "Device sessions"): `bench/pack_device.sh` packs the inputs into carry folders
+here, `bench/stage_device.sh` moves each into the device's work tree /tmp/w, `bench/start_queue.sh` starts this
+queue there, `bench/collect_device.sh` brings back rows, logs and token reports.
+
 JOBS holds one job per line, `name | needs | command` (blank lines and `#` comments skipped):
-- needs: comma-separated conditions, each a path that must exist (an input a later call brings) or `@job`
-  (that job finished with exit code 0); empty for none;
+- needs: comma-separated conditions, each a path that must exist (an input a later call brings), `@job`
+  (that job finished with exit code 0) or `~M` (start only while at least M minutes are left: a run that cannot
+  finish before the deadline would only take card time from those that can); empty for none;
 - command: a bash command, run in the current directory with CUDA_VISIBLE_DEVICES set to the card with the
   fewest jobs, and MINUTES to the minutes left before the deadline less `--margin-min` (bench/reproduce.sh reads
   it as the training budget, so a run stops, resumably, before the machine goes back).
 Jobs start in file order as soon as their needs hold. A job whose `@` need failed is never started (status:
-`blocked`). The queue ends when every job has ended or can never start, or at the deadline.
+`blocked`), nor one that would start with fewer minutes than `--min-minutes` or its `~M` (`expired`). The queue
+ends when every job has ended or can never start, or at the deadline.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ class Job:
     name: str
     needs: list[str]
     command: str
-    state: str = "waiting"  # waiting | running | ok | failed | blocked
+    state: str = "waiting"  # waiting | running | ok | failed | blocked | expired
     gpu: int = -1
     proc: subprocess.Popen | None = field(default=None, repr=False)
     started: float = 0.0
@@ -54,6 +60,11 @@ def parse(path: Path) -> list[Job]:
         for n in j.needs:
             if n.startswith("@") and n[1:] not in seen:
                 raise SystemExit(f"{path}: job {j.name!r} needs unknown job {n}")
+            if n.startswith("~"):
+                try:
+                    float(n[1:])
+                except ValueError:
+                    raise SystemExit(f"{path}: job {j.name!r}: {n!r} is not ~MINUTES") from None
     return jobs
 
 
@@ -92,21 +103,29 @@ def run(args: argparse.Namespace) -> None:
                 j.state, j.ended = ("ok" if j.proc.returncode == 0 else "failed"), now
                 print(f"+{now - t0:5.0f}s {j.name}: {j.state} (exit {j.proc.returncode}, {now - j.started:.0f}s)", flush=True)
         for j in jobs:  # a failed dependency blocks for good
-            if j.state == "waiting" and any(n.startswith("@") and by_name[n[1:]].state in ("failed", "blocked")
+            if j.state == "waiting" and any(n.startswith("@") and by_name[n[1:]].state in ("failed", "blocked", "expired")
                                             for n in j.needs):
                 j.state = "blocked"
                 print(f"+{now - t0:5.0f}s {j.name}: blocked", flush=True)
         minutes = (deadline - now) / 60 - args.margin_min
+        for j in jobs:  # time only runs out: a job that wants more minutes than are left never starts
+            if j.state == "waiting" and (minutes < args.min_minutes or any(
+                    n.startswith("~") and float(n[1:]) > minutes for n in j.needs)):
+                j.state = "expired"
+                print(f"+{now - t0:5.0f}s {j.name}: expired ({minutes:.1f} minutes left)", flush=True)
         load = [sum(j.state == "running" and j.gpu == g for j in jobs) for g in range(n_gpu)]
         for j in jobs:  # start what is ready, in file order
-            if j.state != "waiting" or minutes < args.min_minutes:
+            if j.state != "waiting":
                 continue
-            ready = all(by_name[n[1:]].state == "ok" if n.startswith("@") else Path(n).exists() for n in j.needs)
+            ready = all(by_name[n[1:]].state == "ok" if n.startswith("@") else minutes >= float(n[1:])
+                        if n.startswith("~") else Path(n).exists() for n in j.needs)
             g = min(range(n_gpu), key=lambda k: load[k])
             if not ready or load[g] >= args.slots:
                 continue
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(g), "MINUTES": f"{minutes:.1f}"}
             log = open(qdir / f"{j.name}.log", "ab")
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} card {g}, MINUTES={minutes:.1f}: {j.command}\n".encode())
+            log.flush()
             j.proc = subprocess.Popen(["bash", "-c", j.command], env=env, stdout=log, stderr=subprocess.STDOUT)
             j.state, j.gpu, j.started = "running", g, now
             load[g] += 1
@@ -117,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
             break
         time.sleep(args.poll)
     print(f"queue ended after {time.time() - t0:.0f}s: " + ", ".join(
-        f"{s} {sum(j.state == s for j in jobs)}" for s in ("ok", "failed", "blocked", "waiting")), flush=True)
+        f"{s} {sum(j.state == s for j in jobs)}" for s in ("ok", "failed", "blocked", "expired", "waiting")), flush=True)
     (qdir / "done").write_text("")
 
 

