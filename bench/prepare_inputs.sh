@@ -25,6 +25,14 @@ for x in beauty:amazon2014-beauty/letter-format/Beauty yelp:yelp/letter-format/Y
   n=${x%%:*}; [ -f .gpu/tok/$n-published/codes.npy ] || sidrec tokenize .gpu/data/$n --method published \
     --index $D/${x#*:}.index.json.gz --out .gpu/tok/$n-published > /dev/null
 done
+# wheels the device image (Python 3.12) lacks: k-means-constrained and its needs for LETTER (.gpu/whl, 32 MB),
+# faiss for VQ-Rec's OPQ (.gpu/whl-faiss); versions as tried on the device
+dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 -d "$1" "${@:2}"; }
+ls .gpu/whl/k_means_constrained-*.whl > /dev/null 2>&1 || dl .gpu/whl k-means-constrained==0.9.1 \
+  ortools==9.15.6755 immutabledict==4.3.1 protobuf==6.33.6 absl-py==2.5.1 six==1.17.0
+ls .gpu/whl-faiss/faiss_cpu-*.whl > /dev/null 2>&1 || dl .gpu/whl-faiss faiss-cpu==1.15.1
 du -sh .gpu
 # VQ-Rec (issue 17, bench/vqrec_gpu.sh): targets Scientific and Online Retail, pre-training domains Beauty and
 # Toys (VQ_DOMAINS adds more, e.g. "office industrial yelp"), gathered in .gpu/vq with float16 embeddings (the
@@ -47,5 +55,5 @@ for n in scientific:sci retail:retail beauty:beauty toys:toys ${VQ_DOMAINS:-}; d
 import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1]).astype(np.float16))" \
     .gpu/emb/$src-minilm/item_emb.npy .gpu/vq/emb/$dst-minilm/item_emb.npy; }
 done
-ls .gpu/whl/faiss_cpu-*.whl > /dev/null 2>&1 && cp -n .gpu/whl/faiss_cpu-*.whl .gpu/vq/whl/
+ls .gpu/whl-faiss/faiss_cpu-*.whl > /dev/null 2>&1 && cp -n .gpu/whl-faiss/faiss_cpu-*.whl .gpu/vq/whl/
 du -sh .gpu/vq
