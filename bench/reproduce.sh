@@ -22,7 +22,9 @@ OUT=${OUT:-bench/out/reproduce}; RUNS=${RUNS:-/tmp/repro}; mkdir -p "$OUT" "$RUN
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 D=.gpu/data/$DATASET
 TOKDIR=${TOKDIR:-.gpu/tok}  # bench/make_tokens.sh writes /tmp/tok on the device
+# a variant with token sets of its own (cf-only, div-only, cf0.2, full2000, ...): $TOKDIR/DATASET-TOKENS-VARIANT
 case "$VARIANT" in cf-only|div-only|cf0.2) T=$TOKDIR/$DATASET-$TOKENS-$VARIANT ;; *) T=$TOKDIR/$DATASET-$TOKENS ;; esac
+[ -d "$TOKDIR/$DATASET-$TOKENS-$VARIANT" ] && T=$TOKDIR/$DATASET-$TOKENS-$VARIANT
 TAU=1.0
 if { [ "$VARIANT" = full ] || [ "$VARIANT" = cf0.2 ]; } && { [ "$TOKENS" = letter ] || [ "$TOKENS" = published ]; }; then TAU=0.7; fi
 TAU=${TAU_OVERRIDE:-$TAU}
