@@ -101,7 +101,7 @@ def main() -> None:
     u = torch.as_tensor(users[:m], device=dev)
     h = torch.as_tensor(hist[:m], device=dev)
     table = np.asarray(model.item_tok[1:].cpu()) - np.asarray(model.vocab.offsets)[None, :]
-    hf_items, hf_secs = [], 0.0
+    hf_items = []
     for bs in (1, 64):
         t0 = time.perf_counter()
         got = []
