@@ -149,8 +149,12 @@ def status(args: argparse.Namespace) -> None:
     for line in (st.read_text().splitlines() if st.exists() else []):
         name, state = line.split()[:2]
         if state in ("running", "failed") and args.tail:
-            tail = (qdir / f"{name}.log").read_text(errors="replace").splitlines()[-args.tail:]
-            print(f"--- {name} ({state})\n" + "\n".join(x[-200:] for x in tail))
+            lines = (qdir / f"{name}.log").read_text(errors="replace").splitlines()
+            # a job that logs elsewhere says so with a line "log: PATH" (bench/reproduce.sh): show that file's tail
+            for other in [x[5:].strip() for x in lines if x.startswith("log: ")]:
+                if Path(other).is_file():
+                    lines += [f"[{other}]"] + Path(other).read_text(errors="replace").splitlines()[-args.tail:]
+            print(f"--- {name} ({state})\n" + "\n".join(x[-200:] for x in lines[-args.tail:]))
 
 
 def main() -> None:

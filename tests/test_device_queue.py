@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -56,3 +57,22 @@ def test_bad_job_file_is_one_line(tmp_path, line, message):
     out = subprocess.run([sys.executable, str(QUEUE), "run", str(f), "--dir", str(tmp_path / "q")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_status_shows_the_log_a_job_points_to(tmp_path):
+    f = tmp_path / "q.jobs"
+    f.write_text(f"train | | echo 'log: {tmp_path}/train.log' && echo 'epoch 7: loss 1.23' > {tmp_path}/train.log "
+                 f"&& touch {tmp_path}/ready && sleep 3\n")
+    q = subprocess.Popen([sys.executable, str(QUEUE), "run", str(f), "--dir", str(tmp_path / "q"), "--gpus", "1",
+                          "--poll", "0.05", "--deadline-min", "1", "--margin-min", "0", "--min-minutes", "0"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if (tmp_path / "ready").exists():
+                break
+            time.sleep(0.05)
+        out = subprocess.run([sys.executable, str(QUEUE), "status", "--dir", str(tmp_path / "q")],
+                             capture_output=True, text=True, timeout=60).stdout
+        assert "train" in out and "running" in out and "epoch 7: loss 1.23" in out
+    finally:
+        q.wait(timeout=30)
