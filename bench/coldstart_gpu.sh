@@ -27,3 +27,4 @@ PY
 done
 wait
 cp $RUNS/*.log "$OUT/" 2>/dev/null
+true
