@@ -48,8 +48,22 @@ def test_slots_spread_jobs_over_cards(tmp_path):
     assert cards == ["0", "0", "1", "1"]  # 4 jobs, 2 cards x 2 slots: all at once, two per card
 
 
+def test_a_later_job_waits_behind_one_that_has_not_started(tmp_path):
+    """`late` is ready at once and a slot is free, but it waits (^first) until `first`, whose input appears only
+    when `maker` ends, has started; without the need it would start at once."""
+    jobs = """maker | | sleep 0.5 && touch input
+first | input | sleep 0.2
+late  | ^first | python3 -c 'import time; print(time.time())' > late.txt
+"""
+    st = run_queue(tmp_path, jobs, "--slots", "2", "--gpus", "1", "--deadline-min", "1", "--margin-min", "0",
+                   "--min-minutes", "0")
+    assert set(st.values()) == {"ok"}
+    assert float((tmp_path / "late.txt").read_text()) >= (tmp_path / "input").stat().st_mtime
+
+
 @pytest.mark.parametrize("line, message", [("no separators", "expected 'name | needs | command'"),
                                            ("a | @ghost | true", "needs unknown job @ghost"),
+                                           ("a | ^ghost | true", "needs unknown job ^ghost"),
                                            ("a | ~soon | true", "is not ~MINUTES")])
 def test_bad_job_file_is_one_line(tmp_path, line, message):
     f = tmp_path / "bad.jobs"
