@@ -93,6 +93,32 @@ def test_ranking_guided_loss():
     assert torch.allclose(ranking_guided_loss(logits, labels, 0.5), F.cross_entropy(logits.reshape(-1, 11) * 2, labels.reshape(-1)))
 
 
+def test_label_smoothing_stays_inside_the_level():
+    """Hand-worked: vocab [PAD, EOS] + level 0 (2 codes, ids 2-3) + level 1 (3 codes, ids 4-6)."""
+    from sidrec.errors import SidrecError
+    from sidrec.models.tiger import level_distribution
+
+    v = Vocab([2, 3])
+    d = level_distribution(v)
+    assert torch.allclose(d, torch.tensor([[0, 0, .5, .5, 0, 0, 0], [0, 0, 0, 0, 1 / 3, 1 / 3, 1 / 3]]))
+    logits = torch.zeros(1, 2, 7)
+    logits[0, 0, 2] = 2.0  # level 0: the target (id 2) is the favourite
+    labels = torch.tensor([[2, 5]])
+    lp = torch.log_softmax(logits, -1)[0]
+    nll = (-lp[0, 2] - lp[1, 5]) / 2
+    uni = (-(lp[0, 2] + lp[0, 3]) / 2 - (lp[1, 4] + lp[1, 5] + lp[1, 6]) / 3) / 2
+    got = ranking_guided_loss(logits, labels, 1.0, 0.1, d)
+    assert torch.allclose(got, 0.9 * nll + 0.1 * uni) and got > ranking_guided_loss(logits, labels, 1.0)
+    assert torch.allclose(ranking_guided_loss(logits, labels, 1.0, 0.0, d), ranking_guided_loss(logits, labels))
+    # the model applies it from its config; an old run's config (no key) trains without it
+    codes = np.array([[0, 0], [1, 2], [0, 1]])
+    m = TIGER(TIGERConfig(preset="small", label_smoothing=0.2), Vocab([2, 3]), codes)
+    assert m.level_dist.shape == (2, Vocab([2, 3]).size) and not hasattr(TIGER(TIGERConfig(preset="small"),
+                                                                            Vocab([2, 3]), codes), "level_dist")
+    with pytest.raises(SidrecError, match="label_smoothing"):
+        TIGERConfig(label_smoothing=1.0)
+
+
 def test_learns_planted_sequence_pattern(tmp_path):
     """Item i is always followed by item i+1 (mod n): the generator must find it."""
     from sidrec.data.dataset import load_dataset

@@ -43,6 +43,7 @@ class TIGERConfig:
     max_history: int | None = None  # None = the dataset's (stats.json); train_tiger resolves it
     user_tokens: int = 0  # hashed user-id buckets (TIGER: 2000); 0 = off (it hurt in later studies)
     temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
+    label_smoothing: float = 0.0  # share of each ID token's target spread evenly over the codes of its level
     spare_suffixes: int = 16  # room on the collision level for items added after training (cold start)
 
     def __post_init__(self):
@@ -50,6 +51,10 @@ class TIGERConfig:
             from sidrec.errors import SidrecError
 
             raise SidrecError(f"unknown TIGER preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            from sidrec.errors import SidrecError
+
+            raise SidrecError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for k, v in PRESETS[self.preset].items():
             if getattr(self, k) is None:
                 object.__setattr__(self, k, v)
@@ -84,6 +89,8 @@ class TIGER(nn.Module):
                                   n_heads=cfg.n_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff, dropout=cfg.dropout,
                                   attn_dropout=cfg.attn_dropout)
         self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)  # (n_items + 1, L)
+        if cfg.label_smoothing > 0:  # (L, V): uniform over each level's codes, where the smoothed mass goes
+            self.register_buffer("level_dist", level_distribution(vocab), persistent=False)
 
     @property
     def id_length(self) -> int:
@@ -107,7 +114,8 @@ class TIGER(nn.Module):
     def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy)."""
         logits, labels = self.teacher_forced(users, hist, target)
-        return ranking_guided_loss(logits, labels, self.cfg.temperature)
+        return ranking_guided_loss(logits, labels, self.cfg.temperature, self.cfg.label_smoothing,
+                                   getattr(self, "level_dist", None))
 
     # the decoding hooks of the generator contract
     def decode_start(self, users: torch.Tensor, hist: torch.Tensor) -> dict:
@@ -142,6 +150,22 @@ class TIGER(nn.Module):
         return t5.to(self.item_tok.device)
 
 
-def ranking_guided_loss(logits: torch.Tensor, labels: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """LETTER eq.: -sum_t log softmax(logits_t / tau)[y_t], averaged over tokens."""
-    return F.cross_entropy((logits / tau).flatten(0, 1).float(), labels.flatten())
+def level_distribution(vocab: Vocab) -> torch.Tensor:
+    """(L, V): row t uniform over the token ids of level t's codes (the targets label smoothing spreads over)."""
+    d = torch.zeros(len(vocab.level_sizes), vocab.size)
+    for t, (off, n) in enumerate(zip(vocab.offsets, vocab.level_sizes)):  # L rows: a handful of levels
+        d[t, off:off + n] = 1.0 / n
+    return d
+
+
+def ranking_guided_loss(logits: torch.Tensor, labels: torch.Tensor, tau: float = 1.0, smoothing: float = 0.0,
+                        level_dist: torch.Tensor | None = None) -> torch.Tensor:
+    """LETTER eq.: -sum_t log softmax(logits_t / tau)[y_t], averaged over tokens. With ``smoothing`` e and
+    ``level_dist`` (L, V): (1 - e) * that + e * the cross-entropy against the uniform distribution over the codes
+    of each token's level (label smoothing kept inside the level, where the trie lets decoding go)."""
+    if not smoothing:
+        return F.cross_entropy((logits / tau).flatten(0, 1).float(), labels.flatten())
+    lp = torch.log_softmax((logits / tau).float(), -1)  # (B, L, V)
+    nll = -lp.gather(-1, labels[..., None])[..., 0]
+    uniform = -(lp * level_dist[: labels.shape[1]]).sum(-1)
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
