@@ -120,15 +120,16 @@ def run(args: argparse.Namespace) -> None:
                 continue
             ready = all(by_name[n[1:]].state == "ok" if n.startswith("@") else
                         by_name[n[1:]].state != "waiting" if n.startswith("^") else
-                        minutes >= float(n[1:]) if n.startswith("~") else Path(n).exists() for n in j.needs)
+                        n.startswith("~") or Path(n).exists() for n in j.needs)  # ~M: the expiry above holds it
             g = min(range(n_gpu), key=lambda k: load[k])
             if not ready or load[g] >= args.slots:
                 continue
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(g), "MINUTES": f"{minutes:.1f}"}
-            log = open(qdir / f"{j.name}.log", "ab")
-            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} card {g}, MINUTES={minutes:.1f}: {j.command}\n".encode())
-            log.flush()
-            j.proc = subprocess.Popen(["bash", "-c", j.command], env=env, stdout=log, stderr=subprocess.STDOUT)
+            with open(qdir / f"{j.name}.log", "ab") as log:  # the child keeps its own descriptor
+                log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} card {g}, MINUTES={minutes:.1f}: {j.command}\n"
+                          .encode())
+                log.flush()
+                j.proc = subprocess.Popen(["bash", "-c", j.command], env=env, stdout=log, stderr=subprocess.STDOUT)
             j.state, j.gpu, j.started = "running", g, now
             load[g] += 1
             print(f"+{now - t0:5.0f}s {j.name}: started on card {g} (MINUTES={minutes:.1f})", flush=True)
@@ -145,10 +146,11 @@ def run(args: argparse.Namespace) -> None:
 def status(args: argparse.Namespace) -> None:
     qdir = Path(args.dir)
     st = qdir / "status.txt"
-    print(st.read_text() if st.exists() else f"{qdir}: no status yet")
+    text = st.read_text() if st.exists() else ""
+    print(text or f"{qdir}: no status yet")
     if (qdir / "done").exists():
         print("queue: ended")
-    for line in (st.read_text().splitlines() if st.exists() else []):
+    for line in text.splitlines():
         name, state = line.split()[:2]
         if state in ("running", "failed") and args.tail:
             lines = (qdir / f"{name}.log").read_text(errors="replace").splitlines()

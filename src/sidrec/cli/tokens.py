@@ -91,7 +91,7 @@ def show_report(rep: dict, title: str) -> None:
         rows.append(["ranking check R@10 / N@10",
                      f"{rep['ranking_check']['recall@10']:.4f} / {rep['ranking_check']['ndcg@10']:.4f}"])
     elif rep.get("cf_overlap") is not None:
-        rows.append(["ranking check R@10 / N@10", "- (needs the CF run's model.safetensors and config.json)"])
+        rows.append(["ranking check R@10 / N@10", "- (needs --cf to be a whole SASRec run of the code's dimension)"])
     print_table(rows, title)
     for w in rep.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {w}", highlight=False)

@@ -47,13 +47,11 @@ class TIGERConfig:
     spare_suffixes: int = 16  # room on the collision level for items added after training (cold start)
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            from sidrec.errors import SidrecError
+        from sidrec.errors import SidrecError
 
+        if self.preset not in PRESETS:
             raise SidrecError(f"unknown TIGER preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            from sidrec.errors import SidrecError
-
             raise SidrecError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for k, v in PRESETS[self.preset].items():
             if getattr(self, k) is None:

@@ -233,8 +233,9 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             with (run_dir / "log.jsonl").open("a") as f:
                 f.write(json.dumps(rec) + "\n")
         v = rec.get("validation", {})
-        log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {cfg.select_metric} {v.get(cfg.select_metric, float('nan')):.4f}"
-            f"  best {sign * best:.4f} (epoch {best_epoch})  {rec['seconds']:.1f}s")
+        val_txt = f"{cfg.select_metric} {v[cfg.select_metric]:.4f}  best {sign * best:.4f} (epoch {best_epoch})" \
+            if cfg.select_metric in v else f"not validated (every {cfg.eval_every} epochs)"
+        log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {val_txt}  {rec['seconds']:.1f}s")
         if main:
             torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
