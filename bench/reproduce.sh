@@ -44,11 +44,15 @@ for s in ${SEEDS:-0 1}; do
   N=$DATASET-$TOKENS-$VARIANT-$TAG-s$s; R=$RUNS/$N
   if [ -f "$R/.row" ]; then echo "$R: already finished"; continue; fi
   echo "log: $RUNS/$N.log"  # bench/device_queue.py status shows this file's last lines
-  ( python3 -m sidrec train $GENERATOR $D $ARGS --seed $s --out $R >> "$RUNS/$N.log" 2>&1
+  ( mkdir -p "$R"
+    python3 -m sidrec train $GENERATOR $D $ARGS --seed $s --out $R >> "$RUNS/$N.log" 2>&1
     if python3 bench/reproduce_row.py $R --dataset $DATASET --tokens $TOKENS --variant $VARIANT --encoder "$ENCODER" \
          --seed $s --command "bash bench/reproduce.sh $DATASET $TOKENS $VARIANT  (SEEDS=$s${PRESET:+ PRESET=$PRESET}${LCREC_MODEL:+ GENERATOR=lcrec LCREC_MODEL=$LCREC_MODEL}${EXTRA:+ EXTRA='$EXTRA'})" > $R/.row.tmp; then
-      mv $R/.row.tmp $R/.row; cat $R/.row >> "$OUT/reproduce.jsonl"
-    fi
-    tail -n 2 "$RUNS/$N.log" ) &
+      mv $R/.row.tmp $R/.row; cat $R/.row >> "$OUT/reproduce.jsonl"; ok=0
+    else ok=1; fi
+    tail -n 2 "$RUNS/$N.log"; exit $ok ) &
+  PIDS="${PIDS:-} $!"
 done
-wait
+# the exit status says whether every seed wrote its row (a stopped-for-time run resumes; it is not a row yet)
+rc=0; for p in ${PIDS:-}; do wait $p || rc=1; done
+exit $rc

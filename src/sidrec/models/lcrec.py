@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
+import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +146,7 @@ def _dequantised(gguf: Path, name: str, sha: str) -> Path:
         lm = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as e:
         raise SidrecError(f"{gguf}: {e} (pip install 'sidrec[llm]')") from None
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # per process: two runs may start side by side
     conf = lm.config  # the de-quantised weights into a plain model (transformers will not save a GGUF-loaded one)
     if hasattr(conf, "quantization_config"):
         del conf.quantization_config
@@ -152,7 +154,12 @@ def _dequantised(gguf: Path, name: str, sha: str) -> Path:
     plain.load_state_dict(lm.state_dict())
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a killed de-quantisation leaves no half cache
+    try:
+        tmp.rename(out)  # atomic: a killed de-quantisation leaves no half cache
+    except OSError:  # another process made the same cache first: keep its copy
+        if not (out / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
