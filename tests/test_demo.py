@@ -22,7 +22,8 @@ def test_quick_demo_end_to_end(tmp_path, cli):
 
     from sidrec.pipeline import demo_config
 
-    cfg = {**demo_config(quick=True), "lcrec": {"model": "tiny-llama", "epochs": 2, "batch_size": 128}}
+    cfg = {**demo_config(quick=True), "lcrec": {"model": "tiny-llama", "epochs": 2, "batch_size": 128, "hidden_size": 64,
+                                                "num_hidden_layers": 2}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
     code, out, err = cli("run", tmp_path / "p.yaml", "--out", tmp_path / "d")
     assert code == 0, err

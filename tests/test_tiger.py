@@ -142,7 +142,7 @@ def test_learns_planted_sequence_pattern(tmp_path):
     m = train_tiger(ds, tmp_path / "tok", tmp_path / "run",
                     TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0,
                                max_history=3),
-                    TrainConfig(epochs=20, batch_size=64, learning_rate=3e-3, eval_every=5, seed=0),
+                    TrainConfig(epochs=12, batch_size=64, learning_rate=3e-3, eval_every=4, seed=0),
                     beam=20, ks=(1, 5, 10, 20), log=lambda s: None)
     assert m["test"]["recall@1"] > 0.9, m["test"]
 
