@@ -32,7 +32,7 @@ TAU=${TAU_OVERRIDE:-$TAU}
 if [ "$TOKENS" = published ]; then ENCODER=${ENCODER:-llama-7b (LETTER release)}; else ENCODER=${ENCODER:-minilm}; fi
 GENERATOR=${GENERATOR:-tiger}
 if [ "$GENERATOR" = lcrec ]; then
-  ARGS="--tokens $T --model ${LCREC_MODEL:-smollm2-135m} --temperature $TAU --decode-batch 128 \
+  ARGS="--tokens $T --model ${LCREC_MODEL:-smollm2-135m} --temperature $TAU --decode-batch 256 \
 --max-minutes ${MINUTES:-7.5} ${EPOCHS:+--epochs $EPOCHS} ${BATCH:+--batch-size $BATCH} ${EXTRA:-}"
   TAG=lcrec
 else

@@ -284,6 +284,8 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
           accumulate: Annotated[Optional[int], typer.Option(help="gradient accumulation steps")] = None,
           gradient_checkpointing: Annotated[Optional[bool], typer.Option(
               "--gradient-checkpointing/--no-gradient-checkpointing", help="trade compute for memory")] = None,
+          compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the "
+                                                           "training step (opt-in: default eager)")] = None,
           temperature: Annotated[Optional[float], typer.Option(help="ranking-guided loss tau (1 = plain CE)")] = None,
           max_history: Annotated[Optional[int], typer.Option(help="history cut (default: the dataset's)")] = None,
           epochs: Annotated[Optional[int], typer.Option()] = None,
@@ -312,7 +314,7 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                          dict(model=model, temperature=temperature, max_history=max_history, epochs=epochs,
                               finetune=None if full is None else ("full" if full else "lora"),
                               align_ratio=align_ratio, accumulate=accumulate,
-                              gradient_checkpointing=gradient_checkpointing,
+                              gradient_checkpointing=gradient_checkpointing, compile=compile_,
                               batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                               max_minutes=max_minutes, seed=seed, device=device, select_metric=select),
                          defaults=TRAIN_DEFAULTS)

@@ -45,8 +45,10 @@ def train_lcrec(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: LCR
 
     train_cfg = train_cfg or merge(TrainConfig, TRAIN_DEFAULTS)
     text = item_text(ds) if model_cfg.align_ratio > 0 else None
+    # torch.compile is opt-in here (--compile): equal to eager on CPU (tests/test_lcrec.py), not yet measured
+    # on a card, where TIGER's default (CUDA graphs) would capture one graph per history width of a 135M model
     return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="lcrec", build=partial(build_lcrec, item_text=text),
-                           compilable=False, **kw)
+                           compilable=train_cfg.compile is True, **kw)
 
 
 def load_lcrec(run: str | Path, device: torch.device | str = "cpu"):
