@@ -5,6 +5,8 @@ first call, and the jobs keep running between calls (later calls only look: `sta
 
   setsid nohup python3 bench/device_queue.py run JOBS --dir Q --slots 4 --deadline-min 26 > Q.log 2>&1 &
   python3 bench/device_queue.py status --dir Q        # one line per job, the tail of each running log
+  python3 bench/device_queue.py add --dir Q 'name | needs | command'   # more work for the running queue
+  python3 bench/device_queue.py stop --dir Q NAME     # end a job and its process group (or keep it from starting)
 
 A whole session (bench/README.md, "Device sessions"): `bench/pack_device.sh` packs the inputs into carry folders
 here, `bench/stage_device.sh` moves each into the device's work tree /tmp/w, `bench/start_queue.sh` starts this
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -38,15 +41,16 @@ class Job:
     name: str
     needs: list[str]
     command: str
-    state: str = "waiting"  # waiting | running | ok | failed | blocked | expired
+    state: str = "waiting"  # waiting | running | ok | failed | blocked | expired | stopped
     gpu: int = -1
     proc: subprocess.Popen | None = field(default=None, repr=False)
     started: float = 0.0
     ended: float = 0.0
 
 
-def parse(path: Path) -> list[Job]:
-    jobs, seen = [], set()
+def parse(path: Path, known: set[str] | None = None) -> list[Job]:
+    """The jobs of a file; ``known``: names defined before it (jobs added to a running queue may need them)."""
+    jobs, seen = [], set(known or ())
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -97,14 +101,48 @@ def run(args: argparse.Namespace) -> None:
     deadline = t0 + args.deadline_min * 60
     by_name = {j.name: j for j in jobs}
     print(f"{len(jobs)} jobs, {n_gpu} card(s) x {args.slots} slots, deadline in {args.deadline_min} min", flush=True)
+    added_seen = 0  # lines of QDIR/added.jobs already taken (`add`)
     while True:
         now = time.time()
+        added = qdir / "added.jobs"
+        if added.exists():
+            lines = added.read_text().splitlines(keepends=True)
+            complete = [x for x in lines if x.endswith("\n")]  # a line being written is taken next tick
+            for line in complete[added_seen:]:  # one at a time: a bad line is reported, the others are taken
+                part = qdir / "added.part"
+                part.write_text(line)
+                try:
+                    new = parse(part, known=set(by_name))
+                except SystemExit as e:
+                    print(f"+{now - t0:5.0f}s add refused: {e}", flush=True)
+                    new = []
+                for j in new:
+                    jobs.append(j)
+                    by_name[j.name] = j
+                    print(f"+{now - t0:5.0f}s {j.name}: added", flush=True)
+            added_seen = max(added_seen, len(complete))
+        stops = qdir / "stop"
+        for f in sorted(stops.iterdir()) if stops.is_dir() else []:
+            j = by_name.get(f.name)
+            f.unlink()
+            if j is None or j.state not in ("waiting", "running"):
+                print(f"+{now - t0:5.0f}s stop {f.name}: no such waiting or running job", flush=True)
+                continue
+            if j.state == "running":  # the job's whole process group: bash, the trainer, its workers
+                try:
+                    os.killpg(j.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                j.proc.wait()
+            j.state, j.ended = "stopped", now
+            print(f"+{now - t0:5.0f}s {j.name}: stopped", flush=True)
         for j in jobs:  # reap
             if j.state == "running" and j.proc.poll() is not None:
                 j.state, j.ended = ("ok" if j.proc.returncode == 0 else "failed"), now
                 print(f"+{now - t0:5.0f}s {j.name}: {j.state} (exit {j.proc.returncode}, {now - j.started:.0f}s)", flush=True)
         for j in jobs:  # a failed dependency blocks for good
-            if j.state == "waiting" and any(n.startswith("@") and by_name[n[1:]].state in ("failed", "blocked", "expired")
+            if j.state == "waiting" and any(n.startswith("@") and by_name[n[1:]].state in ("failed", "blocked", "expired",
+                                                                                           "stopped")
                                             for n in j.needs):
                 j.state = "blocked"
                 print(f"+{now - t0:5.0f}s {j.name}: blocked", flush=True)
@@ -129,7 +167,8 @@ def run(args: argparse.Namespace) -> None:
                 log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} card {g}, MINUTES={minutes:.1f}: {j.command}\n"
                           .encode())
                 log.flush()
-                j.proc = subprocess.Popen(["bash", "-c", j.command], env=env, stdout=log, stderr=subprocess.STDOUT)
+                j.proc = subprocess.Popen(["bash", "-c", j.command], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)  # its own process group: `stop` ends all of it
             j.state, j.gpu, j.started = "running", g, now
             load[g] += 1
             print(f"+{now - t0:5.0f}s {j.name}: started on card {g} (MINUTES={minutes:.1f})", flush=True)
@@ -139,7 +178,8 @@ def run(args: argparse.Namespace) -> None:
             break
         time.sleep(args.poll)
     print(f"queue ended after {time.time() - t0:.0f}s: " + ", ".join(
-        f"{s} {sum(j.state == s for j in jobs)}" for s in ("ok", "failed", "blocked", "expired", "waiting")), flush=True)
+        f"{s} {sum(j.state == s for j in jobs)}" for s in ("ok", "failed", "blocked", "expired", "stopped", "waiting")),
+        flush=True)
     (qdir / "done").write_text("")
 
 
@@ -161,6 +201,34 @@ def status(args: argparse.Namespace) -> None:
             print(f"--- {name} ({state})\n" + "\n".join(x[-200:] for x in lines[-args.tail:]))
 
 
+def add(args: argparse.Namespace) -> None:
+    """Append job lines to a running queue (taken at its next poll; names must be new, needs may name any job)."""
+    qdir = Path(args.dir)
+    if not (qdir / "status.txt").exists() or (qdir / "done").exists():
+        raise SystemExit(f"{qdir}: no queue running there")
+    names = {x.split()[0] for x in (qdir / "status.txt").read_text().splitlines() if x.strip()}
+    tmp = qdir / "add.check"  # the queue's checks (format, new names, known jobs) line by line, as it takes them
+    try:
+        for line in args.lines:
+            tmp.write_text(line.strip() + "\n")
+            names |= {j.name for j in parse(tmp, known=names)}
+    finally:
+        tmp.unlink(missing_ok=True)
+    with open(qdir / "added.jobs", "a") as f:
+        f.write("".join(line.strip() + "\n" for line in args.lines))
+    print(f"{len(args.lines)} job(s) handed to the queue in {qdir}")
+
+
+def stop(args: argparse.Namespace) -> None:
+    """Ask a running queue to stop jobs by name: a running one is ended with its whole process group (never
+    `pkill -f`, which matches the calling shell's own command line), a waiting one never starts."""
+    qdir = Path(args.dir)
+    (qdir / "stop").mkdir(parents=True, exist_ok=True)
+    for name in args.names:
+        (qdir / "stop" / name).write_text("")
+    print(f"stop requested: {', '.join(args.names)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -176,8 +244,17 @@ def main() -> None:
     s = sub.add_parser("status")
     s.add_argument("--dir", default="/tmp/queue")
     s.add_argument("--tail", type=int, default=2)
+    ad = sub.add_parser("add", help="hand more jobs to a running queue")
+    ad.add_argument("lines", nargs="+", help="'name | needs | command'")
+    ad.add_argument("--dir", default="/tmp/queue")
+    st = sub.add_parser("stop", help="stop jobs of a running queue by name")
+    st.add_argument("names", nargs="+")
+    st.add_argument("--dir", default="/tmp/queue")
     a = p.parse_args()
-    run(a) if a.cmd == "run" else status(a)
+    try:
+        {"run": run, "status": status, "add": add, "stop": stop}[a.cmd](a)
+    except BrokenPipeError:  # `status | head`
+        pass
 
 
 if __name__ == "__main__":

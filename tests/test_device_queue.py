@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import sys
@@ -90,3 +91,67 @@ def test_status_shows_the_log_a_job_points_to(tmp_path):
         assert "train" in out and "running" in out and "epoch 7: loss 1.23" in out
     finally:
         q.wait(timeout=30)
+
+
+def _start(tmp_path: Path, jobs: str, *args: str) -> subprocess.Popen:
+    f = tmp_path / "q.jobs"
+    f.write_text(jobs)
+    p = subprocess.Popen([sys.executable, str(QUEUE), "run", str(f), "--dir", str(tmp_path / "q"), "--gpus", "1",
+                          "--poll", "0.05", "--margin-min", "0", "--min-minutes", "0", *args], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(200):  # until the queue has written its first status
+        if (tmp_path / "q" / "status.txt").exists():
+            break
+        time.sleep(0.05)
+    return p
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(QUEUE), *args, "--dir", str(tmp_path / "q")], capture_output=True,
+                          text=True, timeout=30)
+
+
+def _states(tmp_path: Path) -> dict[str, str]:
+    return {x.split()[0]: x.split()[1] for x in (tmp_path / "q" / "status.txt").read_text().splitlines()}
+
+
+def test_jobs_added_to_a_running_queue_run_and_may_need_earlier_ones(tmp_path):
+    p = _start(tmp_path, "first | | sleep 1 && touch first.txt\n", "--deadline-min", "1")
+    out = _cli(tmp_path, "add", "second | @first, first.txt | touch second.txt", "bad line without bars")
+    assert out.returncode != 0 and "expected" in (out.stdout + out.stderr)  # the whole call refused: nothing added
+    out = _cli(tmp_path, "add", "second | @first, first.txt | touch second.txt", "dup | @nosuch | true")
+    assert out.returncode != 0 and "unknown job @nosuch" in out.stderr  # checked against the running queue's jobs
+    out = _cli(tmp_path, "add", "first | | true")
+    assert out.returncode != 0 and "defined twice" in out.stderr
+    out = _cli(tmp_path, "add", "second | @first, first.txt | touch second.txt")
+    assert out.returncode == 0, out.stderr
+    log = p.communicate(timeout=30)[0]
+    assert "second: added" in log
+    assert _states(tmp_path) == {"first": "ok", "second": "ok"} and (tmp_path / "second.txt").exists()
+    assert _cli(tmp_path, "add", "late | | true").returncode != 0  # the queue has ended
+
+
+def test_stop_ends_a_running_job_with_its_children_and_blocks_what_needs_it(tmp_path):
+    jobs = """long  |       | sleep 60 & echo $! > child.pid; wait
+after | @long | touch after.txt
+later | ~0.01 | sleep 60
+"""
+    p = _start(tmp_path, jobs, "--slots", "1", "--deadline-min", "2")
+    for _ in range(200):
+        if (tmp_path / "child.pid").exists() and (tmp_path / "child.pid").read_text().strip():
+            break
+        time.sleep(0.05)
+    child = int((tmp_path / "child.pid").read_text())
+    out = _cli(tmp_path, "stop", "long", "later")
+    assert out.returncode == 0, out.stderr
+    p.communicate(timeout=30)
+    assert _states(tmp_path) == {"long": "stopped", "after": "blocked", "later": "stopped"}
+    assert not (tmp_path / "after.txt").exists()
+    for _ in range(100):  # the grandchild (sleep) went with the job's process group
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the job's child process outlived stop")
