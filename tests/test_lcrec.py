@@ -166,26 +166,66 @@ def test_pretrained_smollm2_lora_step(tmp_path):
     assert len(conf["backbone_fingerprint"]) == 64
 
 
+WORDS = ["[UNK]", "[PAD]", "</s>", "Here", "are", "the", "user's", "historical", "interactions", "recommend",
+         "item", "Response", "Instruction", ",", ".", ":", "#"]
+
+
+def _local_llama(path, layers: int = 1) -> list[str]:
+    """A tiny random Llama + word-level tokenizer saved as a local Hugging Face directory (a 'pretrained' model
+    with a text vocabulary, so LC-Rec's prompt applies)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                                 tie_word_embeddings=True)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return WORDS
+
+
+def test_shared_prompt_prefix_gives_the_same_loss_gradients_and_lists(tmp_path):
+    """The prompt's fixed head run once per batch (share_prefix, the default) = every row running it: the same
+    teacher-forced loss, the same gradients on the adapter and the ID rows, the same decoded lists and scores."""
+    _local_llama(tmp_path / "lm", layers=2)
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:40]
+    hist = torch.randint(1, 41, (6, 4))
+    hist[0, :3] = 0
+    hist[2, :1] = 0
+    users, target = torch.arange(6), torch.randint(1, 41, (6,))
+    got = []
+    for share in (True, False):
+        torch.manual_seed(1)
+        model = LCRec(LCRecConfig(model=str(tmp_path / "lm"), max_history=4, lora_dropout=0.0, share_prefix=share),
+                      [4, 4, 4], codes)
+        assert model._sharing == share and model.prefix.numel() > 5
+        loss = model(users, hist, target)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.eval()
+        with torch.no_grad():
+            items, scores = generate(model, users, hist, Trie(codes, [4, 4, 4]), beam=10, k=5)
+        got.append((loss.item(), grads, items, scores))
+    (l1, g1, i1, s1), (l2, g2, i2, s2) = got
+    assert abs(l1 - l2) <= 1e-5 * abs(l2)
+    assert len(g1) == len(g2) > 0 and any(g.norm() > 0 for g in g2)
+    for a, b in zip(g1, g2):
+        assert (a - b).norm() <= 1e-4 * b.norm() + 1e-7
+    assert (i1 == i2).all() and torch.allclose(s1, s2, atol=1e-5)
+
+
 def test_local_hf_directory_backbone(tmp_path, cli):
     """--model DIR: any local causal LM with its tokenizer (here a tiny Llama + word-level tokenizer written by
     the test), LoRA by default for a pretrained backbone; the run records the backbone's fingerprint and
     refuses to load on a different one."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     from sidrec.errors import SidrecError
     from sidrec.train.lcrec import load_lcrec
 
-    words = ["[UNK]", "[PAD]", "</s>", "Here", "are", "the", "user's", "historical", "interactions", "recommend",
-             "item", "Response", "Instruction", ",", ".", ":", "#"]
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                                 tie_word_embeddings=True)).save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    words = _local_llama(tmp_path / "lm")
     pattern_dataset(tmp_path, n_users=60, n_items=20)
     code, out, err = cli(*_train(tmp_path, "--model", str(tmp_path / "lm"), epochs=2))
     assert code == 0, err
