@@ -187,9 +187,11 @@ def _local_llama(path, layers: int = 1) -> list[str]:
     return WORDS
 
 
-def test_shared_prompt_prefix_gives_the_same_loss_gradients_and_lists(tmp_path):
+@pytest.mark.parametrize("align", [0.0, 0.5])
+def test_shared_prompt_prefix_gives_the_same_loss_gradients_and_lists(tmp_path, align):
     """The prompt's fixed head run once per batch (share_prefix, the default) = every row running it: the same
-    teacher-forced loss, the same gradients on the adapter and the ID rows, the same decoded lists and scores."""
+    teacher-forced loss (with the alignment tasks' heads too), the same gradients on the adapter and the ID rows,
+    the same decoded lists and scores."""
     _local_llama(tmp_path / "lm", layers=2)
     rng = np.random.default_rng(0)
     codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:40]
@@ -200,8 +202,9 @@ def test_shared_prompt_prefix_gives_the_same_loss_gradients_and_lists(tmp_path):
     got = []
     for share in (True, False):
         torch.manual_seed(1)
-        model = LCRec(LCRecConfig(model=str(tmp_path / "lm"), max_history=4, lora_dropout=0.0, share_prefix=share),
-                      [4, 4, 4], codes)
+        text = [f"the item {'historical ' * (i % 3)}# {i}" for i in range(40)]
+        model = LCRec(LCRecConfig(model=str(tmp_path / "lm"), max_history=4, lora_dropout=0.0, share_prefix=share,
+                                  align_ratio=align), [4, 4, 4], codes, (text, text) if align else None)
         assert model._sharing == share and model.prefix.numel() > 5
         loss = model(users, hist, target)
         loss.backward()

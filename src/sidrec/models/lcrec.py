@@ -331,14 +331,16 @@ class LCRec(nn.Module):
     def _sharing(self) -> bool:
         return self.cfg.share_prefix and self.prefix.numel() > 0 and not self.cfg.gradient_checkpointing
 
-    def _shared(self, ids: torch.Tensor, mask: torch.Tensor, **kw):
-        """``_run`` on ``prefix`` + (ids, mask): the prefix (the same tokens at the same positions in every row,
-        never padded) runs once, its keys and values repeated for the rows (gradients sum back through the
-        repeat), then the rows run on that cache. Returns the output and the full mask (prefix included)."""
+    def _shared(self, ids: torch.Tensor, mask: torch.Tensor, head: torch.Tensor | None = None, **kw):
+        """``_run`` on ``head`` (default: the prompt's prefix) + (ids, mask): the head (the same tokens at the same
+        positions in every row, never padded) runs once, its keys and values repeated for the rows (gradients
+        sum back through the repeat), then the rows run on that cache. Returns the output and the full mask
+        (head included)."""
         from transformers import DynamicCache
 
-        B, P = ids.shape[0], self.prefix.numel()
-        head = self.lm(input_ids=self.prefix[None], position_ids=torch.arange(P, device=ids.device)[None],
+        head = self.prefix if head is None else head
+        B, P = ids.shape[0], head.numel()
+        head = self.lm(input_ids=head[None], position_ids=torch.arange(P, device=ids.device)[None],
                        use_cache=True, logits_to_keep=1, **{self._cache_arg: DynamicCache()})
         cache = getattr(head, self._cache_arg)
         cache.batch_repeat_interleave(B)
@@ -349,14 +351,16 @@ class LCRec(nn.Module):
         return out, full
 
     def _answer_logits(self, ids, mask, answer: torch.Tensor, amask: torch.Tensor | None = None,
-                       shared: bool = False) -> torch.Tensor:
+                       shared: bool | torch.Tensor = False) -> torch.Tensor:
         """Logits (B, A, V) predicting each answer token after the prompt and the answer's true prefix
-        (``shared``: ids/mask lack the prompt's prefix, which runs once for the batch)."""
+        (``shared``: ids/mask lack the prompt's head, which runs once for the batch: True = the sequential
+        prompt's prefix, a tensor = that head)."""
         A = answer.shape[1]
         am = torch.ones_like(answer, dtype=torch.bool) if amask is None else amask
         full, fmask = self._cat([(ids, mask), (torch.where(am, answer, PAD)[:, :-1], am[:, :-1])])
-        if shared:
-            return self._shared(full, fmask, logits_to_keep=A)[0].logits
+        if shared is not False:
+            head = None if shared is True else shared
+            return self._shared(full, fmask, head, logits_to_keep=A)[0].logits
         return self._run(full, fmask, use_cache=False, logits_to_keep=A).logits
 
     # the generator contract --------------------------------------------------------------------------------
@@ -383,12 +387,17 @@ class LCRec(nn.Module):
         sequential task) and ID -> title (plain cross-entropy on the title's tokens and EOS)."""
         items = torch.randint(1, self.item_tok.shape[0], (n,), device=device)
         text = self.text_tok[items]
-        ids, mask = self._cat([self._fixed(self.t2i_pre), (text.clamp(min=0), text >= 0), self._fixed(self.t2i_suf)])
+        share = self._sharing  # the tasks' fixed heads run once, as the sequential prompt's
+        head = [] if share else [self._fixed(self.t2i_pre)]
+        ids, mask = self._cat(head + [(text.clamp(min=0), text >= 0), self._fixed(self.t2i_suf)])
         labels = self.item_tok[items]
-        t2i = ranking_guided_loss(self._answer_logits(ids, mask, labels), labels, self.cfg.temperature)
-        ids, mask = self._cat([self._fixed(self.i2t_pre), self._fixed(self.item_tok[items]), self._fixed(self.i2t_suf)])
+        t2i = ranking_guided_loss(self._answer_logits(ids, mask, labels, shared=self.t2i_pre if share else False),
+                                  labels, self.cfg.temperature)
+        head = [] if share else [self._fixed(self.i2t_pre)]
+        ids, mask = self._cat(head + [self._fixed(self.item_tok[items]), self._fixed(self.i2t_suf)])
         title = self.title_tok[items]
-        logits = self._answer_logits(ids, mask, title.clamp(min=0), title >= 0)
+        logits = self._answer_logits(ids, mask, title.clamp(min=0), title >= 0,
+                                     shared=self.i2t_pre if share else False)
         i2t = F.cross_entropy(logits.flatten(0, 1).float(), title.flatten(), ignore_index=-1)
         return t2i + i2t
 
