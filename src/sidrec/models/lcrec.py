@@ -340,9 +340,9 @@ class LCRec(nn.Module):
 
         head = self.prefix if head is None else head
         B, P = ids.shape[0], head.numel()
-        head = self.lm(input_ids=head[None], position_ids=torch.arange(P, device=ids.device)[None],
-                       use_cache=True, logits_to_keep=1, **{self._cache_arg: DynamicCache()})
-        cache = getattr(head, self._cache_arg)
+        first = self.lm(input_ids=head[None], position_ids=torch.arange(P, device=ids.device)[None],
+                        use_cache=True, logits_to_keep=1, **{self._cache_arg: DynamicCache()})
+        cache = getattr(first, self._cache_arg)
         cache.batch_repeat_interleave(B)
         full = torch.cat([torch.ones(B, P, dtype=torch.bool, device=ids.device), mask], 1)
         pos = P + (mask.long().cumsum(1) - 1).clamp(min=0)
