@@ -50,8 +50,12 @@ class Job:
 
 def parse(path: Path, known: set[str] | None = None) -> list[Job]:
     """The jobs of a file; ``known``: names defined before it (jobs added to a running queue may need them)."""
+    return parse_lines(path.read_text().splitlines(), str(path), known)
+
+
+def parse_lines(lines: list[str], path: str, known: set[str] | None = None) -> list[Job]:
     jobs, seen = [], set(known or ())
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = [p.strip() for p in line.split("|", 2)]
@@ -109,10 +113,8 @@ def run(args: argparse.Namespace) -> None:
             lines = added.read_text().splitlines(keepends=True)
             complete = [x for x in lines if x.endswith("\n")]  # a line being written is taken next tick
             for line in complete[added_seen:]:  # one at a time: a bad line is reported, the others are taken
-                part = qdir / "added.part"
-                part.write_text(line)
                 try:
-                    new = parse(part, known=set(by_name))
+                    new = parse_lines([line], str(added), known=set(by_name))
                 except SystemExit as e:
                     print(f"+{now - t0:5.0f}s add refused: {e}", flush=True)
                     new = []
@@ -207,13 +209,8 @@ def add(args: argparse.Namespace) -> None:
     if not (qdir / "status.txt").exists() or (qdir / "done").exists():
         raise SystemExit(f"{qdir}: no queue running there")
     names = {x.split()[0] for x in (qdir / "status.txt").read_text().splitlines() if x.strip()}
-    tmp = qdir / "add.check"  # the queue's checks (format, new names, known jobs) line by line, as it takes them
-    try:
-        for line in args.lines:
-            tmp.write_text(line.strip() + "\n")
-            names |= {j.name for j in parse(tmp, known=names)}
-    finally:
-        tmp.unlink(missing_ok=True)
+    for line in args.lines:  # the queue's checks (format, new names, known jobs) line by line, as it takes them
+        names |= {j.name for j in parse_lines([line], "added job", known=names)}
     with open(qdir / "added.jobs", "a") as f:
         f.write("".join(line.strip() + "\n" for line in args.lines))
     print(f"{len(args.lines)} job(s) handed to the queue in {qdir}")
