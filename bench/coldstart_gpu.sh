@@ -5,7 +5,7 @@
 # --encoder minilm, made on a CPU: the device image lacks the MiniLM weights, so the runs take the embeddings
 # made beforehand, `--embeddings`). Each run: hold out 5% of the test targets' items, RQ-VAE on the seen items,
 # TIGER (`--preset tiger`, EXTRA for more options), add the held-out items by text, rank vs semantic KNN.
-# Rows {"dataset", "seed", "epsilon", "model", "slots", "levels", "recall@10", "ndcg@10", "users", "epochs",
+# Rows {"dataset", "seed", "epsilon", "model", "slots", "rule", "levels", "tau", "recall@10", "ndcg@10", "users", "epochs",
 # "stopped" (the generator's training: "time" = cut by its budget, a short-budget row)} land in
 # $OUT/coldstart.jsonl (one line per row, written by the python snippet below as each run ends).
 set -u
@@ -24,7 +24,7 @@ m = Path(sys.argv[1]).parent / "run" / "metrics.json"  # how the generator's tra
 m = json.loads(m.read_text()) if m.is_file() else {}
 for r in res["rows"]:
     print(json.dumps({"dataset": sys.argv[2], "seed": int(sys.argv[3]), **{k: r[k] for k in
-          ("epsilon", "model", "slots", "levels", "recall@10", "ndcg@10", "users")},
+          ("epsilon", "model", "slots", "rule", "levels", "tau", "recall@10", "ndcg@10", "users")},
           "epochs": m.get("epochs_run"), "stopped": m.get("stopped")}))
 PY
       tail -n 16 $R.log ) &

@@ -8,7 +8,8 @@ W=${W:-/tmp/w}; RUNS=${RUNS:-/tmp/repro}; Q=${Q:-/tmp/q}
 mkdir -p "$OUT"
 cp "$W"/out/*.jsonl "$OUT/" 2>/dev/null
 [ -d "$RUNS" ] && (cd "$RUNS" && tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' \
-  --exclude='checkpoint*' --exclude='tokens' --exclude='embeddings' $(ls -d * 2>/dev/null))
+  --exclude='checkpoint*' --exclude='tokens' --exclude='embeddings' --exclude='item_emb.npy' \
+  --exclude='z_hat.npy' --exclude='*.parquet' $(ls -d * 2>/dev/null))
 [ -d "$W/.gpu/tok" ] && (cd "$W/.gpu/tok" && tar czf "$OUT/tok.tgz" --exclude='model.safetensors' --exclude='z_hat.npy' .)
 tar czf "$OUT/queue.tgz" -C "$(dirname "$Q")" "$(basename "$Q")" $( [ -f "$Q.log" ] && echo "$(basename "$Q").log")
 ls -la "$OUT"

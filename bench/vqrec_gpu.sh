@@ -103,7 +103,7 @@ for c in ("cold-sci", "cold-sci-nopre"):  # cold-start rows (model vqrec / knn),
         continue
     for r in json.loads((w / c / "coldstart.json").read_text())["rows"]:
         print(json.dumps({"dataset": "scientific", "seed": seed, "pretrain": mix if c == "cold-sci" else None,
-                          **{k: r.get(k) for k in ("epsilon", "model", "slots", "levels", "recall@10", "ndcg@10", "users")},
+                          **{k: r.get(k) for k in ("epsilon", "model", "slots", "rule", "levels", "tau", "recall@10", "ndcg@10", "users")},
                           "command": cmd + " COLD=1"}), file=cold)
 PY
 cat "$OUT/summary.md"

@@ -184,10 +184,13 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     res = json.loads((out / "coldstart.json").read_text())
     assert res["held_out_items"] == len(held)
     rows = res["rows"]
-    assert sorted((r["epsilon"], r["model"], r["slots"]) for r in rows) == [
-        (e, m, sl) for e in (0.1, 0.5) for m, sl in (("knn", "reserve"), ("tiger", "compete"), ("tiger", "reserve"))]
-    tiger = {(r["epsilon"], r["slots"]): r["recall@10"] for r in rows if r["model"] == "tiger"}
-    assert all(tiger[(e, "reserve")] >= tiger[(e, "compete")] for e in (0.1, 0.5))  # reserved slots only add hits
+    assert sorted((r["epsilon"], r["model"], r["slots"], r["rule"]) for r in rows) == sorted(
+        [(e, "knn", "reserve", rule) for e in (0.1, 0.5) for rule in ("history", "kernel")] +
+        [(e, "tiger", sl, rule) for e in (0.1, 0.5) for sl in ("compete", "reserve")
+         for rule in ("prefix", "neighbours", "blend")])
+    tiger = {(r["epsilon"], r["slots"], r["rule"]): r["recall@10"] for r in rows if r["model"] == "tiger"}
+    assert all(tiger[(e, "reserve", rule)] >= tiger[(e, "compete", rule)] for e in (0.1, 0.5)
+               for rule in ("prefix", "neighbours", "blend"))  # reserved slots only add hits
     assert all(0 <= r["recall@10"] <= 1 and r["users"] > 0 for r in rows)
     knn = {r["epsilon"]: r["recall@10"] for r in rows if r["model"] == "knn"}
     assert knn[0.5] >= knn[0.1]  # more slots for new items can only add KNN hits
@@ -201,8 +204,8 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     assert code == 0, se
     assert (out / "run" / "metrics.json").stat().st_mtime_ns == stamp
     rows2 = json.loads((out / "coldstart.json").read_text())["rows"]
-    assert {r["levels"] for r in rows2 if r["model"] == "tiger"} == {1, 2}
-    key = lambda r: (r["epsilon"], r["model"], r["slots"])  # noqa: E731
+    assert {r["levels"] for r in rows2 if r["rule"] == "prefix"} == {1, 2}
+    key = lambda r: (r["epsilon"], r["model"], r["slots"], r["rule"], r["tau"] or 0)  # noqa: E731
     assert sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows) == \
         sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows2 if r["levels"] in (2, None))
     code, so, se = cli("evaluate-coldstart", syn_dir, *again, "--prefix-levels", "3")
@@ -250,6 +253,43 @@ def test_reserved_slots_keep_the_best_decoded_items():
     assert got.tolist() == [[5, 6, 21, 22]]
     got, _ = merge_new_items(items, scores, new, ns, epsilon=0.5, slots="compete")
     assert got.tolist() == [[21, 5, 6, 7]]
+
+
+def test_neighbour_scores_hand_worked():
+    """log sum_b P(b) exp((cos(new, b) - 1) / tau) over the decoded items, invalid slots (-1) ignored."""
+    from sidrec.decoding.newitems import neighbour_scores, unit_rows
+
+    e = np.eye(3, dtype=np.float32)
+    vecs = unit_rows(np.vstack([np.zeros(3), e[0], 2 * e[1]]))  # row 0 = padding; items 1, 2 (scale ignored)
+    new = unit_rows(np.vstack([e[0], e[0] + e[1], e[2]]))  # twin of 1, between 1 and 2, far from both
+    items = torch.tensor([[1, 2, -1]])
+    scores = torch.tensor([[np.log(0.6), np.log(0.3), 0.0]])
+    got = neighbour_scores(items, scores, vecs, new, tau=0.5)[0]
+    c = 1 - 2 ** -0.5  # 1 - cos(45 degrees)
+    want = [np.log(0.6 + 0.3 * np.exp(-2)), np.log(0.9) - c / 0.5, np.log(0.9) - 2]
+    assert np.allclose(got.numpy(), want, atol=1e-5)
+    assert neighbour_scores(items, scores, vecs, new, tau=1e-3)[0, 0] == pytest.approx(np.log(0.6), abs=1e-5)
+    with pytest.raises(SidrecError, match="tau"):
+        neighbour_scores(items, scores, vecs, new, tau=0)
+
+
+def test_new_items_ranked_by_their_decoded_neighbours(tiger_run):
+    """Rule "neighbours": of two new items, the one whose text is the top decoded item's ranks above one with an
+    unrelated text (whatever their ID prefixes score), and the run keeps its catalog's vectors for it."""
+    from sidrec.serving.recommender import Recommender
+
+    ds, rec = tiger_run["ds"], Recommender.load(tiger_run["run"])
+    assert np.load(tiger_run["run"] / "embeddings" / "item_emb.npy").shape[0] == ds.n_items + 1
+    hist = ds.items["item_id"].astype(str).tolist()[3:6]
+    top = rec.recommend(hist, k=1)[0]["item"]
+    far = ds.items["item_id"].astype(str).tolist()[-1]
+    rec.add_items(["FAR", "NEAR"], ["zzz qqq " + _text(ds, far), _text(ds, top)])
+    rows = rec.recommend(hist, k=10, epsilon=0.2, new_rule="neighbours")
+    new = [r["item"] for r in rows if r["new"]]
+    assert new[:1] == ["NEAR"] and rows[0]["item"] == "NEAR"  # a twin of the top item takes its probability
+    assert rec.recommend(hist, k=10, epsilon=0.2, new_rule="prefix")
+    with pytest.raises(SidrecError, match="rule"):
+        rec.recommend(hist, k=10, epsilon=0.2, new_rule="nearest")
 
 
 def test_coldstart_with_embeddings_made_beforehand(cli, syn_dir, tmp_path):

@@ -24,7 +24,12 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
               seed: Annotated[int, typer.Option(help="seed of --sample-temperature sampling")] = 0,
               epsilon: Annotated[float, typer.Option(
                   help="generators, cold start: at most this share of the k slots for new items, ranked by "
-                       "their semantic prefix (TIGER's epsilon; 0 = new items only through the trie)")] = 0.0,
+                       "--new-rule (TIGER's epsilon; 0 = new items only through the trie)")] = 0.0,
+              new_rule: Annotated[str, typer.Option(
+                  help="generators, cold start: how new items are scored: neighbours (the decoded items' "
+                       "probabilities passed to the new items near them in text) or prefix (log P of their ID "
+                       "prefix, TIGER's rule)")] = "neighbours",
+              tau: Annotated[float, typer.Option(help="--new-rule neighbours: kernel width in cosine")] = 0.05,
               device: Annotated[str, typer.Option()] = "cpu"):
     """Top-K items, with titles, for a history of raw item ids (TIGER or VQ-Rec run).
 
@@ -40,7 +45,8 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
     rec = load_recommender(run, device=device)
     if new_items is not None:
         rec.add_items(*read_new_items(new_items))
-    rows = rec.recommend(history, k=k, beam=beam, sample_temperature=sample_temperature, seed=seed, epsilon=epsilon)
+    rows = rec.recommend(history, k=k, beam=beam, sample_temperature=sample_temperature, seed=seed, epsilon=epsilon,
+                         new_rule=new_rule, tau=tau)
     print_table([["rank", "item", "score", "title"]] +
                 [[str(i + 1), r["item"] + (" (new)" if r.get("new") else ""), f"{r['score']:.3f}", r["title"][:70]]
                  for i, r in enumerate(rows)],

@@ -213,6 +213,14 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                        prefix_levels: Annotated[Optional[list[int]], typer.Option(
                            "--prefix-levels", help="ID prefix length(s) new items are scored by (repeatable; "
                                                    "default: every code level, TIGER's rule)")] = None,
+                       rule: Annotated[Optional[list[str]], typer.Option(
+                           "--rule", help="how the generator scores new items (repeatable): prefix (log P of their ID "
+                                          "prefix, TIGER's rule), neighbours (the decoded items' probabilities passed "
+                                          "to the new items near them in text) or blend (the history's items pass "
+                                          "half of it; default: all three)")] = None,
+                       tau: Annotated[Optional[list[float]], typer.Option(
+                           "--tau", help="neighbours / blend: kernel width in cosine similarity (repeatable; default 0.1)")]
+                       = None,
                        reuse: Annotated[bool, typer.Option(help="rank again with OUT's finished run (no training)")]
                        = False,
                        model: Annotated[str, typer.Option(help="tiger (a generator) or vqrec (OPQ codes from text)")]
@@ -261,11 +269,14 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
     rows = run(ds, out, embed_cfg=EmbedConfig(encoder=encoder, seed=seed, device=device), method=method,
                tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
                cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed,
-                                   prefix_levels=tuple(prefix_levels or ()), reuse=reuse), embeddings=embeddings,
+                                   prefix_levels=tuple(prefix_levels or ()), reuse=reuse,
+                                   **({"taus": tuple(tau)} if tau else {}),
+                                   **({"rules": tuple(rule)} if rule else {})), embeddings=embeddings,
                generator=model, vq_cfg=vcfg, init=init,
                log=console.print)
-    print_table([["epsilon", "model", "slots", "levels", f"R@{k}", f"N@{k}", "users"]] +
-                [[str(r["epsilon"]), r["model"], r["slots"], str(r["levels"] or "-"), f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
+    print_table([["epsilon", "model", "slots", "rule", "levels", "tau", f"R@{k}", f"N@{k}", "users"]] +
+                [[str(r["epsilon"]), r["model"], r["slots"], r["rule"], str(r["levels"] or "-"), str(r["tau"] or "-"),
+                  f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
                   str(r["users"])]
                  for r in rows], f"cold start, {data}: held-out items added by text")
 

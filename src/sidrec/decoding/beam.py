@@ -122,16 +122,6 @@ def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.T
     return out
 
 
-@torch.no_grad()
-def with_new_items(model, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
-                   new: torch.Tensor, *, epsilon: float, levels: int, slots: str = "compete"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """TIGER's cold start on decoded lists (B, k): the ``new`` item indices scored by their semantic prefix
-    (``prefix_scores`` of their first ``levels`` codes under ``model``), then merged by ``merge_new_items``."""
-    return merge_new_items(items, scores, new, prefix_scores(model, users, hist, new, levels),
-                           epsilon=epsilon, slots=slots)
-
-
 def merge_new_items(items: torch.Tensor, scores: torch.Tensor, new: torch.Tensor, new_scores: torch.Tensor, *,
                     epsilon: float, slots: str = "compete") -> tuple[torch.Tensor, torch.Tensor]:
     """Up to max(1, floor(epsilon * k)) of the k slots of decoded lists (B, k) go to the ``new`` item indices,

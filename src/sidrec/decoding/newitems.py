@@ -56,3 +56,42 @@ def collision_suffix(run: Path | None) -> bool:
     meta = json.loads(p.read_text()) if p and p.is_file() else {}
     return meta.get("config", {}).get("collision", "append") in APPENDED and \
         meta.get("id_length", 0) == meta.get("levels", 0) + 1
+
+
+def unit_rows(vecs) -> torch.Tensor:
+    """Rows scaled to unit length (zero rows, e.g. padding, stay zero), float32."""
+    v = torch.as_tensor(np.asarray(vecs, dtype=np.float32))
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def neighbour_scores(items: torch.Tensor, scores: torch.Tensor, vecs: torch.Tensor, new_vecs: torch.Tensor, *,
+                     tau: float = 0.05, hist: torch.Tensor | None = None, history_weight: float = 0.0,
+                     chunk: int = 4096) -> torch.Tensor:
+    """New items scored through the generator's decoded items (B, beam) and their log-probabilities: each decoded
+    item passes its probability to the new items near it in the text-embedding space,
+    ``log sum_b P(b) exp((cos(new, b) - 1) / tau)`` (B, n_new). A new item identical in text to a decoded item gets
+    that item's log-probability; ``tau`` is the kernel's width in cosine (0: only exact twins). This generalises
+    TIGER's retrieval of new items that share a generated ID's prefix (a near-twin shares it) to new items whose
+    codes were never generated, and keeps the scores on the decoded items' log-probability scale, so new items
+    can compete for slots. ``vecs``: unit rows of the seen catalog (row = item index), ``new_vecs``: the new
+    items' unit rows. ``hist`` (B, L) with ``history_weight`` w > 0: the history's items pass a share w of the
+    beam's total probability too (equal parts; 0 = padding), the rest goes through the decoded items."""
+    if tau <= 0:
+        raise SidrecError(f"neighbour tau {tau}: must be > 0")
+    s = scores.float().masked_fill(items < 0, float("-inf"))
+    anchors = items.clamp_min(0)
+    if hist is not None and history_weight > 0:
+        if not history_weight < 1:
+            raise SidrecError(f"history weight {history_weight}: must lie in [0, 1)")
+        total = torch.logsumexp(s, 1, keepdim=True)
+        n = (hist > 0).sum(1, keepdim=True).clamp_min(1)
+        hs = (total + torch.log(history_weight / n)).expand(-1, hist.shape[1]).masked_fill(hist <= 0, float("-inf"))
+        s = torch.cat([s + float(np.log1p(-history_weight)), hs], 1)
+        anchors = torch.cat([anchors, hist.clamp_min(0)], 1)
+    v = vecs[anchors]  # (B, anchors, d)
+    out = []
+    for c in range(0, len(new_vecs), chunk):
+        cos = torch.einsum("bkd,nd->bkn", v, new_vecs[c:c + chunk])
+        out.append(torch.logsumexp(s[:, :, None] + (cos - 1.0) / tau, dim=1))
+    return torch.cat(out, 1) if out else s.new_zeros(len(items), 0)

@@ -1,7 +1,8 @@
 """HTTP serving of a trained run (TIGER, LC-Rec or VQ-Rec) with FastAPI.
 
   GET  /health                       run kind, catalog size, queue depth
-  POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S, "epsilon"?: E}
+  POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S, "epsilon"?: E,
+                   "new_rule"?: "neighbours" | "prefix", "tau"?: W}
                                      -> {"items": [{"item", "score", "title", "new"}, ...]}
   POST /items     {"items": [{"item_id", "text", "title"?}, ...]}  cold-start items by text, no retraining
                   (generator and VQ-Rec runs; all or nothing: a bad request leaves the catalog unchanged)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -35,6 +37,9 @@ class RecommendRequest(BaseModel):
     sample_temperature: float = Field(0.0, ge=0.0, description="0 = beam search; T > 0 = sample k distinct items")
     seed: int = 0
     epsilon: float = Field(0.0, ge=0.0, le=1.0, description="cold start: max share of new items in the top k")
+    new_rule: Literal["neighbours", "prefix"] = Field(
+        "neighbours", description="cold start: how new items are scored (generators)")
+    tau: float = Field(0.05, gt=0.0, description="new_rule neighbours: kernel width in cosine")
 
 
 class NewItem(BaseModel):
@@ -81,7 +86,7 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
             try:
                 out.append(rec.recommend(b["history"], k=b["k"], beam=b["beam"],
                                          sample_temperature=b["sample_temperature"], seed=b["seed"],
-                                         epsilon=b["epsilon"]))
+                                         epsilon=b["epsilon"], new_rule=b["new_rule"], tau=b["tau"]))
             except SidrecError as e:
                 out.append(e)
         return out

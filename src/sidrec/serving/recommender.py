@@ -30,6 +30,7 @@ class CatalogState:
     index: pd.Series  # raw id -> item index
     trie: object = None  # generators: the decoding trie of exactly these items
     new: frozenset = frozenset()  # raw ids added after training (cold start)
+    vecs: object = None  # generators: unit text vectors of these items (row = index; the "neighbours" rule)
 
 
 class _Catalog:
@@ -98,12 +99,12 @@ class _Catalog:
         return ids
 
     @staticmethod
-    def _extended(cat: CatalogState, ids: list[str], titles: list[str], trie=None) -> CatalogState:
+    def _extended(cat: CatalogState, ids: list[str], titles: list[str], trie=None, vecs=None) -> CatalogState:
         start = len(cat.ids) + 1
         return CatalogState(np.concatenate([cat.ids, np.array(ids, dtype=object)]),
                             np.concatenate([cat.titles, np.array(titles, dtype=object)]),
                             pd.concat([cat.index, pd.Series(np.arange(start, start + len(ids)), index=ids)]),
-                            trie if trie is not None else cat.trie, cat.new | frozenset(ids))
+                            trie if trie is not None else cat.trie, cat.new | frozenset(ids), vecs)
 
 
 def load_generator(run: str | Path, device: str = "cpu"):
@@ -120,6 +121,9 @@ def load_generator(run: str | Path, device: str = "cpu"):
         raise SidrecError(f"{run}: is a {kind} run, not a generator run (generators: {', '.join(GENERATORS)})")
     module, fn = GENERATORS[kind].split(":")
     return getattr(importlib.import_module(module), fn)(run, device)
+
+
+NEW_RULES = ("neighbours", "prefix")  # how a generator scores items added after training (``recommend``)
 
 
 class Recommender(_Catalog):
@@ -178,33 +182,47 @@ class Recommender(_Catalog):
 
     @torch.no_grad()
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, sample_temperature: float = 0.0,
-                  seed: int = 0, epsilon: float = 0.0) -> list[dict]:
+                  seed: int = 0, epsilon: float = 0.0, new_rule: str = "neighbours", tau: float = 0.05) -> list[dict]:
         """Top-k by trie-constrained beam search (beam 0 = max(k, 20)), or, with ``sample_temperature`` T > 0,
         k distinct items sampled without replacement at temperature T (seeded; diversity on a dial).
 
         ``epsilon`` > 0 (TIGER's cold start): up to max(1, floor(epsilon * k)) of the k slots may go to items
-        added after training, scored by the probability of their semantic prefix (the ID without its
-        collision suffix, which the model never saw for them); they enter where that score beats the
-        decoded items'. With 0 new items compete through the trie like any other."""
-        from sidrec.decoding.beam import generate, trim_history, with_new_items
+        added after training; they enter where their score beats the decoded items'. ``new_rule`` scores them:
+        "neighbours" (default) passes each decoded item's probability to the new items near it in the run's
+        text-embedding space (kernel width ``tau`` in cosine; ``decoding.newitems.neighbour_scores``),
+        "prefix" takes the probability of their semantic prefix (the ID without its collision suffix, which
+        the model never saw for them; TIGER's rule). With 0 new items compete through the trie like any other."""
+        from sidrec.decoding.beam import generate, merge_new_items, prefix_scores, trim_history
+        from sidrec.decoding.newitems import neighbour_scores
 
         if not 0.0 <= epsilon <= 1.0:
             raise SidrecError(f"epsilon {epsilon}: must lie in [0, 1]")
+        if new_rule not in NEW_RULES:
+            raise SidrecError(f"new-item rule {new_rule!r}: choose from {', '.join(NEW_RULES)}")
         cat = self.cat  # one consistent catalog for the whole request
         hist = trim_history(torch.as_tensor(self._history_indices(cat, history, k, self.model.cfg.max_history),
                                             device=self.device))
         users = torch.zeros(1, dtype=torch.long, device=self.device)
-        items, scores = generate(self.model, users, hist, cat.trie, beam=max(beam or 20, k), k=k,
+        cold = epsilon > 0 and bool(cat.new)
+        width = max(beam or 20, k)
+        items, scores = generate(self.model, users, hist, cat.trie, beam=width, k=width if cold else k,
                                  sample_temperature=sample_temperature, seed=seed)
-        if epsilon > 0 and cat.new:
+        if cold:
             new = torch.as_tensor(cat.index[sorted(cat.new)].to_numpy().copy(), device=self.device)
-            items, scores = with_new_items(self.model, users, hist, items, scores, new, epsilon=epsilon,
-                                           levels=self._prefix_levels)
+            if new_rule == "prefix":
+                ns = prefix_scores(self.model, users, hist, new, self._prefix_levels)
+            else:
+                if cat.vecs is None:
+                    raise SidrecError(f"{self.run}: this run keeps no item text vectors (RUN/embeddings/item_emb.npy, "
+                                      "written since sidrec 0.4); use the prefix rule for its new items")
+                ns = neighbour_scores(items, scores, cat.vecs, cat.vecs[new], tau=tau)
+            items, scores = merge_new_items(items[:, :k], scores[:, :k], new, ns, epsilon=epsilon)
         return self._rows(cat, items[0].tolist(), scores[0].tolist())
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
         """Give new items IDs from their text and make them recommendable at once; all or nothing."""
-        from sidrec.decoding.newitems import grown, new_item_ids
+        from sidrec.decoding.newitems import grown, new_item_ids, unit_rows
+        from sidrec.embeddings.text import embed_new_texts
         from sidrec.tokenizers.registry import load_tokenizer
 
         with self._lock:
@@ -213,12 +231,31 @@ class Recommender(_Catalog):
             if self._tokenizer is None and self.run is not None:
                 self._tokenizer = load_tokenizer(self.run / "tokens")
             tok = self._tokenizer
-            base, sids = new_item_ids(self.run, tok, list(texts), self.model.vocab.level_sizes, ids)
+            emb = embed_new_texts(self.run / "embeddings", list(texts)) if self.run is not None else None
+            base, sids = new_item_ids(self.run, tok, list(texts), self.model.vocab.level_sizes, ids, emb=emb)
             all_sids, trie, item_tok = grown(self.model, tok, base, sids, cat.trie.level_sizes, self.device)
+            vecs = self._catalog_vecs(cat)
+            if vecs is not None:
+                vecs = torch.cat([vecs, unit_rows(emb).to(self.device)])
             # commit: the token table only grows (old requests never index the new rows), then one swap
             self.model.item_tok = item_tok
             tok.sids_, tok.codes_ = all_sids, np.vstack([tok.codes_, base])
-            self.cat = self._extended(cat, ids, list(titles or texts), trie)
+            self.cat = self._extended(cat, ids, list(titles or texts), trie, vecs)
+
+    def _catalog_vecs(self, cat: CatalogState):
+        """Unit text vectors of ``cat`` (row = item index), the run's RUN/embeddings/item_emb.npy for the items it
+        was trained on; None for a run without them."""
+        if cat.vecs is not None or self.run is None or cat.new:
+            return cat.vecs
+        p = self.run / "embeddings" / "item_emb.npy"
+        if not p.is_file():
+            return None
+        from sidrec.decoding.newitems import unit_rows
+
+        v = np.load(p)
+        if len(v) != len(cat.ids) + 1:
+            raise SidrecError(f"{p}: {len(v) - 1} item vectors for a catalog of {len(cat.ids)} items")
+        return unit_rows(v).to(self.device)
 
 
 class VQRecRecommender(_Catalog):

@@ -11,10 +11,11 @@ VQ-Rec (whose codes come from text too: issue 17 shares the command and the base
    item that is not held out). For each epsilon, up to max(1, floor(epsilon * K)) slots may go to new
    items (``decoding.beam.merge_new_items``): "compete" (they enter where their prefix score beats the decoded
    items') and "reserve" (they always take the slots, after the best decoded items) are both reported.
-4. Baseline, TIGER's semantic KNN: new items ranked by the cosine similarity of their text embedding to the
-   mean embedding of the history, given the same number of slots (at the top of its list).
-Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "slots", "levels", "recall@K", "ndcg@K",
-"users"} in OUT/coldstart.json (``levels``: the ID prefix length the new items were scored by; ``reuse`` ranks a
+4. Baselines, TIGER's semantic KNN: new items ranked by the cosine similarity of their text embedding to the
+   mean embedding of the history, given the same number of slots (at the top of its list); and "kernel": the
+   history's items as equal anchors of the neighbours kernel (the generator-free part of the "blend" rule).
+Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "slots", "rule", "levels", "tau", "recall@K",
+"ndcg@K", "users"} in OUT/coldstart.json (``levels``: the ID prefix length the new items were scored by; ``reuse`` ranks a
 finished OUT again, e.g. with other prefix lengths).
 """
 
@@ -35,6 +36,9 @@ from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
 from sidrec.utils.log import info as log_info
 
 
+RULES = ("prefix", "neighbours", "blend")  # a generator's ways to score new items (ColdStartConfig.rules)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ColdStartConfig:
     holdout: float = 0.05  # share of the distinct test-target items held out
@@ -46,6 +50,14 @@ class ColdStartConfig:
     # but the collision suffix). Fewer levels score an unseen combination of codes by the coarser prefix it
     # shares with the training items (ties broken by the full prefix); one set of rows per value
     prefix_levels: tuple[int, ...] = ()
+    # how a generator scores new items (one set of rows per rule): "prefix" = log P of their ID prefix under the
+    # model (TIGER's rule); "neighbours" = the decoded items' probabilities passed to the new items near them in
+    # the text-embedding space, kernel width ``tau`` in cosine (``decoding.newitems.neighbour_scores``; one set of
+    # rows per width)
+    # "blend": the history's items pass a share ``blend_weight`` of the probability too (the rest: the decoded items)
+    rules: tuple[str, ...] = ("prefix", "neighbours", "blend")
+    taus: tuple[float, ...] = (0.1,)
+    blend_weight: float = 0.5
     reuse: bool = False  # OUT already holds a finished run of the same hold-out: rank again without training
 
 
@@ -193,29 +205,44 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
         hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
         sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
-        knn_order = np.argsort(-sim, axis=1, kind="stable")
+        knn_order = {("history", None): np.argsort(-sim, axis=1, kind="stable")}
+        # a second text baseline, the generator-free part of "blend": the history's items as equal anchors of
+        # the same kernel (soft nearest history item rather than the mean)
+        if generator == "tiger":
+            from sidrec.decoding.newitems import neighbour_scores, unit_rows
+
+            vecs, nv = unit_rows(emb).to(dev), unit_rows(new_emb).to(dev)
+            for t in cfg.taus:
+                ks = []
+                for s in range(0, len(rows), 256):
+                    h = torch.as_tensor(hist[s:s + 256], device=dev)
+                    ks.append(neighbour_scores(torch.where(h > 0, h, -1), torch.zeros(h.shape, device=dev), vecs, nv,
+                                               tau=t).cpu().numpy())
+                knn_order["kernel", t] = np.argsort(-np.vstack(ks), axis=1, kind="stable")
         for eps in cfg.epsilons:
-            for lv in lists[0][2]:
+            for rule, lv, tau in lists[0][2]:
                 for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
-                    ranked = np.vstack([merge_new_items(it, sc, new, ns[lv], epsilon=eps, slots=slots)[0].cpu().numpy()
+                    ranked = np.vstack([merge_new_items(it[:, :cfg.k], sc[:, :cfg.k], new, ns[rule, lv, tau],
+                                                        epsilon=eps, slots=slots)[0].cpu().numpy()
                                         for it, sc, ns in lists])
                     m = metrics_from_ranks(ranks_from_lists(ranked, target_idx), (cfg.k,))
-                    results.append({"seed": cfg.seed, "epsilon": eps, "model": generator, "slots": slots, "levels": lv,
+                    results.append({"seed": cfg.seed, "epsilon": eps, "model": generator, "slots": slots,
+                                    "rule": rule, "levels": lv, "tau": tau,
                                     f"recall@{cfg.k}": m[f"recall@{cfg.k}"], f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"],
                                     "users": int(len(rows))})
             cap = min(len(held), max(1, int(eps * cfg.k)))  # KNN: the same number of slots, at the top
-            top = knn_order[:, :cap]
-            knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
-            knn_lists[:, :cap] = new.cpu().numpy()[top]
-            m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
-            results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", "slots": "reserve", "levels": None,
-                            f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
-                            f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
+            for (rule, tau), order in knn_order.items():
+                knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
+                knn_lists[:, :cap] = new.cpu().numpy()[order[:, :cap]]
+                m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
+                results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", "slots": "reserve", "rule": rule,
+                                "levels": None, "tau": tau, f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
+                                f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"], "users": int(len(rows))})
     name = Path(ds.path).name
     results = [{"dataset": name, **r} for r in results]
     (out / "coldstart.json").write_text(json.dumps({"held_out_items": int(len(held)), "rows": results}, indent=2))
     for r in results:
-        log(f"epsilon {r['epsilon']}: {r['model']:5s} ({r['slots']}, levels {r['levels']}) recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
+        log(f"epsilon {r['epsilon']}: {r['model']:5s} ({r['slots']}, {r['rule']}, levels {r['levels']}, tau {r['tau']}) recall@{cfg.k} {r[f'recall@{cfg.k}']:.4f} "
             f"ndcg@{cfg.k} {r[f'ndcg@{cfg.k}']:.4f} ({r['users']} users)")
     return results
 
@@ -254,7 +281,7 @@ def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], ne
     """The generator's ``Scorer``: beam search over the seen items; new items get IDs from the run's tokenizer (collision
     suffix as in training), join the trie, and are scored by log P of their first ``levels`` codes."""
     from sidrec.decoding.beam import generate, prefix_scores
-    from sidrec.decoding.newitems import collision_suffix, grown, new_item_ids
+    from sidrec.decoding.newitems import collision_suffix, grown, neighbour_scores, new_item_ids, unit_rows
     from sidrec.tokenizers.registry import load_tokenizer
     from sidrec.train.tiger import load_tiger
 
@@ -266,14 +293,32 @@ def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], ne
     level_set = sorted(set(cfg.prefix_levels or (levels,)))
     if any(not 1 <= lv <= levels for lv in level_set):
         raise SidrecError(f"--prefix-levels {level_set}: each must lie in 1..{levels} (the ID's code levels)")
+    bad = [r for r in cfg.rules if r not in RULES]
+    if bad or not cfg.rules:
+        raise SidrecError(f"--rule {bad or list(cfg.rules)}: choose from {', '.join(RULES)}")
+    if not cfg.taus or min(cfg.taus) <= 0:
+        raise SidrecError(f"--tau {list(cfg.taus)}: each must be > 0")
+    # the seen items' text embeddings (rows = the run's item indices) and the new items', for "neighbours"
+    # (the new items follow the seen ones in the served catalog, and the beam may decode them too)
+    new_vecs = unit_rows(new_emb).to(dev)
+    vecs = torch.cat([unit_rows(np.load(out / "emb" / "item_emb.npy")).to(dev), new_vecs])
 
     def score(h: torch.Tensor, new: torch.Tensor):
         u = torch.zeros(len(h), dtype=torch.long, device=h.device)
-        it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=cfg.k)
-        full_ns = prefix_scores(model, u, h, new, levels)
-        # a coarser prefix: its log-probability, ties (new items sharing it) broken by the full prefix
-        return it, sc, {lv: full_ns if lv == levels else prefix_scores(model, u, h, new, lv) + 1e-3 * full_ns
-                        for lv in level_set}
+        # the whole beam: its items pass their probabilities to the new ones ("neighbours"); lists use the top k
+        it, sc = generate(model, u, h, trie, beam=max(cfg.beam, cfg.k), k=max(cfg.beam, cfg.k))
+        ns = {}
+        if "prefix" in cfg.rules:
+            full_ns = prefix_scores(model, u, h, new, levels)
+            # a coarser prefix: its log-probability, ties (new items sharing it) broken by the full prefix
+            ns |= {("prefix", lv, None): full_ns if lv == levels else
+                   prefix_scores(model, u, h, new, lv) + 1e-3 * full_ns for lv in level_set}
+        if "neighbours" in cfg.rules:
+            ns |= {("neighbours", None, t): neighbour_scores(it, sc, vecs, new_vecs, tau=t) for t in cfg.taus}
+        if "blend" in cfg.rules:  # the history's items as anchors too, a share blend_weight of the mass
+            ns |= {("blend", None, t): neighbour_scores(it, sc, vecs, new_vecs, tau=t, hist=h, history_weight=cfg.blend_weight)
+                   for t in cfg.taus}
+        return it, sc, ns
 
     return Scorer(score, model.cfg.max_history)
 
@@ -296,6 +341,6 @@ def _vqrec_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], ne
         seen_s = s[:, : n_seen + 1].clone()
         seen_s[:, 0] = -torch.inf
         top = seen_s.topk(cfg.k, dim=1)
-        return top.indices, top.values, {None: s[:, new]}
+        return top.indices, top.values, {("model", None, None): s[:, new]}
 
     return Scorer(score, model.cfg.max_history)

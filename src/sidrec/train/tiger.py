@@ -286,7 +286,7 @@ def _sha256(path: Path) -> str:
 def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
     """Copy what serving needs into the run: RUN/tokens (IDs, tokenizer.json and the tokenizer's weights, so
     new items can be encoded), RUN/embeddings (the text encoder's settings: embeddings.json, a fitted tf-idf
-    model; no vectors) and RUN/items.parquet (item_id, title, text), so the run works after its tokens,
+    model, and the catalog's vectors in half precision for the cold-start "neighbours" rule) and RUN/items.parquet (item_id, title, text), so the run works after its tokens,
     embeddings and dataset directories move."""
     import shutil
 
@@ -300,6 +300,11 @@ def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
         for f in ("embeddings.json", "tfidf.pkl"):
             if (Path(emb) / f).is_file() and (Path(emb) / f).resolve() != (out / "embeddings" / f).resolve():
                 shutil.copyfile(Path(emb) / f, out / "embeddings" / f)
+        vec = Path(emb) / "item_emb.npy"  # the catalog's vectors, half precision: new items' neighbours rule
+        if vec.is_file() and vec.resolve() != (out / "embeddings" / "item_emb.npy").resolve():
+            v = np.load(vec, mmap_mode="r")
+            if len(v) == ds.n_items + 1:
+                np.save(out / "embeddings" / "item_emb.npy", np.asarray(v, dtype=np.float16))
     cols = [c for c in ("item_id", "title", "text") if c in ds.items.columns]
     ds.items[cols].to_parquet(out / "items.parquet", index=False)
 
