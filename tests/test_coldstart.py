@@ -43,9 +43,12 @@ def test_new_item_gets_a_unique_id_and_is_recommended(generator, request):
     assert len({tuple(r) for r in sids.tolist()}) == len(sids)  # unique next to the catalog
     new_row, top_row = sids[-1], sids[rec.cat.index[top] - 1]
     assert list(new_row[:-1]) == list(top_row[:-1]) and new_row[-1] != top_row[-1]
-    rows = rec.recommend(hist, k=10, epsilon=0.1)
-    assert {r["item"] for r in rows if r["new"]} == {"NEW-1"}  # its prefix is predicted: it is in the list
-    assert rows[0]["item"] == "NEW-1"  # the prefix of the top item, scored without the unseen suffix
+    for rule in ("prefix", "neighbours"):
+        rows = rec.recommend(hist, k=10, epsilon=0.1, new_rule=rule)
+        assert {r["item"] for r in rows if r["new"]} == {"NEW-1"}  # its prefix is predicted: it is in the list
+        # prefix: the top item's prefix, scored without the unseen suffix; neighbours: the top item's twin in text
+        assert rows[0]["item"] == "NEW-1"
+    assert "NEW-1" in {r["item"] for r in rec.recommend(hist, k=10, epsilon=0.1)}  # blend, the default
     assert not any(r["new"] for r in rec.recommend(hist, k=10, epsilon=0.0)[:1])
     every = rec.recommend(hist, k=rec.n_items, beam=rec.n_items)
     assert len({r["item"] for r in every}) == rec.n_items  # decoding returns only valid, distinct items
@@ -287,7 +290,9 @@ def test_new_items_ranked_by_their_decoded_neighbours(tiger_run):
     rows = rec.recommend(hist, k=10, epsilon=0.2, new_rule="neighbours")
     new = [r["item"] for r in rows if r["new"]]
     assert new[:1] == ["NEAR"] and rows[0]["item"] == "NEAR"  # a twin of the top item takes its probability
-    assert rec.recommend(hist, k=10, epsilon=0.2, new_rule="prefix")
+    for rule in ("prefix", "blend"):  # blend (the default): the history's items pass half of the probability
+        rows = rec.recommend(hist, k=10, epsilon=0.2, new_rule=rule)
+        assert len({r["item"] for r in rows}) == 10 and 1 <= sum(r["new"] for r in rows) <= 2
     with pytest.raises(SidrecError, match="rule"):
         rec.recommend(hist, k=10, epsilon=0.2, new_rule="nearest")
 

@@ -26,10 +26,10 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
                   help="generators, cold start: at most this share of the k slots for new items, ranked by "
                        "--new-rule (TIGER's epsilon; 0 = new items only through the trie)")] = 0.0,
               new_rule: Annotated[str, typer.Option(
-                  help="generators, cold start: how new items are scored: neighbours (the decoded items' "
-                       "probabilities passed to the new items near them in text) or prefix (log P of their ID "
-                       "prefix, TIGER's rule)")] = "neighbours",
-              tau: Annotated[float, typer.Option(help="--new-rule neighbours: kernel width in cosine")] = 0.05,
+                  help="generators, cold start: how new items are scored: blend (the decoded items' and the "
+                       "history's items' probabilities passed to the new items near them in text), neighbours "
+                       "(the decoded items' only) or prefix (log P of their ID prefix, TIGER's rule)")] = "blend",
+              tau: Annotated[float, typer.Option(help="--new-rule blend/neighbours: kernel width in cosine")] = 0.1,
               device: Annotated[str, typer.Option()] = "cpu"):
     """Top-K items, with titles, for a history of raw item ids (TIGER or VQ-Rec run).
 

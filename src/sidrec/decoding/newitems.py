@@ -66,7 +66,7 @@ def unit_rows(vecs) -> torch.Tensor:
 
 @torch.no_grad()
 def neighbour_scores(items: torch.Tensor, scores: torch.Tensor, vecs: torch.Tensor, new_vecs: torch.Tensor, *,
-                     tau: float = 0.05, hist: torch.Tensor | None = None, history_weight: float = 0.0,
+                     tau: float = 0.1, hist: torch.Tensor | None = None, history_weight: float = 0.0,
                      chunk: int = 4096) -> torch.Tensor:
     """New items scored through the generator's decoded items (B, beam) and their log-probabilities: each decoded
     item passes its probability to the new items near it in the text-embedding space,

@@ -123,7 +123,7 @@ def load_generator(run: str | Path, device: str = "cpu"):
     return getattr(importlib.import_module(module), fn)(run, device)
 
 
-NEW_RULES = ("neighbours", "prefix")  # how a generator scores items added after training (``recommend``)
+NEW_RULES = ("blend", "neighbours", "prefix")  # how a generator scores items added after training (``recommend``)
 
 
 class Recommender(_Catalog):
@@ -182,14 +182,15 @@ class Recommender(_Catalog):
 
     @torch.no_grad()
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, sample_temperature: float = 0.0,
-                  seed: int = 0, epsilon: float = 0.0, new_rule: str = "neighbours", tau: float = 0.05) -> list[dict]:
+                  seed: int = 0, epsilon: float = 0.0, new_rule: str = "blend", tau: float = 0.1) -> list[dict]:
         """Top-k by trie-constrained beam search (beam 0 = max(k, 20)), or, with ``sample_temperature`` T > 0,
         k distinct items sampled without replacement at temperature T (seeded; diversity on a dial).
 
         ``epsilon`` > 0 (TIGER's cold start): up to max(1, floor(epsilon * k)) of the k slots may go to items
         added after training; they enter where their score beats the decoded items'. ``new_rule`` scores them:
-        "neighbours" (default) passes each decoded item's probability to the new items near it in the run's
-        text-embedding space (kernel width ``tau`` in cosine; ``decoding.newitems.neighbour_scores``),
+        "neighbours" passes each decoded item's probability to the new items near it in the run's text-embedding
+        space (kernel width ``tau`` in cosine; ``decoding.newitems.neighbour_scores``), "blend" (default) lets the
+        history's items pass half of it too (the best rule on Beauty, Yelp and Scientific, bench/README.md),
         "prefix" takes the probability of their semantic prefix (the ID without its collision suffix, which
         the model never saw for them; TIGER's rule). With 0 new items compete through the trie like any other."""
         from sidrec.decoding.beam import generate, merge_new_items, prefix_scores, trim_history
@@ -215,7 +216,8 @@ class Recommender(_Catalog):
                 if cat.vecs is None:
                     raise SidrecError(f"{self.run}: this run keeps no item text vectors (RUN/embeddings/item_emb.npy, "
                                       "written since sidrec 0.4); use the prefix rule for its new items")
-                ns = neighbour_scores(items, scores, cat.vecs, cat.vecs[new], tau=tau)
+                ns = neighbour_scores(items, scores, cat.vecs, cat.vecs[new], tau=tau, hist=hist,
+                                      history_weight=0.5 if new_rule == "blend" else 0.0)
             items, scores = merge_new_items(items[:, :k], scores[:, :k], new, ns, epsilon=epsilon)
         return self._rows(cat, items[0].tolist(), scores[0].tolist())
 
