@@ -109,6 +109,12 @@ def test_http_items_for_a_generator_run(tiger_run):
     assert c.get("/health").json()["items"] == ds.n_items + 1
     r = c.post("/recommend", json={"history": [first, "H1"], "k": 5, "sample_temperature": 1.5, "seed": 3})
     assert r.status_code == 200 and len({x["item"] for x in r.json()["items"]}) == 5
+    for rule in ("blend", "neighbours", "prefix"):  # cold-start slots by each new-item rule
+        r = c.post("/recommend", json={"history": [first], "k": 5, "epsilon": 0.2, "new_rule": rule, "tau": 0.2})
+        assert r.status_code == 200 and len({x["item"] for x in r.json()["items"]}) == 5
+        assert [x["item"] for x in r.json()["items"] if x["new"]] in ([], ["H1"])  # at most max(1, 0.2 * 5) slots
+    r = c.post("/recommend", json={"history": [first], "k": 5, "epsilon": 0.2, "new_rule": "nearest"})
+    assert r.status_code == 422
 
 
 def test_sampling_k_distinct_valid_items_seeded(tiger_run):
