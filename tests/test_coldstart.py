@@ -217,10 +217,41 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     key = lambda r: (r["epsilon"], r["model"], r["slots"], r["rule"], r["tau"] or 0)  # noqa: E731
     assert sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows) == \
         sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows2 if r["levels"] in (2, None))
+    # bench/coldstart_rescore.py scores the saved beams again without the model: the same rows at weights 0
+    # (neighbours), 0.5 (blend) and 1 (kernel KNN), and the semantic KNN
+    _check_rescore(out, ds, seen, held, rows)
     code, so, se = cli("evaluate-coldstart", syn_dir, *again, "--prefix-levels", "3")
     assert code == 2 and "1..2" in se
     code, so, se = cli("evaluate-coldstart", syn_dir, *[a if a != "0.2" else "0.1" for a in again])
     assert code == 2 and "held out" in se and len(se.strip().splitlines()) == 1
+
+
+def _check_rescore(out, ds, seen, held, rows):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sidrec.embeddings.text import embed_new_texts
+
+    seen_emb = np.load(out / "emb" / "item_emb.npy")
+    full = np.zeros((ds.n_items + 1, seen_emb.shape[1]), dtype=np.float32)
+    pos = pd.Series(ds.items["item_idx"].to_numpy(), index=ds.items["item_id"].astype(str).to_numpy())
+    full[pos[seen.items["item_id"].astype(str).to_numpy()].to_numpy()] = seen_emb[1:]
+    full[held] = embed_new_texts(out / "emb", ds.items.set_index("item_idx").loc[held, "text"].astype(str).tolist())
+    np.save(out / "full_emb.npy", full)
+    script = Path(__file__).resolve().parents[1] / "bench" / "coldstart_rescore.py"
+    r = subprocess.run([sys.executable, str(script), str(out / "coldstart_beams.npz"), "--embeddings",
+                        str(out / "full_emb.npy"), "--taus", "0.1", "--weights", "0", "0.5", "1", "--epsilons", "0.1",
+                        "0.5", "--json", str(out / "rescore.jsonl")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = {(x["epsilon"], x["rule"], x["weight"]): x["recall@10"] for x in map(json.loads, open(out / "rescore.jsonl"))}
+    want = {(x["epsilon"], {"neighbours": "blend", "kernel": "blend"}.get(x["rule"], x["rule"]),
+             {"neighbours": 0.0, "blend": 0.5, "kernel": 1.0}.get(x["rule"])): x["recall@10"]
+            for x in rows if x["rule"] != "prefix" and x["slots"] == "reserve"}
+    assert got.keys() == want.keys()
+    assert all(abs(got[key] - want[key]) < 1e-9 for key in got), (got, want)
 
 
 @pytest.mark.parametrize("kind", ["tiger", "lcrec"])

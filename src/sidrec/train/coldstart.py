@@ -15,7 +15,7 @@ VQ-Rec (whose codes come from text too: issue 17 shares the command and the base
    mean embedding of the history, given the same number of slots (at the top of its list); and "kernel": the
    history's items as equal anchors of the neighbours kernel (the generator-free part of the "blend" rule).
 Rows {"dataset", "seed", "epsilon", "model": "tiger" | "knn", "slots", "rule", "levels", "tau", "recall@K",
-"ndcg@K", "users"} in OUT/coldstart.json (``levels``: the ID prefix length the new items were scored by; ``reuse`` ranks a
+"ndcg@K", "users"} in OUT/coldstart.json, the beams behind them in OUT/coldstart_beams.npz (``levels``: the ID prefix length the new items were scored by; ``reuse`` ranks a
 finished OUT again, e.g. with other prefix lengths).
 """
 
@@ -202,6 +202,13 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         # per batch of users: the model's top-k of the seen items and its scores of every new item (per prefix
         # length for generators), computed once for every epsilon
         lists = [scorer.score(torch.as_tensor(hist[s:s + 256], device=dev), new) for s in range(0, len(rows), 256)]
+        # what any rule built on the decoded items needs, to score again without the model (bench/coldstart_rescore.py):
+        # the beams, the requests, the targets, the new items, and each served index's row in the whole dataset
+        orig = np.zeros(len(index) + 1, dtype=np.int64)
+        orig[index.to_numpy()] = pd.Series(ds.items["item_idx"].to_numpy(), index=raw).reindex(index.index).to_numpy()
+        np.savez_compressed(out / "coldstart_beams.npz", items=torch.cat([x[0] for x in lists]).cpu().numpy(),
+                            scores=torch.cat([x[1] for x in lists]).float().cpu().numpy(), hist=hist,
+                            target=target_idx, new=new.cpu().numpy(), dataset_row=orig)
         # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
         hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
         sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
