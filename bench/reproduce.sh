@@ -13,7 +13,8 @@
 # a local HF directory or tiny-qwen2; LoRA unless EXTRA has --full; its own recipe, not --preset).
 # Inputs: .gpu/data/DATASET (sidrec data prepare), $TOKDIR/DATASET-TOKENS[-VARIANT] (sidrec tokenize, or
 # bench/make_tokens.sh on the device; TOKDIR defaults to .gpu/tok).
-# Runs live in $RUNS (default /tmp/repro) and resume: a command stops training after MINUTES (default 7.5)
+# Runs live in $RUNS (default /tmp/repro) and resume: training ends before MINUTES (default 7.5; no epoch starts
+# that would end past it; LC-Rec keeps DECODE_MIN, default 4, for its test decoding)
 # and the next identical command continues; finished runs append a row to $OUT/reproduce.jsonl, which
 # `python bench/reproduce_row.py --merge $OUT/reproduce.jsonl` adds to bench/results/reproduce.json.
 set -u
@@ -32,8 +33,11 @@ TAU=${TAU_OVERRIDE:-$TAU}
 if [ "$TOKENS" = published ]; then ENCODER=${ENCODER:-llama-7b (LETTER release)}; else ENCODER=${ENCODER:-minilm}; fi
 GENERATOR=${GENERATOR:-tiger}
 if [ "$GENERATOR" = lcrec ]; then
+  # the test decoding of all users comes after training (Beauty: ~3.7 min for SmolLM2 on an H200 card of its
+  # own): training gets MINUTES less DECODE_MIN, so the row lands before the queue's deadline
+  TRAIN_MIN=$(awk -v m="${MINUTES:-7.5}" -v d="${DECODE_MIN:-4}" 'BEGIN { x = m - d; print (x < 1 ? 1 : x) }')
   ARGS="--tokens $T --model ${LCREC_MODEL:-smollm2-135m} --temperature $TAU --decode-batch 256 \
---max-minutes ${MINUTES:-7.5} ${EPOCHS:+--epochs $EPOCHS} ${BATCH:+--batch-size $BATCH} ${EXTRA:-}"
+--max-minutes $TRAIN_MIN ${EPOCHS:+--epochs $EPOCHS} ${BATCH:+--batch-size $BATCH} ${EXTRA:-}"
   TAG=lcrec
 else
   ARGS="--tokens $T --preset ${PRESET:-letter} --temperature $TAU --decode-batch 512 --max-minutes ${MINUTES:-7.5} \

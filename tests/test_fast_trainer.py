@@ -175,3 +175,23 @@ def test_compiled_step_runs_remainder_batches_eagerly(monkeypatch):
     step(*batch)
     step(*(b[:5] for b in batch))
     assert calls == [16]
+
+
+def test_time_budget_never_starts_an_epoch_that_would_overrun(tmp_path, monkeypatch):
+    """--max-minutes: at the mean epoch time so far, no epoch starts that would end past the budget (a fake clock:
+    every epoch takes 10 s; budget 30 s -> 3 epochs ending at 30 s, where a check after the fact ran 4 to 40 s)."""
+    import sidrec.train.loop as loop
+
+    clock = [1000.0]
+    monkeypatch.setattr(loop.time, "time", lambda: clock[0])
+    model = torch.nn.Linear(2, 1)
+
+    def loss_fn(m, batch):
+        clock[0] += 10.0
+        return m(batch[0]).pow(2).mean()
+
+    cfg = TrainConfig(epochs=10, batch_size=4, max_minutes=0.5, select_metric="loss", patience=100, device="cpu")
+    res = loop.fit(model, cfg=cfg, run_dir=tmp_path, device=torch.device("cpu"),
+                   batches=lambda e: [(torch.ones(4, 2),)], steps_per_epoch=1, loss_fn=loss_fn,
+                   validate=lambda m: {"loss": 1.0})
+    assert res.stopped == "time" and len(res.history) == 3 and res.seconds == 30.0

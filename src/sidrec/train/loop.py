@@ -78,7 +78,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
-    max_minutes: float = 0.0  # wall-clock budget for training (0 = none); stops after the current epoch
+    max_minutes: float = 0.0  # wall-clock budget for training (0 = none): no epoch starts that would, at the mean
+    # epoch time so far (validation included), end past it; a resumed run gets the budget afresh
     resume: bool = True  # continue from RUN/checkpoint.pt when present
     compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
     compile_mode: str = "reduce-overhead"  # torch.compile mode: reduce-overhead (CUDA graphs: 2.1x the default
@@ -240,7 +241,10 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
                         "best_validation": best_val}, ckpt_path)
-        out_of_time = cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60
+        # the next epoch is expected to take the mean of this session's epochs: stop before one that would end past
+        # the budget (an LLM epoch can take 10+ minutes; a deadline-bound queue needs the run to end on time)
+        spent = time.time() - t0
+        out_of_time = cfg.max_minutes and spent + spent / (epoch + 1 - start_epoch) > cfg.max_minutes * 60
         if dist.broadcast(bool(out_of_time)) and epoch + 1 < cfg.epochs and not stopped:
             log(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1} (rerun to resume)")
             reason = "time"
