@@ -332,6 +332,8 @@ def test_new_items_ranked_by_their_decoded_neighbours(tiger_run):
         assert len({r["item"] for r in rows}) == 10 and 1 <= sum(r["new"] for r in rows) <= 2
     with pytest.raises(SidrecError, match="rule"):
         rec.recommend(hist, k=10, epsilon=0.2, new_rule="nearest")
+    with pytest.raises(SidrecError, match="history weight"):
+        rec.recommend(hist, k=10, epsilon=0.2, history_weight=1.0)
 
 
 def test_coldstart_with_embeddings_made_beforehand(cli, syn_dir, tmp_path):

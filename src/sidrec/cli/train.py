@@ -221,6 +221,8 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                        tau: Annotated[Optional[list[float]], typer.Option(
                            "--tau", help="neighbours / blend: kernel width in cosine similarity (repeatable; default 0.1)")]
                        = None,
+                       blend_weight: Annotated[float, typer.Option(
+                           help="blend: the share of probability the history's items pass")] = 0.5,
                        reuse: Annotated[bool, typer.Option(help="rank again with OUT's finished run (no training)")]
                        = False,
                        model: Annotated[str, typer.Option(help="tiger (a generator) or vqrec (OPQ codes from text)")]
@@ -270,7 +272,7 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
                cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed,
                                    prefix_levels=tuple(prefix_levels or ()), reuse=reuse,
-                                   **({"taus": tuple(tau)} if tau else {}),
+                                   **({"taus": tuple(tau)} if tau else {}), blend_weight=blend_weight,
                                    **({"rules": tuple(rule)} if rule else {})), embeddings=embeddings,
                generator=model, vq_cfg=vcfg, init=init,
                log=console.print)

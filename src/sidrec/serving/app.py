@@ -2,7 +2,7 @@
 
   GET  /health                       run kind, catalog size, queue depth
   POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S, "epsilon"?: E,
-                   "new_rule"?: "blend" | "neighbours" | "prefix", "tau"?: W}
+                   "new_rule"?: "blend" | "neighbours" | "prefix", "tau"?: W, "history_weight"?: H}
                                      -> {"items": [{"item", "score", "title", "new"}, ...]}
   POST /items     {"items": [{"item_id", "text", "title"?}, ...]}  cold-start items by text, no retraining
                   (generator and VQ-Rec runs; all or nothing: a bad request leaves the catalog unchanged)
@@ -40,6 +40,7 @@ class RecommendRequest(BaseModel):
     new_rule: Literal["blend", "neighbours", "prefix"] = Field(
         "blend", description="cold start: how new items are scored (generators)")
     tau: float = Field(0.1, gt=0.0, description="new_rule blend / neighbours: kernel width in cosine")
+    history_weight: float = Field(0.5, ge=0.0, lt=1.0, description="new_rule blend: the history's share")
 
 
 class NewItem(BaseModel):
@@ -86,7 +87,8 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
             try:
                 out.append(rec.recommend(b["history"], k=b["k"], beam=b["beam"],
                                          sample_temperature=b["sample_temperature"], seed=b["seed"],
-                                         epsilon=b["epsilon"], new_rule=b["new_rule"], tau=b["tau"]))
+                                         epsilon=b["epsilon"], new_rule=b["new_rule"], tau=b["tau"],
+                                         history_weight=b["history_weight"]))
             except SidrecError as e:
                 out.append(e)
         return out

@@ -303,6 +303,8 @@ def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], ne
     bad = [r for r in cfg.rules if r not in RULES]
     if bad or not cfg.rules:
         raise SidrecError(f"--rule {bad or list(cfg.rules)}: choose from {', '.join(RULES)}")
+    if not 0 <= cfg.blend_weight < 1:
+        raise SidrecError(f"--blend-weight {cfg.blend_weight}: must lie in [0, 1)")
     if not cfg.taus or min(cfg.taus) <= 0:
         raise SidrecError(f"--tau {list(cfg.taus)}: each must be > 0")
     # the seen items' text embeddings (rows = the run's item indices) and the new items', for "neighbours"
