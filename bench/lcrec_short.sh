@@ -6,8 +6,8 @@
 #   bash bench/stage_device.sh .gpu/h2b && bash bench/lcrec_short.sh     (call 2, carry .gpu/h2b)
 set -u
 cd "${W:-/tmp/w}"
-export PYTHONPATH=$PWD/src:/tmp/site2 PYTHONUNBUFFERED=1 OUT_ROWS=$OUT RUNS=/tmp/repro TOKDIR=.gpu/tok
-export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+. bench/device_env.sh
+OUT_ROWS=$OUT
 bash bench/lcrec_gpu.sh join || exit 1
 G=/tmp/llm/SmolLM2-135M-Instruct.Q4_1.gguf
 (OUT=$OUT_ROWS MINUTES=${MINUTES:-6} EPOCHS=${EPOCHS:-1} BATCH=128 EXTRA="--accumulate 2" TAU_OVERRIDE=0.7 \

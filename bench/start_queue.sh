@@ -7,8 +7,8 @@ set -eu
 JOBS=$1; MIN=${2:-25}
 cd "${W:-/tmp/w}"
 [ -f "$JOBS" ] || { echo "start_queue: no $JOBS in $PWD (bash bench/stage_device.sh first)" >&2; exit 2; }
-export PYTHONPATH=$PWD/src:/tmp/site2 PYTHONUNBUFFERED=1 OUT=$PWD/out RUNS=/tmp/repro TOKDIR=.gpu/tok
-export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # many jobs share a card
+. bench/device_env.sh
+export OUT=$PWD/out
 mkdir -p out
 setsid nohup python3 bench/device_queue.py run "$JOBS" --dir /tmp/q --slots "${SLOTS:-4}" --deadline-min "$MIN" \
   > /tmp/q.log 2>&1 < /dev/null &
