@@ -197,6 +197,8 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                        epsilon: Annotated[Optional[list[float]], typer.Option(
                            "--epsilon", help="max share of new items in the top K (repeatable; TIGER's epsilon)")] = None,
                        k: Annotated[int, typer.Option(help="K of Recall@K / NDCG@K")] = 10,
+                       beam: Annotated[int, typer.Option(help="beam width (the decoded items the neighbours and blend "
+                                                              "rules spread from)")] = 20,
                        encoder: Annotated[str, typer.Option(help="text encoder: minilm, tfidf, st:NAME, hf-mean:PATH")]
                        = "minilm",
                        embeddings: Annotated[Optional[Path], typer.Option(
@@ -270,7 +272,7 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
         raise SidrecError(f"--epsilon {list(eps)}: each must lie in (0, 1]")
     rows = run(ds, out, embed_cfg=EmbedConfig(encoder=encoder, seed=seed, device=device), method=method,
                tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
-               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, seed=seed,
+               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, beam=beam, seed=seed,
                                    prefix_levels=tuple(prefix_levels or ()), reuse=reuse,
                                    **({"taus": tuple(tau)} if tau else {}), blend_weight=blend_weight,
                                    **({"rules": tuple(rule)} if rule else {})), embeddings=embeddings,
