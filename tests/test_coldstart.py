@@ -226,6 +226,22 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     assert code == 2 and "held out" in se and len(se.strip().splitlines()) == 1
 
 
+def test_coldstart_protocol_for_an_lcrec_generator(cli, syn_dir, tmp_path):
+    """The same protocol through the generator contract for LC-Rec (a tiny causal LM): its run is an lcrec run and
+    every new-item rule gives rows next to the baselines."""
+    out = tmp_path / "cold-lcrec"
+    code, so, se = cli("evaluate-coldstart", syn_dir, "--out", out, "--model", "lcrec", "--lm", "tiny-llama",
+                       "--holdout", "0.2", "--epsilon", "0.5", "--encoder", "tfidf", "--method", "rqkmeans",
+                       "--codebook-size", "8", "--levels", "2", "--epochs", "1", "--device", "cpu",
+                       "--set", "hidden_size=32", "--set", "num_hidden_layers=1")
+    assert code == 0, se
+    assert json.loads((out / "run" / "config.json").read_text())["kind"] == "lcrec"
+    rows = json.loads((out / "coldstart.json").read_text())["rows"]
+    assert {(r["model"], r["rule"]) for r in rows if r["slots"] == "reserve"} == {
+        ("lcrec", "prefix"), ("lcrec", "neighbours"), ("lcrec", "blend"), ("knn", "history"), ("knn", "kernel")}
+    assert all(0 <= r["recall@10"] <= 1 and r["users"] > 0 for r in rows)
+
+
 def _check_rescore(out, ds, seen, held, rows):
     import subprocess
     import sys

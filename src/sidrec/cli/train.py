@@ -227,8 +227,10 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                            help="blend: the share of probability the history's items pass")] = 0.5,
                        reuse: Annotated[bool, typer.Option(help="rank again with OUT's finished run (no training)")]
                        = False,
-                       model: Annotated[str, typer.Option(help="tiger (a generator) or vqrec (OPQ codes from text)")]
-                       = "tiger",
+                       model: Annotated[str, typer.Option(help="tiger or lcrec (generators) or vqrec (OPQ codes from "
+                                                               "text)")] = "tiger",
+                       lm: Annotated[str, typer.Option("--lm", help="lcrec: the causal LM (as `train lcrec --model`)")]
+                       = "tiny-llama",
                        init: Annotated[Optional[Path], typer.Option(help="vqrec: pre-trained VQ-Rec run to fine-tune "
                                                                          "(default: trained on the seen items alone)")]
                        = None,
@@ -249,8 +251,8 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
     if method == "published" or method == "letter":
         raise SidrecError(f"--method {method}: the cold-start protocol fits the tokenizer on the seen items from "
                           f"text alone; use rqvae, rqkmeans or opq")
-    if model not in ("tiger", "vqrec"):
-        raise SidrecError(f"--model {model!r}: choose tiger or vqrec")
+    if model not in ("tiger", "lcrec", "vqrec"):
+        raise SidrecError(f"--model {model!r}: choose tiger, lcrec or vqrec")
     if init is not None and model != "vqrec":
         raise SidrecError("--init (a pre-trained VQ-Rec run) goes with --model vqrec")
     ds = load_dataset(data)
@@ -263,6 +265,13 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
         mcfg, vcfg, tcfg = layered([VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_,
                                    dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device),
                                    defaults=defaults)
+    elif model == "lcrec":
+        from sidrec.models.lcrec import LCRecConfig
+        from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
+
+        mcfg, tcfg = layered([LCRecConfig, TrainConfig], config, set_,
+                             dict(model=lm, epochs=epochs, batch_size=batch_size, seed=seed, device=device),
+                             defaults=LCREC_DEFAULTS)
     else:
         mcfg, tcfg = layered([TIGERConfig, TrainConfig], config, set_,
                              dict(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed, device=device),

@@ -18,6 +18,7 @@ import torch
 
 from sidrec.data.dataset import load_dataset
 from sidrec.errors import SidrecError
+from sidrec.train.tiger import load_generator  # noqa: F401  (also the serving API's name)
 
 
 @dataclass(frozen=True)
@@ -105,22 +106,6 @@ class _Catalog:
                             np.concatenate([cat.titles, np.array(titles, dtype=object)]),
                             pd.concat([cat.index, pd.Series(np.arange(start, start + len(ids)), index=ids)]),
                             trie if trie is not None else cat.trie, cat.new | frozenset(ids), vecs)
-
-
-def load_generator(run: str | Path, device: str = "cpu"):
-    """(model, trie, config) of any generator run, by the run kind in RUN/config.json (models/generator.py)."""
-    import importlib
-
-    from sidrec.models.generator import GENERATORS
-
-    conf = Path(run) / "config.json"
-    if not conf.is_file():
-        raise SidrecError(f"{run}: not a run directory (missing config.json)")
-    kind = json.loads(conf.read_text()).get("kind")
-    if kind not in GENERATORS:
-        raise SidrecError(f"{run}: is a {kind} run, not a generator run (generators: {', '.join(GENERATORS)})")
-    module, fn = GENERATORS[kind].split(":")
-    return getattr(importlib.import_module(module), fn)(run, device)
 
 
 NEW_RULES = ("blend", "neighbours", "prefix")  # how a generator scores items added after training (``recommend``)

@@ -1,4 +1,4 @@
-"""TIGER's cold-start protocol (Rajput et al. 2023, section 4.2) as one stage, for a generator (TIGER) or for
+"""TIGER's cold-start protocol (Rajput et al. 2023, section 4.2) as one stage, for a generator (TIGER, LC-Rec) or for
 VQ-Rec (whose codes come from text too: issue 17 shares the command and the baseline).
 
 1. Hold out a share of the items that are some user's test target (seeded): they are removed from every
@@ -144,8 +144,8 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     encoder's weights); else the seen items and the held-out ones are embedded here with ``embed_cfg``."""
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
 
-    if generator not in ("tiger", "vqrec"):
-        raise SidrecError(f"cold start for {generator!r}: choose tiger or vqrec")
+    if generator not in ("tiger", "lcrec", "vqrec"):
+        raise SidrecError(f"cold start for {generator!r}: choose tiger, lcrec or vqrec")
     if generator == "vqrec" and cfg.prefix_levels:
         raise SidrecError("--prefix-levels applies to generators (semantic-ID prefixes), not to VQ-Rec")
     if generator == "vqrec" and vq_cfg is not None and vq_cfg.codes != "opq":  # before any data is written
@@ -181,7 +181,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     # served catalog: the seen items (their run indices), then the held-out ones appended in order
     index = pd.Series(np.arange(1, seen.n_items + len(held) + 1),
                       index=seen.items["item_id"].astype(str).tolist() + new_names)
-    scorer = (_tiger_scorer if generator == "tiger" else _vqrec_scorer)(out, dev, new_names, texts[held - 1].tolist(),
+    scorer = (_vqrec_scorer if generator == "vqrec" else _generator_scorer)(out, dev, new_names, texts[held - 1].tolist(),
                                                                         new_emb, cfg)
     known = set(seen.items["item_id"].astype(str))
     rows, targets, hists = cold_users(ds, held, scorer.max_history, known)
@@ -215,7 +215,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         knn_order = {("history", None): np.argsort(-sim, axis=1, kind="stable")}
         # a second text baseline, the generator-free part of "blend": the history's items as equal anchors of
         # the same kernel (soft nearest history item rather than the mean)
-        if generator == "tiger":
+        if generator != "vqrec":
             from sidrec.decoding.newitems import neighbour_scores, unit_rows
 
             vecs, nv = unit_rows(emb).to(dev), unit_rows(new_emb).to(dev)
@@ -264,6 +264,7 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
                        train_cfg=train_cfg, embed_cfg=embed_cfg, embeddings=out / "emb", log=log)
         return
     from sidrec.tokenizers.stage import tokenize
+    from sidrec.train.lcrec import train_lcrec
     from sidrec.train.tiger import train_tiger
 
     tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
@@ -271,7 +272,8 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
         meta = json.loads((out / "tok" / "tokenizer.json").read_text())
         if meta["n_items"] != seen.n_items:
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
-    train_tiger(seen, out / "tok", out / "run", model_cfg, train_cfg, beam=cfg.beam, ks=(cfg.k,), log=log)
+    (train_lcrec if generator == "lcrec" else train_tiger)(seen, out / "tok", out / "run", model_cfg, train_cfg,
+                                                           beam=cfg.beam, ks=(cfg.k,), log=log)
 
 
 @dataclass(frozen=True)
@@ -283,16 +285,16 @@ class Scorer:
     max_history: int
 
 
-def _tiger_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], new_emb: np.ndarray,
-                  cfg: ColdStartConfig):
-    """The generator's ``Scorer``: beam search over the seen items; new items get IDs from the run's tokenizer (collision
+def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str], new_emb: np.ndarray,
+                      cfg: ColdStartConfig):
+    """A generator's ``Scorer`` (TIGER or LC-Rec, through the generator contract): beam search over the seen items; new items get IDs from the run's tokenizer (collision
     suffix as in training), join the trie, and are scored by log P of their first ``levels`` codes."""
     from sidrec.decoding.beam import generate, prefix_scores
     from sidrec.decoding.newitems import collision_suffix, grown, neighbour_scores, new_item_ids, unit_rows
     from sidrec.tokenizers.registry import load_tokenizer
-    from sidrec.train.tiger import load_tiger
+    from sidrec.train.tiger import load_generator
 
-    model, trie, _ = load_tiger(out / "run", dev)
+    model, trie, _ = load_generator(out / "run", dev)
     tok = load_tokenizer(out / "run" / "tokens")
     base, sids = new_item_ids(out / "run", tok, new_texts, model.vocab.level_sizes, new_names, emb=new_emb)
     _, trie, model.item_tok = grown(model, tok, base, sids, trie.level_sizes, dev)
