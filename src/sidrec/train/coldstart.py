@@ -53,12 +53,21 @@ class ColdStartConfig:
     # how a generator scores new items (one set of rows per rule): "prefix" = log P of their ID prefix under the
     # model (TIGER's rule); "neighbours" = the decoded items' probabilities passed to the new items near them in
     # the text-embedding space, kernel width ``tau`` in cosine (``decoding.newitems.neighbour_scores``; one set of
-    # rows per width)
-    # "blend": the history's items pass a share ``blend_weight`` of the probability too (the rest: the decoded items)
+    # rows per width); "blend" = the history's items pass a share ``blend_weight`` of it too
     rules: tuple[str, ...] = ("prefix", "neighbours", "blend")
     taus: tuple[float, ...] = (0.1,)
     blend_weight: float = 0.5
     reuse: bool = False  # OUT already holds a finished run of the same hold-out: rank again without training
+
+    def check(self) -> None:
+        """The new-item rules' settings, one clear line each; checked before anything is trained."""
+        bad = [r for r in self.rules if r not in RULES]
+        if bad or not self.rules:
+            raise SidrecError(f"--rule {bad or list(self.rules)}: choose from {', '.join(RULES)}")
+        if not 0 <= self.blend_weight < 1:
+            raise SidrecError(f"--blend-weight {self.blend_weight}: must lie in [0, 1)")
+        if not self.taus or min(self.taus) <= 0:
+            raise SidrecError(f"--tau {list(self.taus)}: each must be > 0")
 
 
 def held_out_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
@@ -146,6 +155,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
 
     if generator not in ("tiger", "lcrec", "vqrec"):
         raise SidrecError(f"cold start for {generator!r}: choose tiger, lcrec or vqrec")
+    cfg.check()
     if generator == "vqrec" and cfg.prefix_levels:
         raise SidrecError("--prefix-levels applies to generators (semantic-ID prefixes), not to VQ-Rec")
     if generator == "vqrec" and vq_cfg is not None and vq_cfg.codes != "opq":  # before any data is written
@@ -302,13 +312,6 @@ def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str]
     level_set = sorted(set(cfg.prefix_levels or (levels,)))
     if any(not 1 <= lv <= levels for lv in level_set):
         raise SidrecError(f"--prefix-levels {level_set}: each must lie in 1..{levels} (the ID's code levels)")
-    bad = [r for r in cfg.rules if r not in RULES]
-    if bad or not cfg.rules:
-        raise SidrecError(f"--rule {bad or list(cfg.rules)}: choose from {', '.join(RULES)}")
-    if not 0 <= cfg.blend_weight < 1:
-        raise SidrecError(f"--blend-weight {cfg.blend_weight}: must lie in [0, 1)")
-    if not cfg.taus or min(cfg.taus) <= 0:
-        raise SidrecError(f"--tau {list(cfg.taus)}: each must be > 0")
     # the seen items' text embeddings (rows = the run's item indices) and the new items', for "neighbours"
     # (the new items follow the seen ones in the served catalog, and the beam may decode them too)
     new_vecs = unit_rows(new_emb).to(dev)
