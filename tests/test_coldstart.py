@@ -350,6 +350,10 @@ def test_new_items_ranked_by_their_decoded_neighbours(tiger_run):
         rec.recommend(hist, k=10, epsilon=0.2, new_rule="nearest")
     with pytest.raises(SidrecError, match="history weight"):
         rec.recommend(hist, k=10, epsilon=0.2, history_weight=1.0)
+    reserved = rec.recommend(hist, k=10, epsilon=0.2, new_slots="reserve")  # both new items take the 2 slots
+    assert {r["item"] for r in reserved if r["new"]} == {"NEAR", "FAR"} and [r["new"] for r in reserved][-2:] == [True] * 2
+    with pytest.raises(SidrecError, match="slots"):
+        rec.recommend(hist, k=10, epsilon=0.2, new_slots="all")
 
 
 def test_coldstart_with_embeddings_made_beforehand(cli, syn_dir, tmp_path):

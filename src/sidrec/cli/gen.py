@@ -32,6 +32,9 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
               tau: Annotated[float, typer.Option(help="--new-rule blend/neighbours: kernel width in cosine")] = 0.1,
               history_weight: Annotated[float, typer.Option(
                   help="--new-rule blend: the share of probability the history's items pass (0 = neighbours)")] = 0.5,
+              new_slots: Annotated[str, typer.Option(
+                  help="cold start: compete (new items enter where they beat a decoded item) or reserve (they "
+                       "always take their epsilon slots, after the best decoded items)")] = "compete",
               device: Annotated[str, typer.Option()] = "cpu"):
     """Top-K items, with titles, for a history of raw item ids (TIGER or VQ-Rec run).
 
@@ -48,7 +51,8 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
     if new_items is not None:
         rec.add_items(*read_new_items(new_items))
     rows = rec.recommend(history, k=k, beam=beam, sample_temperature=sample_temperature, seed=seed, epsilon=epsilon,
-                         new_rule=new_rule, tau=tau, history_weight=history_weight)
+                         new_rule=new_rule, tau=tau, history_weight=history_weight,
+                         new_slots=new_slots)
     print_table([["rank", "item", "score", "title"]] +
                 [[str(i + 1), r["item"] + (" (new)" if r.get("new") else ""), f"{r['score']:.3f}", r["title"][:70]]
                  for i, r in enumerate(rows)],

@@ -2,7 +2,8 @@
 
   GET  /health                       run kind, catalog size, queue depth
   POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S, "epsilon"?: E,
-                   "new_rule"?: "blend" | "neighbours" | "prefix", "tau"?: W, "history_weight"?: H}
+                   "new_rule"?: "blend" | "neighbours" | "prefix", "tau"?: W, "history_weight"?: H,
+                   "new_slots"?: "compete" | "reserve"}
                                      -> {"items": [{"item", "score", "title", "new"}, ...]}
   POST /items     {"items": [{"item_id", "text", "title"?}, ...]}  cold-start items by text, no retraining
                   (generator and VQ-Rec runs; all or nothing: a bad request leaves the catalog unchanged)
@@ -41,6 +42,8 @@ class RecommendRequest(BaseModel):
         "blend", description="cold start: how new items are scored (generators)")
     tau: float = Field(0.1, gt=0.0, description="new_rule blend / neighbours: kernel width in cosine")
     history_weight: float = Field(0.5, ge=0.0, lt=1.0, description="new_rule blend: the history's share")
+    new_slots: Literal["compete", "reserve"] = Field(
+        "compete", description="cold start: new items enter by score, or always take their epsilon slots")
 
 
 class NewItem(BaseModel):
@@ -88,7 +91,7 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
                 out.append(rec.recommend(b["history"], k=b["k"], beam=b["beam"],
                                          sample_temperature=b["sample_temperature"], seed=b["seed"],
                                          epsilon=b["epsilon"], new_rule=b["new_rule"], tau=b["tau"],
-                                         history_weight=b["history_weight"]))
+                                         history_weight=b["history_weight"], new_slots=b["new_slots"]))
             except SidrecError as e:
                 out.append(e)
         return out

@@ -168,7 +168,7 @@ class Recommender(_Catalog):
     @torch.no_grad()
     def recommend(self, history: list[str], *, k: int = 10, beam: int = 0, sample_temperature: float = 0.0,
                   seed: int = 0, epsilon: float = 0.0, new_rule: str = "blend", tau: float = 0.1,
-                  history_weight: float = 0.5) -> list[dict]:
+                  history_weight: float = 0.5, new_slots: str = "compete") -> list[dict]:
         """Top-k by trie-constrained beam search (beam 0 = max(k, 20)), or, with ``sample_temperature`` T > 0,
         k distinct items sampled without replacement at temperature T (seeded; diversity on a dial).
 
@@ -179,7 +179,10 @@ class Recommender(_Catalog):
         history's items pass a share ``history_weight`` of it too (the best rule on Beauty, Yelp and Scientific at
         0.5, bench/README.md; 1 would leave only the history),
         "prefix" takes the probability of their semantic prefix (the ID without its collision suffix, which
-        the model never saw for them; TIGER's rule). With 0 new items compete through the trie like any other."""
+        the model never saw for them; TIGER's rule). ``new_slots="reserve"``: the new items always take their
+        slots, after the best decoded items (the cold-start table's better mode: a kernel spreads a decoded
+        item's probability over many new items, so they rarely beat the decoded ones). With 0 new items
+        compete through the trie like any other."""
         from sidrec.decoding.beam import generate, merge_new_items, prefix_scores, trim_history
         from sidrec.decoding.newitems import neighbour_scores
 
@@ -189,6 +192,8 @@ class Recommender(_Catalog):
             raise SidrecError(f"new-item rule {new_rule!r}: choose from {', '.join(NEW_RULES)}")
         if not 0.0 <= history_weight < 1.0:
             raise SidrecError(f"history weight {history_weight}: must lie in [0, 1)")
+        if new_slots not in ("compete", "reserve"):
+            raise SidrecError(f"new-item slots {new_slots!r}: choose compete or reserve")
         cat = self.cat  # one consistent catalog for the whole request
         hist = trim_history(torch.as_tensor(self._history_indices(cat, history, k, self.model.cfg.max_history),
                                             device=self.device))
@@ -207,7 +212,7 @@ class Recommender(_Catalog):
                                       "written since sidrec 0.4); use the prefix rule for its new items")
                 ns = neighbour_scores(items, scores, cat.vecs, cat.vecs[new], tau=tau, hist=hist,
                                       history_weight=history_weight if new_rule == "blend" else 0.0)
-            items, scores = merge_new_items(items[:, :k], scores[:, :k], new, ns, epsilon=epsilon)
+            items, scores = merge_new_items(items[:, :k], scores[:, :k], new, ns, epsilon=epsilon, slots=new_slots)
         return self._rows(cat, items[0].tolist(), scores[0].tolist())
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
