@@ -189,7 +189,7 @@ def _local_llama(path, layers: int = 1) -> list[str]:
 
 @pytest.mark.parametrize("align", [0.0, 0.5])
 def test_shared_prompt_prefix_gives_the_same_loss_gradients_and_lists(tmp_path, align):
-    """The prompt's fixed head run once per batch (share_prefix, the default) = every row running it: the same
+    """The prompt's fixed head run once per batch (share_prefix, the CPU's default) = every row running it: the same
     teacher-forced loss (with the alignment tasks' heads too), the same gradients on the adapter and the ID rows,
     the same decoded lists and scores."""
     _local_llama(tmp_path / "lm", layers=2)
@@ -213,6 +213,8 @@ def test_shared_prompt_prefix_gives_the_same_loss_gradients_and_lists(tmp_path, 
         with torch.no_grad():
             items, scores = generate(model, users, hist, Trie(codes, [4, 4, 4]), beam=10, k=5)
         got.append((loss.item(), grads, items, scores))
+    auto = LCRec(LCRecConfig(model=str(tmp_path / "lm"), max_history=4), [4, 4, 4], codes)
+    assert auto.cfg.share_prefix is None and auto._sharing  # the default shares on the CPU (and not on CUDA)
     (l1, g1, i1, s1), (l2, g2, i2, s2) = got
     assert abs(l1 - l2) <= 1e-5 * abs(l2)
     assert len(g1) == len(g2) > 0 and any(g.norm() > 0 for g in g2)

@@ -82,8 +82,10 @@ class LCRecConfig:
     align_ratio: float = 0.0  # item<->ID alignment samples (each kind) per sequential sample; needs item text
     align_text_tokens: int = 32  # item text / title cut for the alignment tasks
     gradient_checkpointing: bool = False
-    share_prefix: bool = True  # the prompt's fixed head (LC-Rec's instruction) runs once per batch, its keys and
-    # values shared by every row: the same logits, ~a third fewer tokens on Beauty (off with gradient checkpointing)
+    share_prefix: bool | None = None  # the prompt's fixed head (LC-Rec's instruction) runs once per batch, its keys
+    # and values shared by every row: the same logits, ~a third fewer tokens on Beauty (off with gradient
+    # checkpointing). None = on the CPU only: 1.43x per step there, while on an H200 the repeated cache's attention
+    # path was slower than running the head per row (bench/README.md, "LC-Rec training step")
     prompt: str = SEQ_PROMPT  # pretrained backbones; must contain {history}
     separator: str = ", "  # between the history's items
 
@@ -329,7 +331,10 @@ class LCRec(nn.Module):
 
     @property
     def _sharing(self) -> bool:
-        return self.cfg.share_prefix and self.prefix.numel() > 0 and not self.cfg.gradient_checkpointing
+        share = self.cfg.share_prefix
+        if share is None:
+            share = self.prefix.device.type == "cpu"
+        return share and self.prefix.numel() > 0 and not self.cfg.gradient_checkpointing
 
     def _shared(self, ids: torch.Tensor, mask: torch.Tensor, head: torch.Tensor | None = None, **kw):
         """``_run`` on ``head`` (default: the prompt's prefix) + (ids, mask): the head (the same tokens at the same
