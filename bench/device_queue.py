@@ -15,7 +15,9 @@ queue there, `bench/collect_device.sh` brings back rows, logs and token reports.
 JOBS holds one job per line, `name | needs | command` (blank lines and `#` comments skipped):
 - needs: comma-separated conditions, each a path that must exist (an input a later call brings), `@job`
   (that job finished with exit code 0), `^job` (that job has started, or can never start: lets a job of lower
-  priority wait for a slot behind one whose inputs come later, since slots are not taken back) or `~M` (start only while at least M minutes are left: a run that cannot
+  priority wait for a slot behind one whose inputs come later, since slots are not taken back), `!job` (that job
+  has ended, however: ok, failed or stopped; for work that must not share the card with a job whose run may stop
+  for time and be resumed, which exits 1) or `~M` (start only while at least M minutes are left: a run that cannot
   finish before the deadline would only take card time from those that can); empty for none;
 - command: a bash command, run in the current directory with CUDA_VISIBLE_DEVICES set to the card with the
   fewest jobs, and MINUTES to the minutes left before the deadline less `--margin-min` (bench/reproduce.sh reads
@@ -67,7 +69,7 @@ def parse_lines(lines: list[str], path: str, known: set[str] | None = None) -> l
         jobs.append(Job(parts[0], [n.strip() for n in parts[1].split(",") if n.strip()], parts[2]))
     for j in jobs:
         for n in j.needs:
-            if n[:1] in "@^" and n[1:] not in seen:
+            if n[:1] in "@^!" and n[1:] not in seen:
                 raise SystemExit(f"{path}: job {j.name!r} needs unknown job {n}")
             if n.startswith("~"):
                 try:
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
                 continue
             ready = all(by_name[n[1:]].state == "ok" if n.startswith("@") else
                         by_name[n[1:]].state != "waiting" if n.startswith("^") else
+                        by_name[n[1:]].state not in ("waiting", "running") if n.startswith("!") else
                         n.startswith("~") or Path(n).exists() for n in j.needs)  # ~M: the expiry above holds it
             g = min(range(n_gpu), key=lambda k: load[k])
             if not ready or load[g] >= args.slots:

@@ -29,12 +29,14 @@ make   |                  | sleep 0.2 && touch made && echo "$CUDA_VISIBLE_DEVIC
 after  | @make, made      | test -f made && echo ok > after.txt
 broken |                  | exit 3
 child  | @broken          | touch never
+anyway | !broken          | touch anyway
 greedy | ~1000            | touch never2
 input  | brought-later    | touch never3
 """
     st = run_queue(tmp_path, jobs, "--slots", "1", "--deadline-min", "0.1", "--margin-min", "0", "--min-minutes", "0")
-    assert st == {"make": "ok", "after": "ok", "broken": "failed", "child": "blocked", "greedy": "expired",
-                  "input": "expired"}  # still waiting for its input when the time ran out
+    assert st == {"make": "ok", "after": "ok", "broken": "failed", "child": "blocked", "anyway": "ok",
+                  "greedy": "expired", "input": "expired"}  # still waiting for its input when the time ran out
+    assert (tmp_path / "anyway").exists()  # `!broken`: runs once `broken` has ended, whatever its exit code
     assert (tmp_path / "after.txt").read_text() == "ok\n"
     card, minutes = (tmp_path / "env.txt").read_text().split()
     assert card in ("0", "1") and 0 < float(minutes) <= 0.1
