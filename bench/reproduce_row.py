@@ -73,6 +73,8 @@ PUBLISHED = {
     ("beauty", "published", "seq-only", "lcrec"): ("LETTER-LC-Rec (all tasks)", (0.0505, 0.0355, 0.0703, 0.0418)),
     ("beauty", "published", "seq-only-1epoch", "lcrec"): ("LETTER-LC-Rec (LLaMA-7B, all tasks)", (0.0505, 0.0355, 0.0703, 0.0418)),
     ("beauty", "published", "seq-only-2epochs", "lcrec"): ("LETTER-LC-Rec (LLaMA-7B, all tasks)", (0.0505, 0.0355, 0.0703, 0.0418)),
+    ("beauty", "published", "seq-only-2epochs-full", "lcrec"): ("LETTER-LC-Rec (LLaMA-7B, all tasks)", (0.0505, 0.0355, 0.0703, 0.0418)),
+    ("beauty", "published", "seq-only-3epochs", "lcrec"): ("LETTER-LC-Rec (LLaMA-7B, all tasks)", (0.0505, 0.0355, 0.0703, 0.0418)),
     ("beauty", "published", "tiger-size", "lcrec"): ("LETTER-LC-Rec (LLaMA-7B)", (0.0505, 0.0355, 0.0703, 0.0418)),
 }
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
