@@ -244,6 +244,30 @@ def test_local_hf_directory_backbone(tmp_path, cli):
         load_lcrec(tmp_path / "run")
 
 
+def test_full_finetuning_of_a_local_backbone_saves_and_reloads_every_weight(tmp_path, cli):
+    """--full on a pretrained (local directory) backbone: every weight trains, the run keeps them all (not only
+    adapter + ID rows), and reloading rebuilds the base and gets the run's own test lists back."""
+    from safetensors.torch import load_file
+    from sidrec.train.lcrec import load_lcrec
+    from sidrec.train.tiger import decode_users
+
+    _local_llama(tmp_path / "lm")
+    ds = pattern_dataset(tmp_path, n_users=60, n_items=20)
+    code, out, err = cli(*_train(tmp_path, "--model", str(tmp_path / "lm"), "--full", epochs=2))
+    assert code == 0, err
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert not any("lora_" in k for k in saved) and any("layers.0.mlp" in k for k in saved), list(saved)[:5]
+    model, trie, _ = load_lcrec(tmp_path / "run")
+    assert model.finetune == "full"
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").model.layers[0].mlp.down_proj.weight
+    after = [v for k, v in model.state_dict().items() if k.endswith("layers.0.mlp.down_proj.weight")]
+    assert len(after) == 1 and not torch.allclose(after[0], before)  # the base weights themselves were trained
+    again = decode_users(model, trie, ds, "test", beam=20, k=20, batch_size=64, device="cpu")
+    assert (again == np.load(tmp_path / "run" / "test_top.npy")).all()
+
+
 def test_compiled_lora_step_equals_eager():
     """`train lcrec --compile`: the torch.compile'd LoRA step (peft adapters + trainable ID rows) gives eager's
     loss and gradients (float32 on CPU; LoRA dropout off, so both draw nothing random)."""
