@@ -2,7 +2,8 @@
 # Pack the inputs of one device call into a carry folder (here, on the CPU): a device call carries at most 64 MiB,
 # so the inputs of a session travel over several calls, one folder each. Embeddings travel as float16 (sidrec
 # reads them back as float32); everything else is copied. Paths are relative to .gpu/ and two levels deep
-# (data/NAME, emb/NAME, tok/NAME, llm/PART) or `whl` (the wheels the device image lacks).
+# (data/NAME, emb/NAME, tok/NAME, llm/PART) or `whl` (the wheels the device image lacks). Token sets travel
+# slim (no model.safetensors, no z_hat.npy).
 #   bash bench/pack_device.sh .gpu/carry1 whl data/toys emb/toys-minilm tok/toys-cf
 # On the device: `bash bench/stage_device.sh .gpu/carry1` (see there).
 set -eu
@@ -16,6 +17,8 @@ for p in "$@"; do
            python3 -c "import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1]).astype(np.float16))" \
              "$src/item_emb.npy" "$OUT/$p/item_emb.npy"
            [ -f "$src/embeddings.json" ] && cp "$src/embeddings.json" "$OUT/$p/" ;;
+    tok/*) cp -r "$src" "$OUT/$p"  # slim: the generator reads codes and tokenizer.json, not the fitted weights
+           rm -f "$OUT/$p/model.safetensors" "$OUT/$p/z_hat.npy" ;;
     *) cp -r "$src" "$OUT/$p" ;;
   esac
 done

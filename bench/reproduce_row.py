@@ -61,6 +61,8 @@ PUBLISHED = {
     ("beauty", "letter", "no-rank-loss", "tiger"): ("LETTER Table 2, no ranking loss", (None, None, 0.0672, 0.0357)),
     ("beauty", "letter", "cf0.2", "tiger"): ("LETTER-TIGER (beyond: CF weight 0.2)", (0.0431, 0.0277, 0.0672, 0.0364)),
     ("beauty", "rqvae", "full", "tiger"): ("TIGER paper", (0.0454, 0.0321, 0.0648, 0.0384)),
+    ("beauty", "rqkmeans", "full", "tiger"): ("TIGER paper (beyond: RQ-KMeans IDs)", (0.0454, 0.0321, 0.0648, 0.0384)),
+    ("beauty", "published", "ls0.1", "tiger"): ("LETTER-TIGER (beyond: label smoothing 0.1)", (0.0431, 0.0277, 0.0672, 0.0364)),
     ("instruments", "published", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.1122, 0.0831)),
     ("yelp", "rqvae", "full", "tiger"): ("TIGER (LETTER's table)", (None, None, 0.0331, 0.0207)),
     ("yelp", "letter", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.0364, 0.0227)),
