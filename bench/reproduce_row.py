@@ -68,6 +68,7 @@ PUBLISHED = {
     ("yelp", "letter", "full", "tiger"): ("LETTER-TIGER", (None, None, 0.0364, 0.0227)),
     ("yelp", "letter", "cf0.2", "tiger"): ("LETTER-TIGER (CF weight 0.2 + warm-up: the preset)", (None, None, 0.0364, 0.0227)),
     ("toys", "rqvae", "full", "tiger"): ("TIGER paper", (0.0521, 0.0371, 0.0712, 0.0432)),
+    ("toys", "rqvae", "full2000", "tiger"): ("TIGER paper (tokenizer fit for all 2,000 epochs)", (0.0521, 0.0371, 0.0712, 0.0432)),
     ("toys", "letter", "cf0.2", "tiger"): ("TIGER paper (LETTER has no Toys row)", (0.0521, 0.0371, 0.0712, 0.0432)),
     ("beauty", "letter", "full", "lcrec"): ("LETTER-LC-Rec", (0.0505, 0.0355, 0.0703, 0.0418)),
     # LETTER's released IDs are LETTER's tokens: the LC-Rec rows on them sit next to LETTER-LC-Rec
