@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sidrec.decoding.beam import merge_new_items
-from sidrec.decoding.newitems import neighbour_scores, unit_rows
+from sidrec.decoding.newitems import neighbour_scores, reserved_lists, semantic_knn, unit_rows
 from sidrec.embeddings.text import load_embeddings
 from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
 
@@ -40,15 +40,10 @@ def rescore(beams: dict, full: np.ndarray, *, taus, weights, epsilons, k: int = 
         out.append({"epsilon": eps, "rule": rule, "weight": w, "tau": tau, f"recall@{k}": m[f"recall@{k}"],
                     f"ndcg@{k}": m[f"ndcg@{k}"], "users": int(len(target))})
 
-    # the semantic KNN as evaluate-coldstart computes it: cosine to the mean of the raw history embeddings
-    raw = torch.as_tensor(np.asarray(full[rows_of], dtype=np.float32))
-    hv = (raw[hist] * (hist > 0)[..., None]).sum(1) / (hist > 0).sum(1, keepdim=True).clamp_min(1)
-    knn = torch.argsort(unit_rows(hv.numpy()) @ vecs[new].T, dim=1, descending=True, stable=True)
+    # the semantic KNN as evaluate-coldstart computes it (the same function)
+    knn = semantic_knn(hist, full[rows_of], full[rows_of][new.numpy()])
     for eps in epsilons:
-        cap = min(len(new), max(1, int(eps * k)))
-        lists = torch.full((len(target), k), -1, dtype=torch.long)
-        lists[:, :cap] = new[knn[:, :cap]]
-        row(eps, "history", None, None, lists.numpy())
+        row(eps, "history", None, None, reserved_lists(knn, new, k, eps).numpy())
     for tau in taus:
         for w in weights:
             if w >= 1:  # the history's items alone (the kernel KNN), at the top of the list like the KNN
@@ -57,9 +52,7 @@ def rescore(beams: dict, full: np.ndarray, *, taus, weights, epsilons, k: int = 
                 ns = neighbour_scores(items, scores, vecs, vecs[new], tau=tau, hist=hist, history_weight=w)
             for eps in epsilons:
                 if w >= 1:
-                    cap = min(len(new), max(1, int(eps * k)))
-                    lists = torch.full((len(target), k), -1, dtype=torch.long)
-                    lists[:, :cap] = new[ns.topk(cap, dim=1).indices]
+                    lists = reserved_lists(torch.argsort(ns, dim=1, descending=True, stable=True), new, k, eps)
                 else:
                     lists = merge_new_items(items[:, :k], scores[:, :k], new, ns, epsilon=eps, slots="reserve")[0]
                 row(eps, "blend", w, tau, lists.numpy())

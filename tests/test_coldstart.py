@@ -311,6 +311,28 @@ def test_reserved_slots_keep_the_best_decoded_items():
     assert got.tolist() == [[21, 5, 6, 7]]
 
 
+def test_semantic_knn_and_reserved_lists_hand_worked():
+    """TIGER's semantic KNN: cosine of each new item to the mean of the history's raw embeddings (padding 0
+    excluded, not averaged in); the baseline's list holds max(1, int(eps * k)) new items, then nothing (-1)."""
+    from sidrec.decoding.newitems import reserved_lists, semantic_knn
+
+    emb = np.array([[9, 9], [4, 0], [0, 1], [0, 3]], dtype=np.float32)  # row 0 = padding, never averaged
+    new_emb = np.array([[1, 0], [1, 1], [0, 1], [2, 1]], dtype=np.float32)  # new items 10, 11, 12, 13
+    hist = np.array([[0, 0, 1],      # mean (4, 0): 10, then 13 (cos .894), 11 (.707), 12 (0)
+                     [0, 1, 3],      # mean (2, 1.5): 11 (.990), 13 (.984), 10 (.8), 12 (.6)
+                     [2, 3, 3]])     # mean (0, 7/3): 12, 11, 13, 10
+    order = semantic_knn(hist, emb, new_emb)
+    mean = np.array([[4, 0], [2, 1.5], [0, 7 / 3]])
+    cos = (mean / np.linalg.norm(mean, axis=1, keepdims=True)) @ (new_emb / np.linalg.norm(new_emb, axis=1,
+                                                                                          keepdims=True)).T
+    assert order.tolist() == np.argsort(-cos, axis=1, kind="stable").tolist()
+    assert order.tolist() == [[0, 3, 1, 2], [1, 3, 0, 2], [2, 1, 3, 0]]
+    new = torch.tensor([10, 11, 12, 13])
+    assert reserved_lists(order, new, k=5, epsilon=0.5).tolist()[0] == [10, 13, -1, -1, -1]
+    assert reserved_lists(order, new, k=5, epsilon=0.1).tolist()[2] == [12, -1, -1, -1, -1]  # at least one slot
+    assert reserved_lists(order, new, k=10, epsilon=1.0).tolist()[2] == [12, 11, 13, 10] + [-1] * 6  # all 4 at most
+
+
 def test_neighbour_scores_hand_worked():
     """log sum_b P(b) exp((cos(new, b) - 1) / tau) over the decoded items, invalid slots (-1) ignored."""
     from sidrec.decoding.newitems import neighbour_scores, unit_rows

@@ -65,6 +65,27 @@ def unit_rows(vecs) -> torch.Tensor:
 
 
 @torch.no_grad()
+def semantic_knn(hist, emb, new_emb) -> torch.Tensor:
+    """TIGER's semantic-KNN baseline for new items: (users, new items) indices of ``new_emb``'s rows, best first
+    (ties by position), ranked by the cosine of their text embedding to the mean text embedding of the history.
+    ``hist``: (users, L) rows of ``emb``, 0 = padding (row 0 is never read as an item)."""
+    h = torch.as_tensor(np.asarray(hist), dtype=torch.long)
+    e = torch.as_tensor(np.asarray(emb, dtype=np.float32))
+    mask = (h > 0).unsqueeze(-1)
+    mean = (e[h] * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return torch.argsort(unit_rows(mean) @ unit_rows(new_emb).T, dim=1, descending=True, stable=True)
+
+
+def reserved_lists(order: torch.Tensor, new: torch.Tensor, k: int, epsilon: float) -> torch.Tensor:
+    """Top-``k`` lists of new items alone, as a text baseline is served under TIGER's epsilon: the first
+    ``max(1, int(epsilon * k))`` (at most all) new items of each row of ``order``, then -1 (no item)."""
+    cap = min(len(new), max(1, int(epsilon * k)))
+    lists = torch.full((len(order), k), -1, dtype=torch.long)
+    lists[:, :cap] = torch.as_tensor(new).cpu()[order[:, :cap].cpu()]
+    return lists
+
+
+@torch.no_grad()
 def neighbour_scores(items: torch.Tensor, scores: torch.Tensor, vecs: torch.Tensor, new_vecs: torch.Tensor, *,
                      tau: float = 0.1, hist: torch.Tensor | None = None, history_weight: float = 0.0,
                      chunk: int = 4096) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 
 from sidrec.data.dataset import load_dataset
 from sidrec.errors import SidrecError
-from sidrec.train.tiger import load_generator  # noqa: F401  (also the serving API's name)
+from sidrec.train.generator import load_generator  # noqa: F401  (also the serving API's name)
 
 
 @dataclass(frozen=True)

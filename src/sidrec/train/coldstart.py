@@ -203,10 +203,9 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     for i, h in enumerate(hists):  # left-padded request matrix
         hist[i, L - len(h):] = index[h].to_numpy()
     new = torch.as_tensor(index[new_names].to_numpy().copy(), device=dev)
-    knn_new = new_emb / np.linalg.norm(new_emb, axis=1, keepdims=True).clip(1e-12)
-    seen_idx = seen.item_index()
     results = []
     from sidrec.decoding.beam import merge_new_items
+    from sidrec.decoding.newitems import neighbour_scores, reserved_lists, semantic_knn, unit_rows
 
     with torch.no_grad():
         # per batch of users: the model's top-k of the seen items and its scores of every new item (per prefix
@@ -220,14 +219,11 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
                             scores=torch.cat([x[1] for x in lists]).float().cpu().numpy(), hist=hist,
                             target=target_idx, new=new.cpu().numpy(), dataset_row=orig)
         # semantic KNN: mean text embedding of the history vs the new items (ranked once, cut per epsilon)
-        hv = np.stack([emb[seen_idx[h].to_numpy()].mean(0) for h in hists])
-        sim = (hv / np.linalg.norm(hv, axis=1, keepdims=True).clip(1e-12)) @ knn_new.T
-        knn_order = {("history", None): np.argsort(-sim, axis=1, kind="stable")}
+        # (served indices of seen items are their rows of ``emb``)
+        knn_order = {("history", None): semantic_knn(hist, emb, new_emb)}
         # a second text baseline, the generator-free part of "blend": the history's items as equal anchors of
         # the same kernel (soft nearest history item rather than the mean)
         if generator != "vqrec":
-            from sidrec.decoding.newitems import neighbour_scores, unit_rows
-
             vecs, nv = unit_rows(emb).to(dev), unit_rows(new_emb).to(dev)
             for t in cfg.taus:
                 ks = []
@@ -235,7 +231,8 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
                     h = torch.as_tensor(hist[s:s + 256], device=dev)
                     ks.append(neighbour_scores(torch.where(h > 0, h, -1), torch.zeros(h.shape, device=dev), vecs, nv,
                                                tau=t).cpu().numpy())
-                knn_order["kernel", t] = np.argsort(-np.vstack(ks), axis=1, kind="stable")
+                knn_order["kernel", t] = torch.argsort(torch.as_tensor(np.vstack(ks)), dim=1, descending=True,
+                                                       stable=True)
         for eps in cfg.epsilons:
             for rule, lv, tau in lists[0][2]:
                 for slots in ("compete", "reserve"):  # new items enter by score, or always take their slots
@@ -247,10 +244,8 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
                                     "rule": rule, "levels": lv, "tau": tau,
                                     f"recall@{cfg.k}": m[f"recall@{cfg.k}"], f"ndcg@{cfg.k}": m[f"ndcg@{cfg.k}"],
                                     "users": int(len(rows))})
-            cap = min(len(held), max(1, int(eps * cfg.k)))  # KNN: the same number of slots, at the top
-            for (rule, tau), order in knn_order.items():
-                knn_lists = np.full((len(rows), cfg.k), -1, dtype=np.int64)
-                knn_lists[:, :cap] = new.cpu().numpy()[order[:, :cap]]
+            for (rule, tau), order in knn_order.items():  # KNN: the same number of slots, at the top
+                knn_lists = reserved_lists(order, new, cfg.k, eps).numpy()
                 m = metrics_from_ranks(ranks_from_lists(knn_lists, target_idx), (cfg.k,))
                 results.append({"seed": cfg.seed, "epsilon": eps, "model": "knn", "slots": "reserve", "rule": rule,
                                 "levels": None, "tau": tau, f"recall@{cfg.k}": m[f"recall@{cfg.k}"],
@@ -302,7 +297,7 @@ def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str]
     from sidrec.decoding.beam import generate, prefix_scores
     from sidrec.decoding.newitems import collision_suffix, grown, neighbour_scores, new_item_ids, unit_rows
     from sidrec.tokenizers.registry import load_tokenizer
-    from sidrec.train.tiger import load_generator
+    from sidrec.train.generator import load_generator
 
     model, trie, _ = load_generator(out / "run", dev)
     tok = load_tokenizer(out / "run" / "tokens")

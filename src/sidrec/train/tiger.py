@@ -327,19 +327,3 @@ def load_tiger(run: str | Path, device: torch.device | str = "cpu") -> tuple[TIG
     model, trie = build_model(cfg, ids)
     model.load_weights(str(run / "model.safetensors"))
     return model.to(device).eval(), trie.to(device), conf
-
-
-def load_generator(run: str | Path, device: str = "cpu"):
-    """(model, trie, config) of any generator run, by the run kind in RUN/config.json (models/generator.py)."""
-    import importlib
-
-    from sidrec.models.generator import GENERATORS
-
-    conf = Path(run) / "config.json"
-    if not conf.is_file():
-        raise SidrecError(f"{run}: not a run directory (missing config.json)")
-    kind = json.loads(conf.read_text()).get("kind")
-    if kind not in GENERATORS:
-        raise SidrecError(f"{run}: is a {kind} run, not a generator run (generators: {', '.join(GENERATORS)})")
-    module, fn = GENERATORS[kind].split(":")
-    return getattr(importlib.import_module(module), fn)(run, device)
