@@ -242,9 +242,11 @@ class RQVAETokenizer(ItemTokenizer):
                         f"than {cfg.converge_tol:g} over {cfg.converge_checks} checks")
                     break
             if cfg.reseed_dead and (epoch + 1) % cfg.reseed_every == 0 and not last:
-                if W > 1:  # every rank's usage counts; rank 0 re-seeds from its residuals, the others copy
-                    usage = dist.total(usage)
-                self.reseeded_ += model.rq.reseed(usage, out.residuals.detach(), cfg.seed + epoch)
+                res = out.residuals.detach()
+                if W > 1:  # every rank's usage counts; rank 0 re-seeds from the whole last batch (every rank's
+                    usage = dist.total(usage)  # slice, in rank order, as one process sees it), the others copy
+                    res = dist.gather_rows(res)[0]
+                self.reseeded_ += model.rq.reseed(usage, res, cfg.seed + epoch)
                 if W > 1:
                     dist.broadcast_module(model)
                 usage.zero_()
