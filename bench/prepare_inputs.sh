@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU-side inputs of the reproduction runs (issue 11), into .gpu/ (carried to the device, not committed):
-# prepared datasets, MiniLM item embeddings, LETTER's released IDs. Tokenizers and CF runs are made on
-# the device (bench/make_tokens.sh). Idempotent: existing outputs are kept.
+# prepared datasets, MiniLM item embeddings, LETTER's released IDs, and the token sets / CF runs committed in
+# bench/inputs/tok; other tokenizers and CF runs are made on the device (bench/make_tokens.sh, the queues' jobs).
+# Idempotent: existing outputs are kept.
 #   bash bench/prepare_inputs.sh            (D=../shared/data)
 set -eu
 D=${D:-../shared/data}
@@ -24,6 +25,11 @@ for x in beauty:amazon2014-beauty/letter-format/Beauty yelp:yelp/letter-format/Y
          instruments:amazon2018-instruments/letter-format/Instruments; do
   n=${x%%:*}; [ -f .gpu/tok/$n-published/codes.npy ] || sidrec tokenize .gpu/data/$n --method published \
     --index $D/${x#*:}.index.json.gz --out .gpu/tok/$n-published > /dev/null
+done
+# inputs fitted off the device and committed (bench/inputs/README.md): a lease starts from them instead of fitting them
+for t in bench/inputs/tok/*/; do
+  t=${t%/}; [ -d "$t" ] || continue; n=$(basename "$t")
+  [ -e .gpu/tok/$n ] || { mkdir -p .gpu/tok; cp -r "$t" .gpu/tok/$n; echo "tok/$n: from bench/inputs"; }
 done
 # wheels the device image (Python 3.12) lacks: k-means-constrained and its needs for LETTER (.gpu/whl, 32 MB),
 # faiss for VQ-Rec's OPQ (.gpu/whl-faiss); versions as tried on the device
