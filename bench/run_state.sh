@@ -8,6 +8,8 @@
 # the next lease carries them (bench/pack_device.sh state/PART; bench/stage_device.sh moves them to /tmp/state)
 # and restores the runs into $RUNS before the queue starts them again with the same commands.
 #   bash bench/run_state.sh save [RUN...]   device, in the last call of a lease: parts + state.sha256 into $OUT
+#                                           (RUN: names in $RUNS; a cold-start folder, RUNS=/tmp/cold, holds its
+#                                           run one level down: name it; a TIGER run is ~75 MB: one per call)
 #   bash bench/run_state.sh keep DIR        here: check DIR's parts (a call's files_at) and keep them in .gpu/state
 #   bash bench/run_state.sh list [DIR]      here or there: the runs a state holds (default .gpu/state)
 #   bash bench/run_state.sh restore         device (a queue job): join /tmp/state's parts, check, untar into $RUNS
@@ -33,7 +35,7 @@ case "${1:-}" in
     [ ${#runs[@]} -gt 0 ] || die "no unfinished run in $RUNS (checkpoint.pt without .row)"
     files=()
     for r in "${runs[@]}"; do
-      [ -f "$RUNS/$r/checkpoint.pt" ] || die "$RUNS/$r has no checkpoint.pt"
+      [ -n "$(find "$RUNS/$r" -maxdepth 2 -name checkpoint.pt 2>/dev/null)" ] || die "$RUNS/$r has no checkpoint.pt (nor RUN/*/checkpoint.pt)"
       files+=("$r"); [ -f "$RUNS/$r.log" ] && files+=("$r.log")
     done
     tar cf "$OUT/state.tar" -C "$RUNS" "${files[@]}"

@@ -224,6 +224,12 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     assert code == 2 and "1..2" in se
     code, so, se = cli("evaluate-coldstart", syn_dir, *[a if a != "0.2" else "0.1" for a in again])
     assert code == 2 and "held out" in se and len(se.strip().splitlines()) == 1
+    # a rerun without --reuse resumes the run (here: one more epoch) on the tokens it was trained on, not a refit
+    tok_stamp = (out / "tok" / "codes.npy").stat().st_mtime_ns
+    code, so, se = cli("evaluate-coldstart", syn_dir, *[a for a in again if a != "--reuse"], "--epochs", "3")
+    assert code == 0, se
+    assert "resuming the run" in so + se and (out / "tok" / "codes.npy").stat().st_mtime_ns == tok_stamp
+    assert json.loads((out / "run" / "metrics.json").read_text())["epochs_run"] == 3
 
 
 def test_coldstart_protocol_for_an_lcrec_generator(cli, syn_dir, tmp_path):

@@ -1,6 +1,7 @@
 """The fast generator step: compiled == eager, compile fallback, lr rule, TIGER resume, loss-based selection."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,6 +84,21 @@ def test_tiger_resume_equals_unbroken_run(tmp_path):
     la = [json.loads(x)["loss"] for x in open(tmp_path / "a" / "log.jsonl")]
     lb = [json.loads(x)["loss"] for x in open(tmp_path / "b" / "log.jsonl")]
     assert la == lb
+    # a checkpoint resumes only onto what it was trained on: another model shape or other token codes is one line,
+    # and the run folder is left as it was (a carried run, bench/run_state.sh, must not continue on something else)
+    import shutil
+
+    from sidrec.errors import SidrecError
+
+    before = {f: (tmp_path / "b" / f).read_bytes() for f in ("config.json", "checkpoint.pt")}
+    with pytest.raises(SidrecError, match="another model"):
+        train_tiger(ds, tmp_path / "tok", tmp_path / "b", replace(cfg, d_ff=128), TrainConfig(epochs=6, **tc), **kw)
+    shutil.copytree(tmp_path / "tok", tmp_path / "tok2")
+    codes = np.load(tmp_path / "tok2" / "codes.npy")
+    np.save(tmp_path / "tok2" / "codes.npy", codes[:, [1, 0, *range(2, codes.shape[1])]])
+    with pytest.raises(SidrecError, match="another tokens_codes_sha256"):
+        train_tiger(ds, tmp_path / "tok2", tmp_path / "b", cfg, TrainConfig(epochs=6, **tc), **kw)
+    assert before == {f: (tmp_path / "b" / f).read_bytes() for f in before}
 
 
 def test_selection_on_validation_loss(tmp_path):

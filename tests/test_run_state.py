@@ -74,3 +74,17 @@ def test_save_refuses_what_cannot_come_back(tmp_path):
     make_run(runs, "big-s0", 9 * 1024 * 1024, 0)
     r = sh(tmp_path, "save", RUNS=str(runs), OUT=str(tmp_path / "out"), PART_MB="1")
     assert r.returncode == 2 and "needs 10 parts" in r.stderr
+
+
+def test_a_named_folder_with_its_run_one_level_down(tmp_path):
+    """evaluate-coldstart keeps its generator run in OUT/run: the folder is named and travels whole."""
+    runs, out = tmp_path / "cold", tmp_path / "out"
+    make_run(runs / "yelp-s0", "run", 1000, 0)
+    (runs / "yelp-s0" / "coldstart.json").write_text("{}")
+    r = sh(tmp_path, "save", "yelp-s0", RUNS=str(runs), OUT=str(out))
+    assert r.returncode == 0, r.stderr
+    r = sh(tmp_path, "restore", RUNS=str(tmp_path / "back"), STATE=str(out))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "back" / "yelp-s0" / "run" / "checkpoint.pt").read_bytes() == \
+        (runs / "yelp-s0" / "run" / "checkpoint.pt").read_bytes()
+    assert sh(tmp_path, "save", "nope", RUNS=str(runs), OUT=str(out)).returncode == 2

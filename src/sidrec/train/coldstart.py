@@ -272,7 +272,15 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
     from sidrec.train.lcrec import train_lcrec
     from sidrec.train.tiger import train_tiger
 
-    tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
+    from sidrec.train.loop import CKPT
+
+    tok_meta = out / "tok" / "tokenizer.json"
+    if train_cfg.resume and (out / "run" / CKPT).is_file() and tok_meta.is_file() and \
+            json.loads(tok_meta.read_text()).get("n_items") == seen.n_items:
+        # an interrupted run resumes on the tokens it was trained on (a refit on a GPU need not give the same codes)
+        log(f"cold start: resuming the run in {out / 'run'} on its tokens in {out / 'tok'}")
+    else:
+        tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
     if (out / "tok" / "tokenizer.json").is_file():
         meta = json.loads((out / "tok" / "tokenizer.json").read_text())
         if meta["n_items"] != seen.n_items:
