@@ -9,7 +9,8 @@
 # and restores the runs into $RUNS before the queue starts them again with the same commands.
 #   bash bench/run_state.sh save [RUN...]   device, in the last call of a lease: parts + state.sha256 into $OUT
 #                                           (RUN: names in $RUNS; a cold-start folder, RUNS=/tmp/cold, holds its
-#                                           run one level down: name it; a TIGER run is ~75 MB: one per call)
+#                                           run one level down: name it, with EXCLUDE="emb data" for what
+#                                           its rerun rewrites anyway; a TIGER run is ~75 MB: one per call)
 #   bash bench/run_state.sh keep DIR        here: check DIR's parts (a call's files_at) and keep them in .gpu/state
 #   bash bench/run_state.sh list [DIR]      here or there: the runs a state holds (default .gpu/state)
 #   bash bench/run_state.sh restore         device (a queue job): join /tmp/state's parts, check, untar into $RUNS
@@ -38,7 +39,8 @@ case "${1:-}" in
       [ -n "$(find "$RUNS/$r" -maxdepth 2 -name checkpoint.pt 2>/dev/null)" ] || die "$RUNS/$r has no checkpoint.pt (nor RUN/*/checkpoint.pt)"
       files+=("$r"); [ -f "$RUNS/$r.log" ] && files+=("$r.log")
     done
-    tar cf "$OUT/state.tar" -C "$RUNS" "${files[@]}"
+    ex=(); for r in "${runs[@]}"; do for e in ${EXCLUDE:-}; do ex+=(--exclude="$r/$e"); done; done
+    tar cf "$OUT/state.tar" -C "$RUNS" "${ex[@]}" "${files[@]}"
     (cd "$OUT" && sha256sum state.tar | sed 's/ .*/  state.tar/' > state.sha256 && split -b "${PART}M" state.tar state.tar.part- && rm state.tar)
     n=$(ls "$OUT"/state.tar.part-* | wc -l)
     [ "$n" -le 7 ] || { rm -f "$OUT"/state.tar.part-* "$OUT/state.sha256"; die "the state needs $n parts of $PART MiB; a call brings back 7 beside the checksum: save fewer runs per call"; }

@@ -81,10 +81,14 @@ def test_a_named_folder_with_its_run_one_level_down(tmp_path):
     runs, out = tmp_path / "cold", tmp_path / "out"
     make_run(runs / "yelp-s0", "run", 1000, 0)
     (runs / "yelp-s0" / "coldstart.json").write_text("{}")
-    r = sh(tmp_path, "save", "yelp-s0", RUNS=str(runs), OUT=str(out))
+    (runs / "yelp-s0" / "emb").mkdir()
+    (runs / "yelp-s0" / "emb" / "item_emb.npy").write_bytes(b"x" * 1000)  # rewritten by the rerun: left behind
+    r = sh(tmp_path, "save", "yelp-s0", RUNS=str(runs), OUT=str(out), EXCLUDE="emb data")
     assert r.returncode == 0, r.stderr
     r = sh(tmp_path, "restore", RUNS=str(tmp_path / "back"), STATE=str(out))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "back" / "yelp-s0" / "run" / "checkpoint.pt").read_bytes() == \
         (runs / "yelp-s0" / "run" / "checkpoint.pt").read_bytes()
+    back = tmp_path / "back" / "yelp-s0"
+    assert (back / "coldstart.json").exists() and not (back / "emb").exists()
     assert sh(tmp_path, "save", "nope", RUNS=str(runs), OUT=str(out)).returncode == 2
