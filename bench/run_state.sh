@@ -11,9 +11,10 @@
 #                                           (RUN: names in $RUNS; a cold-start folder, RUNS=/tmp/cold, holds its
 #                                           run one level down: name it, with EXCLUDE="emb data" for what
 #                                           its rerun rewrites anyway; a TIGER run is ~75 MB: one per call)
-#   bash bench/run_state.sh keep DIR        here: check DIR's parts (a call's files_at) and keep them in .gpu/state
+#   bash bench/run_state.sh keep DIR [DEST] here: check DIR's parts (a call's files_at), keep them in DEST (.gpu/state)
 #   bash bench/run_state.sh list [DIR]      here or there: the runs a state holds (default .gpu/state)
-#   bash bench/run_state.sh restore         device (a queue job): join /tmp/state's parts, check, untar into $RUNS
+#   bash bench/run_state.sh restore         device (a queue job): join the parts in $STATE (/tmp/state), check, untar
+#                                           into $RUNS (a state kept in .gpu/state/NAME arrives in /tmp/state/NAME)
 # The LC-Rec base model is not part of the state (only the adapter and ID rows are trained); its fingerprint is
 # checked again when the run resumes, so the GGUF must be staged first (bench/lcrec_gpu.sh join).
 set -euo pipefail
@@ -46,13 +47,13 @@ case "${1:-}" in
     [ "$n" -le 7 ] || { rm -f "$OUT"/state.tar.part-* "$OUT/state.sha256"; die "the state needs $n parts of $PART MiB; a call brings back 7 beside the checksum: save fewer runs per call"; }
     echo "saved ${runs[*]} in $n part(s)"; ls -la "$OUT" ;;
   keep)
-    src=${2:?usage: run_state.sh keep DIR}
+    src=${2:?usage: run_state.sh keep DIR [DEST]}; dest=${3:-.gpu/state}
     tmp=$(mktemp -d); cp "$src"/state.tar.part-* "$src"/state.sha256 "$tmp"/ 2>/dev/null || die "$src has no state parts"
     join_check "$tmp"
-    rm -rf .gpu/state; mkdir -p .gpu/state
-    mv "$tmp"/state.tar.part-* "$tmp"/state.sha256 .gpu/state/; rm -rf "$tmp"
-    echo "kept in .gpu/state (carry with: bash bench/pack_device.sh .gpu/carryS $(cd .gpu && ls state/state.tar.part-* state/state.sha256 | tr '\n' ' '))"
-    bash "$0" list .gpu/state ;;
+    rm -rf "$dest"; mkdir -p "$dest"
+    mv "$tmp"/state.tar.part-* "$tmp"/state.sha256 "$dest"/; rm -rf "$tmp"
+    echo "kept in $dest (carry: bash bench/pack_device.sh .gpu/carryS ${dest#.gpu/}, or its parts over two folders)"
+    bash "$0" list "$dest" ;;
   list)
     d=${2:-.gpu/state}; tmp=$(mktemp -d); cp "$d"/state.tar.part-* "$d"/state.sha256 "$tmp"/; join_check "$tmp"
     tar tf "$tmp/state.tar" | awk -F/ 'NF > 1 && $1 != "" { print $1 }' | sort -u | while read -r r; do

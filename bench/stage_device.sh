@@ -17,7 +17,7 @@ if [ -d /tmp/stage/llm ]; then  # mv, not cp: the queue's join job must never re
   rm -rf /tmp/stage/llm
 fi
 if [ -d /tmp/stage/state ]; then  # parts of runs from an earlier lease (bench/run_state.sh restore joins them)
-  mkdir -p /tmp/state; for f in /tmp/stage/state/*; do mv -f "$f" /tmp/state/; done
+  mkdir -p /tmp/state; for f in /tmp/stage/state/*; do rm -rf "/tmp/state/$(basename "$f")"; mv "$f" /tmp/state/; done
   rm -rf /tmp/stage/state
 fi
 cd /tmp/stage

@@ -39,11 +39,11 @@ def test_save_keep_restore_round_trip(tmp_path):
     assert r.returncode == 0, r.stderr
     parts = sorted(p.name for p in out.glob("state.tar.part-*"))
     assert len(parts) == 4 and (out / "state.sha256").exists()  # 3.7 MB + tar headers in 1 MiB parts
-    r = sh(here, "keep", str(out))
+    r = sh(here, "keep", str(out), ".gpu/state/pair")
     assert r.returncode == 0, r.stderr
     assert "beauty-a-s0: 2 epoch(s) logged" in r.stdout and "done-s0" not in r.stdout
     # the next lease: the parts arrive in /tmp/state (here: STATE), the runs come back byte for byte
-    r = sh(here, "restore", RUNS=str(there), STATE=str(here / ".gpu" / "state"))
+    r = sh(here, "restore", RUNS=str(there), STATE=str(here / ".gpu" / "state" / "pair"))
     assert r.returncode == 0, r.stderr
     for name in ("beauty-a-s0", "beauty-a-s1"):
         assert (there / name / "checkpoint.pt").read_bytes() == (runs / name / "checkpoint.pt").read_bytes()
