@@ -201,7 +201,7 @@ def _check_resumable(out: Path, same: dict) -> None:
     if not ((out / CKPT).is_file() and conf.is_file()):
         return
     old = json.loads(conf.read_text())
-    diff = [k for k in same if k in old and old[k] != same[k]] + [k for k in same if k not in old and k != "kind"]
+    diff = [k for k in same if k in old and old[k] != same[k]]  # a key an older run did not record is not checked
     if diff:
         raise SidrecError(f"{out}: holds a checkpoint trained with another {', '.join(diff)}; resume with the same "
                           f"inputs, or use a new --out (or delete {out / CKPT})")
