@@ -4,13 +4,15 @@
 # the best epoch so far), and the same command resumes it, on the same machine. This script carries that state to
 # the next machine: the device side packs every unfinished run of $RUNS (checkpoint.pt present, no .row yet) into
 # one tar, sends it back in 15 MiB parts (a call brings back at most 8 files of 16 MiB: 7 parts + a checksum, so
-# at most 105 MiB: a LoRA LC-Rec run on SmolLM2-135M is ~50 MB, a TIGER run ~60 MB), this side keeps the parts, and
+# at most 105 MiB: a LoRA LC-Rec run on SmolLM2-135M is ~47 MB, 3.04M trained parameters with their Adam moments
+# and best weights; anything larger is refused before it is sent), this side keeps the parts, and
 # the next lease carries them (bench/pack_device.sh state/PART; bench/stage_device.sh moves them to /tmp/state)
 # and restores the runs into $RUNS before the queue starts them again with the same commands.
 #   bash bench/run_state.sh save [RUN...]   device, in the last call of a lease: parts + state.sha256 into $OUT
 #                                           (RUN: names in $RUNS; a cold-start folder, RUNS=/tmp/cold, holds its
 #                                           run one level down: name it, with EXCLUDE="emb data" for what
-#                                           its rerun rewrites anyway; a TIGER run is ~75 MB: one per call)
+#                                           its rerun rewrites anyway; one folder per call if
+#                                           two do not fit)
 #   bash bench/run_state.sh keep DIR [DEST] here: check DIR's parts (a call's files_at), keep them in DEST (.gpu/state)
 #   bash bench/run_state.sh list [DIR]      here or there: the runs a state holds (default .gpu/state)
 #   bash bench/run_state.sh restore         device (a queue job): join the parts in $STATE (/tmp/state), check, untar
@@ -64,5 +66,5 @@ case "${1:-}" in
     # a run already here (the same warm machine) is newer than the carried one: keep it
     tar xf "$d/state.tar" -C "$RUNS" --skip-old-files; rm -f "$d/state.tar"
     ls "$RUNS" ;;
-  *) sed -n 2,16p "$0"; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac

@@ -1,7 +1,9 @@
 import json
 
 import numpy as np
+import pytest
 
+from sidrec.errors import SidrecError
 from sidrec.models.sasrec import SASRecConfig
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import train_sasrec
@@ -26,6 +28,12 @@ def test_resume_equals_unbroken_run(syn_ds, tmp_path):
     resumed = train_sasrec(syn_ds, tmp_path / "b", cfg, TrainConfig(epochs=4, batch_size=64, seed=1), log=lambda s: None)
     assert resumed["test"]["ndcg@10"] == full["test"]["ndcg@10"]
     assert resumed["validation"]["ndcg@10"] == full["validation"]["ndcg@10"]
+    # another model shape is refused in one line and leaves the run as it was (the shared rule of generator runs)
+    before = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    with pytest.raises(SidrecError, match="another model"):
+        train_sasrec(syn_ds, tmp_path / "b", SASRecConfig(dim=32, n_layers=1, dropout=0.2),
+                     TrainConfig(epochs=6, batch_size=64, seed=1), log=lambda s: None)
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == before
 
 
 def test_bce_option_runs(syn_ds, tmp_path):

@@ -13,7 +13,7 @@ from sidrec.data.dataset import Dataset
 from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
 from sidrec.models.sasrec import SASRec, SASRecConfig
 from sidrec.train.loop import TrainConfig, fit
-from sidrec.utils.runinfo import data_info, write_run_info
+from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
 
@@ -39,9 +39,12 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     eval_cfg = eval_cfg or EvalConfig(max_history=model_cfg.max_history)
     from sidrec.utils import dist
 
+    same = {"kind": "sasrec", "model": to_dict(model_cfg), "dataset_fingerprint": ds.fingerprint}
+    if train_cfg.resume:
+        check_resumable(out, same)
     if dist.is_main():
-        write_run_info(out, kind="sasrec", config={"model": to_dict(model_cfg), "train": to_dict(train_cfg),
-                                                   "eval": to_dict(eval_cfg)}, data=data_info(ds), device=str(device))
+        write_run_info(out, kind="sasrec", config={**same, "train": to_dict(train_cfg), "eval": to_dict(eval_cfg)},
+                       data=data_info(ds), device=str(device))
     model = SASRec(model_cfg)
     inputs, targets = ds.train_sequences(model_cfg.max_history)
     keep = (targets > 0).any(1)

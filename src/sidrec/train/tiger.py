@@ -20,7 +20,7 @@ from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.progress import progress
-from sidrec.utils.runinfo import data_info, write_run_info
+from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
 
@@ -190,23 +190,6 @@ def train_tiger(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: TIG
                            beam=beam, ks=ks, valid_users=valid_users, decode_batch=decode_batch, log=log)
 
 
-def _check_resumable(out: Path, same: dict) -> None:
-    """A run folder holding a checkpoint resumes only onto what it was trained on: the same model shape, backbone,
-    token codes and dataset (the training schedule may change, e.g. more epochs). Otherwise one line, before
-    config.json is rewritten: a run carried to another machine (bench/run_state.sh) or a rerun with other tokens
-    must not continue silently on something else."""
-    from sidrec.train.loop import CKPT
-
-    conf = out / "config.json"
-    if not ((out / CKPT).is_file() and conf.is_file()):
-        return
-    old = json.loads(conf.read_text())
-    diff = [k for k in same if k in old and old[k] != same[k]]  # a key an older run did not record is not checked
-    if diff:
-        raise SidrecError(f"{out}: holds a checkpoint trained with another {', '.join(diff)}; resume with the same "
-                          f"inputs, or use a new --out (or delete {out / CKPT})")
-
-
 def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg, train_cfg: TrainConfig, *,
                     kind: str, build, compilable: bool, beam: int = 20, ks: tuple[int, ...] = (5, 10, 20),
                     valid_users: int = 0, decode_batch: int = 256, log=log_info) -> dict:
@@ -231,13 +214,12 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
 
     model, trie = build(model_cfg, ids)
     backbone = {"backbone_fingerprint": model.fingerprint} if hasattr(model, "fingerprint") else {}
-    same = json.loads(json.dumps({"kind": kind, "model": to_dict(model_cfg), **backbone,  # as config.json holds it
-                                  "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"),
-                                  "dataset_fingerprint": ds.fingerprint}, default=str))
+    same = {"kind": kind, "model": to_dict(model_cfg), **backbone,
+            "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"), "dataset_fingerprint": ds.fingerprint}
     if train_cfg.resume:
-        _check_resumable(out, same)
+        check_resumable(out, same)
     if dist.is_main():
-        write_run_info(out, kind=kind, config={"model": same["model"], "train": to_dict(train_cfg), **backbone,
+        write_run_info(out, kind=kind, config={"model": to_dict(model_cfg), "train": to_dict(train_cfg), **backbone,
                                                   "decode": {"beam": beam, "ks": list(ks), "valid_users": valid_users},
                                                   "tokens": str(Path(tokens).resolve()),
                                                   "tokens_codes_sha256": same["tokens_codes_sha256"],

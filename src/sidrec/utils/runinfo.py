@@ -22,6 +22,26 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
 
 
+def check_resumable(run_dir: str | Path, identity: dict[str, Any]) -> None:
+    """A run folder holding a checkpoint resumes only onto what it was trained on: ``identity`` (config.json keys:
+    model shape, backbone, token codes, dataset fingerprint...) must equal what the folder recorded; the training
+    schedule may change (e.g. more epochs). Otherwise one line, before config.json is rewritten: a run carried to
+    another machine (bench/run_state.sh) or a rerun with other inputs must not continue silently on something else.
+    A key an older run did not record is not checked."""
+    run_dir = Path(run_dir)
+    conf = run_dir / "config.json"
+    if not ((run_dir / "checkpoint.pt").is_file() and conf.is_file()):
+        return
+    old = json.loads(conf.read_text())
+    new = json.loads(json.dumps(identity, default=str))  # as config.json holds it (tuples as lists, ...)
+    diff = [k for k in new if k in old and old[k] != new[k]]
+    if diff:
+        from sidrec.errors import SidrecError
+
+        raise SidrecError(f"{run_dir}: holds a checkpoint trained with another {', '.join(diff)}; resume with the "
+                          f"same inputs, or use a new --out (or delete {run_dir / 'checkpoint.pt'})")
+
+
 def write_run_info(run_dir: str | Path, *, kind: str, config: dict[str, Any], data: dict[str, Any] | None = None,
                    device: str = "cpu") -> None:
     run_dir = Path(run_dir)
