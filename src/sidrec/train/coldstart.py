@@ -270,20 +270,17 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
         return
     from sidrec.tokenizers.stage import tokenize
     from sidrec.train.lcrec import train_lcrec
+    from sidrec.train.loop import CKPT
     from sidrec.train.tiger import train_tiger
 
-    from sidrec.train.loop import CKPT
-
     tok_meta = out / "tok" / "tokenizer.json"
-    if train_cfg.resume and (out / "run" / CKPT).is_file() and tok_meta.is_file() and \
-            json.loads(tok_meta.read_text()).get("n_items") == seen.n_items:
+    fitted = json.loads(tok_meta.read_text()).get("n_items") if tok_meta.is_file() else None
+    if train_cfg.resume and (out / "run" / CKPT).is_file() and fitted == seen.n_items:
         # an interrupted run resumes on the tokens it was trained on (a refit on a GPU need not give the same codes)
         log(f"cold start: resuming the run in {out / 'run'} on its tokens in {out / 'tok'}")
     else:
         tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
-    if (out / "tok" / "tokenizer.json").is_file():
-        meta = json.loads((out / "tok" / "tokenizer.json").read_text())
-        if meta["n_items"] != seen.n_items:
+        if tok_meta.is_file() and json.loads(tok_meta.read_text())["n_items"] != seen.n_items:
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
     (train_lcrec if generator == "lcrec" else train_tiger)(seen, out / "tok", out / "run", model_cfg, train_cfg,
                                                            beam=cfg.beam, ks=(cfg.k,), log=log)
