@@ -1,5 +1,5 @@
 """The package's import direction: data -> embeddings -> tokenizers -> models -> decoding -> eval -> train ->
-pipeline/report -> cli/serving. A module may import its own layer and lower ones, never a higher one."""
+pipeline/report/recipes/results -> cli/serving. A module may import its own layer and lower ones, never a higher one."""
 
 import ast
 from pathlib import Path
@@ -8,7 +8,7 @@ import sidrec
 
 ROOT = Path(sidrec.__file__).parent
 ORDER = [("utils", "errors", "config"), ("data",), ("embeddings",), ("tokenizers",), ("models",), ("decoding",),
-         ("eval",), ("train",), ("pipeline", "report"), ("cli", "serving", "__main__")]
+         ("eval",), ("train",), ("pipeline", "report", "recipes", "results"), ("cli", "serving", "__main__")]
 LEVEL = {name: i for i, names in enumerate(ORDER) for name in names}
 
 

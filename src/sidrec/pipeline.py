@@ -1,20 +1,60 @@
-"""The whole pipeline as cached stages: data -> embed -> sasrec -> tokenize -> tiger -> report.
+"""Pipelines from declared stages: data -> embed -> sasrec -> tokenize -> generators (tiger, lcrec), VQ-Rec,
+cold start and diversity, each stage cached by a fingerprint of its config and its inputs' fingerprints.
 
-Each stage writes its artifact under OUT/<stage> and a ``stage.json`` holding the fingerprint of its
-config and inputs; a rerun skips stages whose fingerprint is unchanged.
+A config (TOML/YAML/JSON; a *recipe* when it has a ``[recipe]`` section) holds one section per stage. A stage
+runs when its section is there or a later stage needs it. Two layouts:
+
+- ``out`` given (``sidrec run CONFIG --out DIR``, the demo): each stage writes ``DIR/<stage>``;
+- otherwise a shared, content-addressed work folder: ``WORK/<stage>/<fingerprint>``, so recipes that share a
+  prepared dataset, an embedding, a CF run or a token set compute it once (e.g. every Beauty row).
+
+Each stage folder holds ``stage.json`` (fingerprint, config, seconds, done). A stage whose folder has the same
+fingerprint and is done is skipped; one that is not done resumes (the trainers continue from their last
+checkpoint); one with another fingerprint (``--out`` layout) is started afresh.
+
+Seeds: the run seed (``--seed``) goes to the stages listed in ``[recipe] vary`` (default: the model the row
+reports, e.g. ``tiger``); the other stages take their section's ``seed`` (default 0), so a table's seeds differ
+only in the model, as in the papers' tables. ``vary = ["tokenize", "tiger"]`` re-fits the tokens per seed too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from sidrec.config import from_dict
+import numpy as np
+import torch
+
+from sidrec.config import from_dict, to_dict
+from sidrec.data.dataset import Dataset, load_dataset
+from sidrec.data.prepare import PrepareConfig, prepare
+from sidrec.data.sources import read_source
+from sidrec.embeddings.text import EmbedConfig, embed_dataset
 from sidrec.errors import SidrecError
+from sidrec.eval.checks import ranking_check
+from sidrec.eval.metrics import category_entropy, item_categories, metrics_from_ranks, ranks_from_lists
+from sidrec.models.lcrec import LCRecConfig
+from sidrec.models.sasrec import SASRecConfig
+from sidrec.models.tiger import TIGERConfig
+from sidrec.models.vqrec import VQRecConfig
+from sidrec.tokenizers.stage import tokenize
+from sidrec.train.coldstart import ColdStartConfig, evaluate_coldstart
+from sidrec.train.generator import load_generator
+from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
+from sidrec.train.lcrec import train_lcrec
+from sidrec.train.loop import TrainConfig
+from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
+from sidrec.train.tiger import TRAIN_PRESETS, decode_users, train_tiger
+from sidrec.train.vqrec import (VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune_vqrec, init_model_config,
+                                pretrain_vqrec)
 from sidrec.utils.log import info as log_info
+from sidrec.utils.seeding import pick_device
 
 DEMO_FILE = Path(__file__).parent / "configs" / "demo.toml"  # the one demo config
 
@@ -32,119 +72,376 @@ def demo_config(quick: bool = False) -> dict[str, Any]:
     return cfg
 
 
-STAGES = ("data", "embed", "sasrec", "tokenize", "tiger", "lcrec")  # lcrec: only when the config has [lcrec]
+# keys a generator section may hold besides its model and training config
+GEN_EXTRA = ("beam", "valid_users", "decode_batch")
+# what a smoke run (``--smoke``) does to each section: a tiny sub-sample, one or two epochs, the CPU
+SMOKE = {"data": {"smoke_users": 200, "min_count": 2},
+         "embed": {"device": "cpu", "batch_size": 64},
+         "sasrec": {"epochs": 2, "device": "cpu", "max_minutes": None},
+         "tokenize": {"epochs": 2, "device": "cpu", "codebook_size": 16},
+         "tiger": {"epochs": 2, "eval_every": 1, "device": "cpu", "compile": False, "max_minutes": None,
+                   "batch_size": 64},
+         "lcrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "batch_size": 32},
+         "vqrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "pretrain_epochs": 1},
+         "coldstart": {"epochs": 1, "device": "cpu", "holdout": 0.2},
+         "diversity": {"device": "cpu"}}
+
+
+class StageUnfinished(SidrecError):
+    """A stage stopped at its time budget: not done; the same command resumes it."""
 
 
 def _fp(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cached(d: Path, fp: str) -> bool:
-    f = d / "stage.json"
-    return f.is_file() and json.loads(f.read_text()).get("fingerprint") == fp
+def _file_fp(path: Path) -> list:
+    """A file's name and content hash: the same input on another machine has the same fingerprint."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return [path.name, h.hexdigest()[:16]]
 
 
-def _mark(d: Path, fp: str, cfg: dict) -> None:
-    (d / "stage.json").write_text(json.dumps({"fingerprint": fp, "config": cfg}, indent=2, default=str))
+def _split(section: dict, classes: tuple, extra: tuple = (), where: str = "") -> list:
+    """A flat section -> one config per class (+ the extra keys' dict); an unknown key is an error naming it."""
+    names = set().union(*({f for f in c.__dataclass_fields__} for c in classes))
+    bad = set(section) - names - set(extra)
+    if bad:
+        raise SidrecError(f"{where}: unknown key(s) {sorted(bad)}")
+    out = [from_dict(c, {k: v for k, v in section.items() if k in c.__dataclass_fields__}) for c in classes]
+    return out + [{k: section[k] for k in extra if k in section}]
 
 
-def run_pipeline(cfg: dict[str, Any], out: str | Path, log=log_info) -> dict:
-    from sidrec.data.dataset import load_dataset
-    from sidrec.data.prepare import PrepareConfig, prepare
-    from sidrec.data.sources import read_source
-    from sidrec.embeddings.text import EmbedConfig, embed_dataset
-    from sidrec.models.sasrec import SASRecConfig
-    from sidrec.models.tiger import TIGERConfig
-    from sidrec.train.loop import TrainConfig
-    from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
-    from sidrec.train.tiger import TRAIN_PRESETS, train_tiger
-    from sidrec.tokenizers.stage import tokenize
-    from sidrec.eval.checks import ranking_check
+@dataclass
+class Pipeline:
+    """One pipeline run: the config, where stages live, which stages take the run seed, and what ran."""
 
-    unknown = set(cfg) - {"seed", *STAGES}
+    cfg: dict[str, Any]
+    seed: int
+    work: Path
+    flat: bool  # True: stage folders are OUT/<stage> (``--out``); False: WORK/<stage>/<fingerprint>
+    vary: tuple[str, ...]
+    data_root: Path | None = None
+    smoke: bool = False
+    log: Callable[[str], None] = log_info
+    fps: dict[str, str] = field(default_factory=dict)
+    dirs: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict:
+        """A stage's section; in a smoke run with the smoke settings and the recipe's own ``[smoke]`` on top."""
+        sec = dict(self.cfg.get(name) or {})
+        if self.smoke:
+            sec.update(SMOKE.get(name, {}))
+            sec.update((self.cfg.get("smoke") or {}).get(name, {}))
+            sec = {k: v for k, v in sec.items() if v is not None}
+        return sec
+
+    def stage_seed(self, name: str, section: dict) -> int:
+        return self.seed if name in self.vary else int(section.pop("seed", 0))
+
+    def stage(self, name: str, key: Any, body: Callable[[Path], None], *, label: str | None = None) -> tuple[str, Path]:
+        """Run ``body(dir)`` unless a finished folder with this fingerprint exists; returns (fingerprint, dir).
+        A lock file next to the folder lets several runs share a work folder (side by side on one machine's
+        GPUs): the second waits for the first and then finds the stage done."""
+        fp = _fp([name, key])
+        d = self.work / (label or name) if self.flat else self.work / name / fp
+        d.parent.mkdir(parents=True, exist_ok=True)
+        with open(d.parent / f".{d.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._stage_locked(name, key, body, label, fp, d)
+
+    def _stage_locked(self, name, key, body, label, fp: str, d: Path) -> tuple[str, Path]:
+        marker = d / "stage.json"
+        state = json.loads(marker.read_text()) if marker.is_file() else None
+        if state and state.get("fingerprint") == fp and state.get("done"):
+            self.seconds.setdefault(label or name, state.get("seconds", 0.0))
+            return fp, d
+        if state and state.get("fingerprint") != fp or (d.exists() and state is None and self.flat):
+            shutil.rmtree(d, ignore_errors=True)  # another config in the same --out folder: start afresh
+        d.mkdir(parents=True, exist_ok=True)
+        resumed = state is not None and state.get("fingerprint") == fp
+        self.log(f"stage {label or name}" + (" (resuming)" if resumed else "") + f": {d}")
+        marker.write_text(json.dumps({"fingerprint": fp, "config": key, "done": False}, indent=2, default=str))
+        t0 = time.time()
+        body(d)
+        secs = round(time.time() - t0 + (state or {}).get("seconds", 0.0), 1)
+        metrics = d / "metrics.json"
+        done = not (metrics.is_file() and json.loads(metrics.read_text()).get("stopped") == "time")
+        marker.write_text(json.dumps({"fingerprint": fp, "config": key, "done": done, "seconds": secs},
+                                     indent=2, default=str))
+        self.seconds[label or name] = secs
+        if not done:
+            raise StageUnfinished(f"stage {label or name} stopped at its time budget ({d}); run the same command "
+                                  f"again to resume it")
+        return fp, d
+
+    # -- the stages ------------------------------------------------------------------------------------------
+    def inputs(self, sec: dict, where: str) -> list[Path]:
+        files = []
+        for f in sec.get("inputs", []):
+            p = Path(f)
+            if not p.is_absolute() and self.data_root is not None:
+                p = self.data_root / p
+            if not p.exists():
+                hint = f" (data root {self.data_root})" if self.data_root is not None else ""
+                raise SidrecError(f"{where}: input file {p} not found{hint}; give --data-root DIR, the folder the "
+                                  f"recipe's input paths are relative to")
+            files.append(p)
+        return files
+
+    def data(self, sec: dict | None = None, label: str = "data") -> tuple[str, Path]:
+        sec = dict(self.section("data") if sec is None else sec)
+        sec.pop("name", None)
+        seed = int(sec.pop("seed", 0))
+        source = sec.pop("source", "synthetic")
+        files = self.inputs(sec, f"[{label}]")
+        sec.pop("inputs", None)
+        syn = {"seed": seed, **sec.pop("synthetic", {})}
+        columns = sec.pop("columns", None)
+        smoke_users = sec.pop("smoke_users", None)
+        pcfg = from_dict(PrepareConfig, sec)
+        key = {"source": source, "inputs": [_file_fp(f) for f in files if f.is_file()] or [str(f) for f in files],
+               "prepare": to_dict(pcfg), "columns": columns, "smoke_users": smoke_users,
+               **({"synthetic": syn} if source == "synthetic" else {})}
+
+        def body(d: Path) -> None:
+            raw = read_source(source, [str(f) for f in files], columns=columns, synthetic=syn)
+            if smoke_users:
+                users = raw.interactions["user"].unique()
+                keep = np.random.default_rng(seed).permutation(users)[:smoke_users]
+                before = len(raw.interactions)
+                raw.interactions = raw.interactions[raw.interactions["user"].isin(set(keep))]
+                raw.filtered[f"smoke run: users outside a sample of {smoke_users}"] = before - len(raw.interactions)
+            prepare(raw, d, pcfg, source=source)
+        return self.stage("data", key, body, label=label)
+
+    def embed(self, data_fp: str, data_dir: Path, label: str = "embed") -> tuple[str, Path]:
+        sec = self.section("embed")
+        sec["seed"] = self.stage_seed("embed", sec)
+        ecfg = from_dict(EmbedConfig, sec)
+        return self.stage("embed", [to_dict(ecfg), data_fp],
+                          lambda d: embed_dataset(load_dataset(data_dir), d, ecfg, log=self.log), label=label)
+
+    def sasrec(self, ds: Dataset) -> tuple[str, Path]:
+        sec = {**SASREC_TRAIN_DEFAULTS, "max_history": ds.stats["config"]["max_history"], **self.section("sasrec")}
+        sec["seed"] = self.stage_seed("sasrec", sec)
+        mcfg, tcfg, _ = _split(sec, (SASRecConfig, TrainConfig), where="[sasrec]")
+        return self.stage("sasrec", [to_dict(mcfg), to_dict(tcfg), self.fps["data"]],
+                          lambda d: train_sasrec(ds, d, mcfg, tcfg, log=self.log))
+
+    def tokenize(self, ds: Dataset) -> tuple[str, Path]:
+        sec = self.section("tokenize")
+        method = sec.pop("method", "rqvae")
+        if method != "published":
+            sec["seed"] = self.stage_seed("tokenize", sec)
+        else:
+            sec.pop("seed", None)
+            if "index" not in sec:
+                raise SidrecError("[tokenize] method published needs index = FILE.index.json")
+            sec["index"] = str(self.inputs({"inputs": [sec["index"]]}, "[tokenize]")[0])
+        for k in ("epochs", "device", *(("codebook_size",) if method == "published" else ())) \
+                if method in ("opq", "rqkmeans", "published") else ():
+            sec.pop(k, None)  # nothing trained by epochs there (a smoke run's epoch cut does not apply)
+        needs_emb, needs_cf = method != "published", method == "letter" or "cf" in self.cfg.get("tokenize", {})
+        key = {"method": method, **{k: v for k, v in sec.items() if k != "index"},
+               "index": _file_fp(Path(sec["index"])) if "index" in sec else None,
+               "embed": self.fps.get("embed") if needs_emb else None,
+               "cf": self.fps.get("sasrec") if needs_cf else None, "data": self.fps["data"]}
+        return self.stage("tokenize", key, lambda d: tokenize(
+            ds, d, method=method, embeddings=self.dirs.get("embed") if needs_emb else None,
+            cf_run=self.dirs.get("sasrec") if needs_cf else None, overrides=sec, log=self.log, check=ranking_check),
+            label="tokens" if self.flat else None)
+
+    def generator(self, name: str, ds: Dataset) -> tuple[str, Path]:
+        sec = self.section(name)
+        if name == "tiger":
+            preset = sec.get("preset", "tiger")
+            sec = {**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), **sec}
+            model_cls, train_fn = TIGERConfig, train_tiger
+        else:
+            sec = {**LCREC_DEFAULTS, **sec}
+            model_cls, train_fn = LCRecConfig, train_lcrec
+        sec["seed"] = self.stage_seed(name, sec)
+        mcfg, tcfg, extra = _split(sec, (model_cls, TrainConfig), GEN_EXTRA, where=f"[{name}]")
+        key = [to_dict(mcfg), to_dict(tcfg), extra, self.fps["tokenize"], self.fps["data"]]
+        return self.stage(name, key, lambda d: train_fn(ds, self.dirs["tokenize"], d, mcfg, tcfg, log=self.log, **extra))
+
+    def vqrec(self, ds: Dataset) -> tuple[str, Path]:
+        sec = {**VQREC_TRAIN_DEFAULTS, **self.section("vqrec")}
+        domains = sec.pop("pretrain", [])
+        pre_epochs = sec.pop("pretrain_epochs", None)
+        pre_minutes = sec.pop("pretrain_max_minutes", None)
+        use_pretrain = bool(domains)
+        sec["seed"] = self.stage_seed("vqrec", sec)
+        mcfg, vcfg, tcfg, extra = _split(sec, (VQRecConfig, VQRecTrainConfig, TrainConfig), ("ks",), where="[vqrec]")
+        ecfg = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
+        init = None
+        if use_pretrain:
+            pre = []
+            for i, dom in enumerate(domains):
+                dfp, ddir = self.data({**dom, **({k: v for k, v in SMOKE["data"].items()} if self.smoke else {})},
+                                      label=f"pretrain-data-{dom.get('name', i)}")
+                efp, edir = self.embed(dfp, ddir, label=f"pretrain-embed-{dom.get('name', i)}")
+                pre.append((dfp, ddir, efp, edir))
+            ptcfg = from_dict(TrainConfig, {**to_dict(tcfg), **({"epochs": pre_epochs} if pre_epochs else {}),
+                                            **({"max_minutes": pre_minutes} if pre_minutes else {})})
+            key = [to_dict(mcfg), to_dict(vcfg), to_dict(ptcfg), [(p[0], p[2]) for p in pre]]
+            _, init = self.stage("vqrec-pretrain", key, lambda d: pretrain_vqrec(
+                [load_dataset(p[1]) for p in pre], d, mcfg, vcfg, ptcfg, ecfg, [p[3] / "item_emb.npy" for p in pre],
+                log=self.log))
+            self.fps["vqrec-pretrain"] = _fp(key)
+            mcfg = from_dict(VQRecConfig, {**to_dict(mcfg), **init_model_config(init)})
+        from sidrec.eval.evaluate import EvalConfig
+
+        ks = tuple(int(k) for k in str(extra.get("ks", "10,50")).split(","))
+        key = [to_dict(mcfg), to_dict(vcfg), to_dict(tcfg), ks, self.fps["data"], self.fps.get("embed"),
+               self.fps.get("vqrec-pretrain")]
+        return self.stage("vqrec", key, lambda d: finetune_vqrec(
+            ds, d, init=init, model_cfg=mcfg, vq_cfg=vcfg, train_cfg=tcfg, embed_cfg=ecfg,
+            embeddings=self.dirs["embed"] / "item_emb.npy", eval_cfg=EvalConfig(ks=ks, max_history=mcfg.max_history),
+            log=self.log))
+
+    def coldstart(self, ds: Dataset) -> tuple[str, Path]:
+        sec = self.section("coldstart")
+        model = sec.pop("model", "tiger")
+        method = sec.pop("method", "rqvae")
+        cs_keys = {f for f in ColdStartConfig.__dataclass_fields__} - {"seed", "reuse"}
+        cs = {k: sec.pop(k) for k in list(sec) if k in cs_keys}
+        tok = {k: sec.pop(k) for k in ("n_levels", "codebook_size") if k in sec}
+        seed = self.stage_seed("coldstart", sec)
+        if model == "vqrec":
+            sec = {**VQREC_TRAIN_DEFAULTS, **sec}
+            mcfg, vcfg, tcfg, _ = _split({**sec, "seed": seed}, (VQRecConfig, VQRecTrainConfig, TrainConfig),
+                                         where="[coldstart]")
+        else:
+            vcfg = None
+            preset = sec.get("preset", "tiger")
+            defaults = TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]) if model == "tiger" else LCREC_DEFAULTS
+            mcfg, tcfg, _ = _split({**defaults, **sec, "seed": seed},
+                                   (TIGERConfig if model == "tiger" else LCRecConfig, TrainConfig), where="[coldstart]")
+        ccfg = from_dict(ColdStartConfig, {**cs, "seed": seed})
+        ecfg = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
+        key = [model, method, tok, to_dict(ccfg), to_dict(mcfg), to_dict(tcfg), to_dict(vcfg) if vcfg else None,
+               self.fps["data"], self.fps["embed"]]
+
+        def body(d: Path) -> None:
+            rows = evaluate_coldstart(ds, d, embed_cfg=ecfg, method=method, tok_overrides={"seed": seed, **tok},
+                                      model_cfg=mcfg, train_cfg=tcfg, cfg=ccfg,
+                                      embeddings=self.dirs["embed"] / "item_emb.npy", generator=model, vq_cfg=vcfg,
+                                      log=self.log)
+            (d / "rows.json").write_text(json.dumps(rows, indent=1))
+        return self.stage("coldstart", key, body)
+
+    def diversity(self, ds: Dataset, model: str) -> tuple[str, Path]:
+        sec = self.section("diversity")
+        temps = [float(t) for t in sec.pop("temperatures", [1.0, 1.5, 2.0])]
+        depth, k, beam = int(sec.pop("depth", 2)), int(sec.pop("k", 10)), int(sec.pop("beam", 20))
+        batch, device = int(sec.pop("decode_batch", 512)), sec.pop("device", "auto")
+        seed = self.stage_seed("diversity", sec)
+        if sec:
+            raise SidrecError(f"[diversity]: unknown key(s) {sorted(sec)}")
+        key = [temps, depth, k, beam, seed, self.fps[model]]
+
+        def body(d: Path) -> None:
+            dev = pick_device(device)
+            net, trie, _ = load_generator(self.dirs[model], dev)
+            cats = item_categories(ds, depth)
+            _, _, target = ds.eval_inputs("test", 1)
+            rows = []
+            for T in [0.0, *temps]:
+                t0 = time.time()
+                lists = decode_users(net, trie, ds, "test", beam=beam, k=k, batch_size=batch, device=dev,
+                                     sample_temperature=T, seed=seed)
+                m = metrics_from_ranks(ranks_from_lists(lists, target), (k,))
+                rows.append({"decoding": "sample" if T else "beam", "temperature": T or None,
+                             f"entropy@{k}": round(category_entropy(lists, cats, k), 4),
+                             f"recall@{k}": round(m[f"recall@{k}"], 5), f"ndcg@{k}": round(m[f"ndcg@{k}"], 5),
+                             "users": ds.n_users, "category_depth": depth, "seconds": round(time.time() - t0, 1)})
+                self.log(f"diversity: {rows[-1]}")
+            (d / "rows.json").write_text(json.dumps(rows, indent=1))
+        return self.stage("diversity", key, body)
+
+
+STAGES = ("data", "embed", "sasrec", "tokenize", "tiger", "lcrec", "vqrec", "coldstart", "diversity")
+GENERATORS = ("tiger", "lcrec")
+SECTIONS = {"seed", "recipe", "smoke", "out", *STAGES}
+
+
+def needed(cfg: dict) -> list[str]:
+    """The stages a config runs, in order: those with a section, and those a later one needs."""
+    have = {s for s in STAGES if s in cfg}
+    tok = cfg.get("tokenize", {})
+    if have & set(GENERATORS):
+        have.add("tokenize")
+    if "tokenize" in have and tok.get("method", "rqvae") != "published":
+        have.add("embed")
+    if "tokenize" in have and (tok.get("method") == "letter" or "cf" in tok):
+        have.add("sasrec")
+    if have & {"vqrec", "coldstart"}:
+        have.add("embed")
+    if "diversity" in have and not have & set(GENERATORS):
+        raise SidrecError("[diversity] decodes a generator: add a [tiger] or [lcrec] section")
+    return ["data", *[s for s in STAGES[1:] if s in have]]
+
+
+def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: str | Path = "runs/work",
+                 seed: int | None = None, data_root: str | Path | None = None, smoke: bool = False,
+                 until: str | None = None, log=log_info) -> dict:
+    """Run the stages of ``cfg``; returns {"dirs", "seconds", "fingerprints", "test", "report"}.
+    ``out``: every stage under OUT/<stage> (the demo's layout); else the shared work folder ``work``.
+    ``until``: stop after that stage (e.g. inputs made on a CPU machine, the generator trained on a GPU one:
+    carry WORK over and the cached stages are found by their fingerprints); returns ``{"partial": True, ...}``."""
+    unknown = set(cfg) - SECTIONS
     if unknown:
-        raise SidrecError(f"pipeline config: unknown section(s) {sorted(unknown)}; known: seed, {', '.join(STAGES)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed = int(cfg.get("seed", 0))
-    fps: dict[str, str] = {}
+        raise SidrecError(f"pipeline config: unknown section(s) {sorted(unknown)}; known: {', '.join(sorted(SECTIONS))}")
+    rec = cfg.get("recipe", {})
+    stages = needed(cfg)
+    model = rec.get("model") or next((s for s in reversed(stages) if s in ("tiger", "lcrec", "vqrec", "sasrec")),
+                                     "coldstart" if "coldstart" in stages else stages[-1])
+    # a recipe's seeds vary its model (and cold-start / diversity runs); a plain config's seed is every stage's
+    vary = tuple(rec.get("vary", [model, "coldstart", "diversity"])) if "recipe" in cfg else STAGES
+    p = Pipeline(cfg=cfg, seed=int(cfg.get("seed", 0) if seed is None else seed),
+                 work=Path(out if out is not None else work), flat=out is not None, vary=vary,
+                 data_root=Path(data_root) if data_root is not None else None, smoke=smoke, log=log)
+    if until is not None and until not in stages:
+        raise SidrecError(f"--until {until}: not a stage of this config ({', '.join(stages)})")
+    p.fps["data"], p.dirs["data"] = p.data()
+    ds = load_dataset(p.dirs["data"])
+    for name in stages[1:] if until != "data" else ():
+        if name == "embed":
+            res = p.embed(p.fps["data"], p.dirs["data"])
+        elif name in ("sasrec", "tokenize", "vqrec", "coldstart"):
+            res = getattr(p, name)(ds)
+        elif name in GENERATORS:
+            res = p.generator(name, ds)
+        else:
+            res = p.diversity(ds, next(g for g in GENERATORS if g in p.dirs))
+        p.fps[name], p.dirs[name] = res
+        if name == until:
+            break
+    if until is not None:
+        return {"partial": True, "dirs": {k: str(v) for k, v in p.dirs.items()}, "seconds": dict(p.seconds),
+                "fingerprints": dict(p.fps)}
+    return _summary(p, stages, model)
 
-    def split(section: dict, *classes):
-        names = set().union(*({f for f in c.__dataclass_fields__} for c in classes))
-        bad = set(section) - names - {"beam", "valid_users", "decode_batch"}
-        if bad:
-            raise SidrecError(f"pipeline config: unknown key(s) {sorted(bad)}")
-        return [from_dict(c, {k: v for k, v in section.items() if k in c.__dataclass_fields__}) for c in classes]
 
-    # data
-    dc = dict(cfg.get("data", {}))
-    fps["data"] = _fp(["data", dc, seed])
-    ddir = out / "data"
-    if not _cached(ddir, fps["data"]):
-        log("stage data")
-        syn = {"seed": seed, **dc.pop("synthetic", {})}
-        raw = read_source(dc.pop("source", "synthetic"), dc.pop("inputs", []), columns=dc.pop("columns", None),
-                          synthetic=syn)
-        prepare(raw, ddir, from_dict(PrepareConfig, dc), source=cfg.get("data", {}).get("source", "synthetic"))
-        _mark(ddir, fps["data"], cfg.get("data", {}))
-    ds = load_dataset(ddir)
-
-    # embeddings
-    ec = {"seed": seed, **cfg.get("embed", {})}
-    fps["embed"] = _fp(["embed", ec, fps["data"]])
-    edir = out / "embed"
-    if not _cached(edir, fps["embed"]):
-        log("stage embed")
-        embed_dataset(ds, edir, from_dict(EmbedConfig, ec), log=log)
-        _mark(edir, fps["embed"], ec)
-
-    # SASRec (CF embeddings + baseline)
-    sc = {**SASREC_TRAIN_DEFAULTS, "seed": seed, "max_history": ds.stats["config"]["max_history"], **cfg.get("sasrec", {})}
-    fps["sasrec"] = _fp(["sasrec", sc, fps["data"]])
-    sdir = out / "sasrec"
-    if not _cached(sdir, fps["sasrec"]):
-        log("stage sasrec")
-        shutil.rmtree(sdir, ignore_errors=True)
-        mcfg, tcfg = split(sc, SASRecConfig, TrainConfig)
-        train_sasrec(ds, sdir, mcfg, tcfg, log=log)
-        _mark(sdir, fps["sasrec"], sc)
-
-    # tokenizer
-    tc = {"seed": seed, **cfg.get("tokenize", {})}
-    method = tc.pop("method", "rqvae")
-    fps["tokenize"] = _fp(["tokenize", method, tc, fps["embed"], fps["sasrec"]])
-    tdir = out / "tokens"
-    if not _cached(tdir, fps["tokenize"]):
-        log(f"stage tokenize ({method})")
-        tokenize(ds, tdir, method=method, embeddings=edir, cf_run=sdir if method != "published" else None,
-                 overrides=tc, log=log, check=ranking_check)
-        _mark(tdir, fps["tokenize"], {"method": method, **tc})
-
-    def generator(name: str, conf: dict, model_cls, train_fn) -> Path:
-        """One generator stage on the tokens: cached by its config and its inputs' fingerprints."""
-        fps[name] = _fp([name, conf, fps["tokenize"], fps["data"]])
-        gdir = out / name
-        if not _cached(gdir, fps[name]):
-            log(f"stage {name}")
-            shutil.rmtree(gdir, ignore_errors=True)
-            rest = dict(conf)
-            extra = {k: rest.pop(k) for k in ("beam", "valid_users", "decode_batch") if k in rest}
-            mcfg, tcfg = split(rest, model_cls, TrainConfig)
-            train_fn(ds, tdir, gdir, mcfg, tcfg, log=log, **extra)
-            _mark(gdir, fps[name], conf)
-        return gdir
-
-    gc = dict(cfg.get("tiger", {}))
-    preset = gc.get("preset", "tiger")
-    gc = {**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), "seed": seed, **gc}
-    runs = {"tiger": generator("tiger", gc, TIGERConfig, train_tiger), "sasrec": sdir}
-    if "lcrec" in cfg:  # the LC-Rec generator on the same tokens (optional stage)
-        from sidrec.models.lcrec import LCRecConfig
-        from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
-        from sidrec.train.lcrec import train_lcrec
-
-        runs["lcrec"] = generator("lcrec", {**LCREC_DEFAULTS, "seed": seed, **cfg["lcrec"]}, LCRecConfig, train_lcrec)
-
+def _summary(p: Pipeline, stages: list[str], model: str) -> dict:
     from sidrec.report import write_run_report
 
-    return write_run_report(out, runs, tdir, title=f"sidrec pipeline: {ds.path}")
+    runs = {s: p.dirs[s] for s in ("tiger", "lcrec", "sasrec", "vqrec") if s in p.dirs}
+    res: dict[str, Any] = {"dirs": {k: str(v) for k, v in p.dirs.items()}, "seconds": dict(p.seconds),
+                           "fingerprints": dict(p.fps), "model": model, "seed": p.seed}
+    if p.flat and runs:
+        res.update(write_run_report(p.work, runs, p.dirs.get("tokenize"), title=f"sidrec pipeline: {p.dirs['data']}"))
+    else:
+        res["test"] = {s: json.loads((d / "metrics.json").read_text()).get("test", {}) for s, d in runs.items()
+                       if (d / "metrics.json").is_file()}
+    return res
+
+
+def device_name() -> str:
+    """The accelerator a run used, in words ("NVIDIA H200"), or "cpu"."""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"

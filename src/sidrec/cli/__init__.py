@@ -27,6 +27,7 @@ app.command()(gen_cmd.recommend)
 app.command()(gen_cmd.serve)
 app.command()(gen_cmd.demo)
 app.command()(gen_cmd.run)
+app.command()(gen_cmd.results)
 
 
 DISTRIBUTED = {"tiger", "lcrec", "sasrec", "vqrec"}  # trainers that split batches over torchrun processes

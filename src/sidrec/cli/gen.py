@@ -1,4 +1,4 @@
-"""`sidrec recommend`, `sidrec demo`, `sidrec run`."""
+"""`sidrec recommend`, `sidrec serve`, `sidrec demo`, `sidrec run`, `sidrec results`."""
 
 from __future__ import annotations
 
@@ -111,20 +111,75 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("dem
     _show(res)
 
 
-def run(config: Annotated[Path, typer.Argument(help="pipeline config (TOML or YAML)")],
-        out: Annotated[Optional[Path], typer.Option(help="output directory (default: the config's 'out')")] = None):
-    """Run a whole pipeline from a config file; each stage is cached by a fingerprint of its inputs and config.
+def run(config: Annotated[Path, typer.Argument(help="a recipe (TOML/YAML with a [recipe] section) or a plain "
+                                                   "pipeline config")],
+        seed: Annotated[Optional[list[int]], typer.Option("--seed", help="seed(s) to run (repeatable; default: "
+                                                          "the recipe's seeds, a plain config's seed)")] = None,
+        out: Annotated[Optional[Path], typer.Option(help="plain config: every stage under OUT/<stage> (default: "
+                                                    "the config's 'out')")] = None,
+        work: Annotated[Path, typer.Option(help="recipe: the shared stage cache, WORK/<stage>/<fingerprint>")]
+        = Path("runs/work"),
+        data_root: Annotated[Optional[Path], typer.Option(help="the folder the recipe's input paths are "
+                                                          "relative to")] = None,
+        results: Annotated[Optional[Path], typer.Option(help="recipe: the results folder (default: the "
+                                                        "'results' folder beside the recipes folder)")] = None,
+        smoke: Annotated[bool, typer.Option(help="a tiny sub-sample, one or two epochs, on the CPU: checks that "
+                                            "the recipe runs; its rows go to WORK/smoke-results")] = False,
+        until: Annotated[Optional[str], typer.Option(help="stop after this stage (data, embed, sasrec, tokenize, "
+                                                     "...): make inputs on one machine, carry WORK, finish on "
+                                                     "another")] = None):
+    """Run a recipe (one table row: every stage cached by a fingerprint, resumable, one results row per seed)
+    or a plain pipeline config.
 
-    Example: sidrec run src/sidrec/configs/demo.toml --out runs/demo
+    Examples:
+      sidrec run experiments/recipes/reproduce/beauty-letter-tiger.toml --seed 0 --data-root datasets
+      sidrec run experiments/recipes/reproduce/beauty-letter-tiger.toml --smoke --data-root datasets
+      sidrec run src/sidrec/configs/demo.toml --out runs/demo
+    Several seeds side by side, one GPU each (they share WORK; a stage one of them is computing is waited for):
+      for s in 0 1; do CUDA_VISIBLE_DEVICES=$s sidrec run RECIPE --seed $s & done; wait
     """
     from sidrec.config import load_file
     from sidrec.pipeline import run_pipeline
+    from sidrec.recipes import load_recipe, run_recipe
 
     cfg = load_file(config)
-    target = out or cfg.pop("out", None)
-    if target is None:
-        raise SidrecError(f"{config}: no 'out' key and no --out given")
-    _show(run_pipeline(cfg, Path(target), log=console.print))
+    if "recipe" not in cfg:
+        target = out or cfg.pop("out", None)
+        if target is None:
+            raise SidrecError(f"{config}: no 'out' key and no --out given")
+        if seed:
+            cfg["seed"] = seed[0]
+        res = run_pipeline(cfg, Path(target), data_root=data_root, smoke=smoke, until=until, log=console.print)
+        if not res.get("partial"):
+            _show(res)
+        return
+    if out is not None:
+        raise SidrecError("--out is for plain pipeline configs; a recipe's stages live in --work")
+    cfg = load_recipe(config)
+    for s in seed or cfg["recipe"]["seeds"]:
+        rows = run_recipe(config, seed=s, work=work, data_root=data_root, results=results, smoke=smoke,
+                          until=until, log=console.print)
+        if not rows:
+            continue
+        head = ["row", "seed", "variant"] + [k for k in ("recall@10", "ndcg@10", "entropy@10") if k in rows[0]["metrics"]]
+        print_table([head] + [[r["row"], str(r["seed"]), r.get("variant", "-")] +
+                              [f"{r['metrics'][k]:.4f}" for k in head[3:]] for r in rows], "results")
+
+
+def results(folder: Annotated[Path, typer.Argument(help="results folder (RESULTS/*.jsonl)")] = Path("experiments/results"),
+            out: Annotated[Optional[Path], typer.Option(help="markdown file (default: RESULTS.md beside the folder)")]
+            = None,
+            about: Annotated[Optional[Path], typer.Option(help="tables.toml: each table's title and text "
+                                                          "(default: tables.toml beside the folder)")] = None):
+    """Render every results file into one markdown page with a plot per table.
+
+    Example: sidrec results experiments/results     (writes experiments/RESULTS.md and experiments/plots/)
+    """
+    from sidrec.results import render
+
+    target = out or folder.parent / "RESULTS.md"
+    render(folder, target, about=about or folder.parent / "tables.toml")
+    console.print(f"wrote {target}")
 
 
 def _show(res: dict) -> None:

@@ -65,3 +65,19 @@ def category_entropy(lists: np.ndarray, categories: np.ndarray, k: int, *, reduc
     p = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
     h = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(1)
     return float(h.mean()) if reduce else h
+
+
+def item_categories(ds, depth: int) -> np.ndarray:
+    """(n_items + 1,) integer category per item index of a prepared dataset (-1: padding row, unknown).
+
+    The items table's ``categories`` ("Beauty, Makeup, Nails, ..." or comma-separated without spaces, as Amazon
+    and Yelp give them) cut to its first ``depth`` levels; without that column, the first word of the title."""
+    items = ds.items
+    if "categories" in items.columns:
+        label = items["categories"].fillna("").astype(str).map(
+            lambda c: ", ".join(x.strip() for x in c.split(",")[:depth]))
+    else:
+        label = items["title"].fillna("").astype(str).str.split().str[0].fillna("")
+    codes, _ = label.factorize()
+    codes = np.where(label.to_numpy() == "", -1, codes)
+    return np.concatenate([[-1], codes]).astype(np.int64)
