@@ -217,7 +217,7 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     key = lambda r: (r["epsilon"], r["model"], r["slots"], r["rule"], r["tau"] or 0)  # noqa: E731
     assert sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows) == \
         sorted((key(r), r["recall@10"], r["ndcg@10"]) for r in rows2 if r["levels"] in (2, None))
-    # bench/coldstart_rescore.py scores the saved beams again without the model: the same rows at weights 0
+    # experiments/bench/coldstart_rescore.py scores the saved beams again without the model: the same rows at weights 0
     # (neighbours), 0.5 (blend) and 1 (kernel KNN), and the semantic KNN
     _check_rescore(out, ds, seen, held, rows)
     code, so, se = cli("evaluate-coldstart", syn_dir, *again, "--prefix-levels", "3")
@@ -263,7 +263,7 @@ def _check_rescore(out, ds, seen, held, rows):
     full[pos[seen.items["item_id"].astype(str).to_numpy()].to_numpy()] = seen_emb[1:]
     full[held] = embed_new_texts(out / "emb", ds.items.set_index("item_idx").loc[held, "text"].astype(str).tolist())
     np.save(out / "full_emb.npy", full)
-    script = Path(__file__).resolve().parents[1] / "bench" / "coldstart_rescore.py"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "coldstart_rescore.py"
     r = subprocess.run([sys.executable, str(script), str(out / "coldstart_beams.npz"), "--embeddings",
                         str(out / "full_emb.npy"), "--taus", "0.1", "--weights", "0", "0.5", "1", "--epsilons", "0.1",
                         "0.5", "--json", str(out / "rescore.jsonl")], capture_output=True, text=True, timeout=120)
@@ -416,7 +416,7 @@ def test_coldstart_with_embeddings_made_beforehand(cli, syn_dir, tmp_path):
 
 
 def test_coldstart_protocol_for_vqrec(cli, syn_dir, tmp_path):
-    """The same protocol and baseline for VQ-Rec (issue 17): its OPQ is fitted on the seen items only, new items get
+    """The same protocol and baseline for VQ-Rec : its OPQ is fitted on the seen items only, new items get
     codes from their text and join the full ranking; reserved slots only add hits; errors are one line."""
     from sidrec.data.dataset import load_dataset
     from sidrec.tokenizers.opq import OPQTokenizer

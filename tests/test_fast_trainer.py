@@ -85,7 +85,7 @@ def test_tiger_resume_equals_unbroken_run(tmp_path):
     lb = [json.loads(x)["loss"] for x in open(tmp_path / "b" / "log.jsonl")]
     assert la == lb
     # a checkpoint resumes only onto what it was trained on: another model shape or other token codes is one line,
-    # and the run folder is left as it was (a carried run, bench/run_state.sh, must not continue on something else)
+    # and the run folder is left as it was (a run copied from another machine must not continue on something else)
     import shutil
 
     from sidrec.errors import SidrecError

@@ -139,7 +139,7 @@ def test_cli_tokenize_and_bad_inputs(syn_dir, tmp_path, cli):
         "--epochs", "2", expect="code dim is 32")
     bad("--method", "letter", "--embeddings", tmp_path / "emb", expect="needs --cf")
     # a CF folder with the embeddings alone (no SASRec model) fits LETTER; only the ranking check is skipped
-    # (it crashed after the fit, losing the tokens, in session 11)
+    # (it once crashed after the fit, losing the tokens)
     np.save(tmp_path / "cf" / "item_emb.npy", np.random.default_rng(0).normal(size=(emb.shape[0], 32)).astype(np.float32))
     code, out, err = cli("tokenize", syn_dir, "--method", "letter", "--embeddings", tmp_path / "emb", "--cf",
                          tmp_path / "cf", "--codebook-size", "16", "--epochs", "2", "--out", tmp_path / "tokcf")

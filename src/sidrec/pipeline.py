@@ -158,6 +158,7 @@ class Pipeline:
         state = json.loads(marker.read_text()) if marker.is_file() else None
         if state and state.get("fingerprint") == fp and state.get("done"):
             self.seconds.setdefault(label or name, state.get("seconds", 0.0))
+            self.log(f"stage {label or name}: cached ({d})")
             return fp, d
         if state and state.get("fingerprint") != fp or (d.exists() and state is None and self.flat):
             shutil.rmtree(d, ignore_errors=True)  # another config in the same --out folder: start afresh

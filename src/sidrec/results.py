@@ -267,6 +267,12 @@ def render(results: str | Path, out_md: str | Path, *, recipes_root: str | Path 
             lines += [info["about"].strip(), ""]
         if t in tables:
             lines += _table_md(t, tables[t], root, out_md.parent)
+            done = {r["row"] for r in tables[t]}
+            todo = sorted(f for f in (root / "recipes" / t).glob("*.toml") if f.stem not in done) \
+                if (root / "recipes" / t).is_dir() else []
+            if todo:
+                lines += ["", "Recipes with no results yet: " + ", ".join(
+                    f"[{f.stem}]({_rel(f, out_md.parent)})" for f in todo) + "."]
             png = _plot(info.get("title", t), tables[t], out_md.parent / "plots" / f"{t}.png")
             if png is not None:
                 lines += ["", f"![{t}]({_rel(png, out_md.parent)})"]
@@ -276,3 +282,36 @@ def render(results: str | Path, out_md: str | Path, *, recipes_root: str | Path 
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n")
     return out_md
+
+
+# -- benchmarks --------------------------------------------------------------------------------------------------
+def flatten(result: Any) -> list[dict]:
+    """A benchmark's result -> rows: a list stays a list; a dict with a list of ``rows`` / ``runs`` gives one row
+    per entry, each with the dict's scalar fields; any other dict is one row."""
+    if isinstance(result, list):
+        return [dict(r) for r in result]
+    for key in ("rows", "runs"):
+        if isinstance(result.get(key), list):
+            top = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+            return [{**top, **r} for r in result[key]]
+    return [dict(result)]
+
+
+def write_bench(bench: str, result: Any, results: str | Path | None, *, variant: Any = None) -> list[dict]:
+    """Append a benchmark's rows to RESULTS/bench-<bench>.jsonl, each with ``bench``, ``variant``, ``gpu`` (or
+    "cpu"), ``versions``, ``commit`` and the command line; returns the rows. ``variant``: a value, or a function
+    of the row. ``results`` None: nothing written."""
+    import sys
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    rows = []
+    for r in flatten(result):
+        v = variant(r) if callable(variant) else variant
+        rows.append({"bench": bench, "variant": r.pop("variant", v), **r, "gpu": r.get("gpu") or gpu,
+                     "versions": versions(), "commit": commit(),
+                     "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])})
+    if results is not None:
+        append_rows(Path(results) / f"bench-{bench}.jsonl", rows)
+    return rows

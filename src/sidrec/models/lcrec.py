@@ -85,7 +85,7 @@ class LCRecConfig:
     share_prefix: bool | None = None  # the prompt's fixed head (LC-Rec's instruction) runs once per batch, its keys
     # and values shared by every row: the same logits, ~a third fewer tokens on Beauty (off with gradient
     # checkpointing). None = on the CPU only: 1.43x per step there, while on an H200 the repeated cache's attention
-    # path was slower than running the head per row (bench/README.md, "LC-Rec training step")
+    # path was slower than running the head per row (experiments/results/bench-lcrec-train-step.jsonl)
     prompt: str = SEQ_PROMPT  # pretrained backbones; must contain {history}
     separator: str = ", "  # between the history's items
 

@@ -13,7 +13,7 @@ noise the hard permutation is close to random at every step while the logits are
 does not move; the noise is therefore scaled (``gumbel_noise``, default 0.1) and stage 1 uses its own,
 larger learning rate. On a planted test (a pre-trained model whose target codes are a known
 permutation of its own) this setting lowers the training loss and improves validation NDCG, where
-noise 1.0 at lr 1e-3 leaves both flat (bench/README.md, VQ-Rec section).
+noise 1.0 at lr 1e-3 leaves both flat (experiments/results/bench-vqrec-permutation.jsonl).
 
 The codes live in a non-persistent buffer: the same weights serve any catalog whose items have codes
 of the same layout (D tables of M codes), which is what makes transfer and cold start possible.
@@ -49,7 +49,7 @@ class VQRecConfig:
     gumbel_noise: float = 0.1  # scale of the Gumbel noise while learning permutations (1 = Mena et al.; see below)
     # a learned vector (from zero) for each training item whose D codes equal another item's: code twins get the
     # same text vector and tie for every user (on Scientific 8% of the items); items added later get none, so
-    # cold start stays text-only. Trained with the code tables in fine-tuning (bench/vqrec_ties.py measures ties).
+    # cold start stays text-only. Trained with the code tables in fine-tuning (experiments/bench/vqrec_code_ties.py measures ties).
     # On by default since sidrec 0.4 (Scientific, 3 seeds: N@10 +18-23%, R@10 unchanged or better); runs written
     # before the option existed load with it off. Pre-training never uses them (twins of the mixed catalog)
     twin_vectors: bool = True

@@ -177,7 +177,7 @@ class Recommender(_Catalog):
         "neighbours" passes each decoded item's probability to the new items near it in the run's text-embedding
         space (kernel width ``tau`` in cosine; ``decoding.newitems.neighbour_scores``), "blend" (default) lets the
         history's items pass a share ``history_weight`` of it too (the best rule on Beauty, Yelp and Scientific at
-        0.5, bench/README.md; 1 would leave only the history),
+        0.5; 1 would leave only the history),
         "prefix" takes the probability of their semantic prefix (the ID without its collision suffix, which
         the model never saw for them; TIGER's rule). ``new_slots="reserve"``: the new items always take their
         slots, after the best decoded items (the cold-start table's better mode: a kernel spreads a decoded

@@ -5,7 +5,7 @@ MLP encoder -> residual quantizer (L levels x N codes) -> mirrored MLP decoder. 
 + beta diversity (LETTER). Inputs are standardised; mini-batches of 512 (full batch when ``batch_size == 0``),
 dead codes re-seeded every 10 epochs, and the fit stops once code usage, collision rate and reconstruction
 have been stable for three checks (``converge_tol``), so a fit takes minutes on a CPU, not the 2,000
-full-batch epochs of sidrec <= 0.1 (measured in bench/README.md, "CPU path").
+full-batch epochs of sidrec <= 0.1 (measured on a 2-core x86 CPU).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class RQVAEConfig:
 PRESETS = {
     "tiger": RQVAEConfig(),
     # CF weight 0.2, not the paper's 0.02: the reconstruction here is in standardised units, against which 0.02
-    # leaves the CF term too weak (Beauty, 2 seeds, TIGER on the tokens: R@10 0.0640 vs 0.0539; bench/README.md)
+    # leaves the CF term too weak (Beauty, 2 seeds, TIGER on the tokens: R@10 0.0640 vs 0.0539; experiments/RESULTS.md)
     # A 10-epoch warm-up: at full rate from the first step this 6-layer, 2048-wide encoder can die (LETTER without its
     # CF term, or with Kaiming init, ended on one code per level, reconstruction = the data's variance)
     "letter": RQVAEConfig(hidden=(2048, 1024, 512, 256, 128, 64), n_levels=4, level_reduce="mean",

@@ -1,5 +1,5 @@
 """TIGER's cold-start protocol (Rajput et al. 2023, section 4.2) as one stage, for a generator (TIGER, LC-Rec) or for
-VQ-Rec (whose codes come from text too: issue 17 shares the command and the baseline).
+VQ-Rec (whose codes come from text too: it shares the command and the baseline).
 
 1. Hold out a share of the items that are some user's test target (seeded): they are removed from every
    sequence, so they appear in no training sequence and the text encoder (tf-idf) and the tokenizer never
@@ -211,7 +211,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         # per batch of users: the model's top-k of the seen items and its scores of every new item (per prefix
         # length for generators), computed once for every epsilon
         lists = [scorer.score(torch.as_tensor(hist[s:s + 256], device=dev), new) for s in range(0, len(rows), 256)]
-        # what any rule built on the decoded items needs, to score again without the model (bench/coldstart_rescore.py):
+        # what any rule built on the decoded items needs, to score again without the model (experiments/bench/coldstart_rescore.py):
         # the beams, the requests, the targets, the new items, and each served index's row in the whole dataset
         orig = np.zeros(len(index) + 1, dtype=np.int64)
         orig[index.to_numpy()] = pd.Series(ds.items["item_idx"].to_numpy(), index=raw).reindex(index.index).to_numpy()

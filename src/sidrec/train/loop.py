@@ -83,7 +83,7 @@ class TrainConfig:
     resume: bool = True  # continue from RUN/checkpoint.pt when present
     compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
     compile_mode: str = "reduce-overhead"  # torch.compile mode: reduce-overhead (CUDA graphs: 2.1x the default
-    # mode's samples/s for TIGER at batch 1024 on an H100, bench/README.md) | default | max-autotune
+    # mode's samples/s for TIGER at batch 1024 on an H100, experiments/bench/compile_modes.py) | default | max-autotune
     lr_scale: Literal["none", "sqrt", "linear"] = "none"  # learning_rate is the rate at base_batch_size
     base_batch_size: int = 256
     length_buckets: int = 4  # variable-length inputs (TIGER): batch similar lengths, this many widths; 1 = off
@@ -94,7 +94,7 @@ def scaled_lr(cfg: TrainConfig) -> float:
 
     Warm-up stays ``warmup_steps`` optimizer steps at any batch size: the larger rate needs at least as
     many warm-up steps (measured on Beauty, batch 1024: warm-up scaled to the same number of samples,
-    250 steps, cost 8% R@10 against 1,000 steps; bench/README.md)."""
+    250 steps, cost 8% R@10 against 1,000 steps, measured on Beauty)."""
     if cfg.lr_scale == "none" or cfg.batch_size == cfg.base_batch_size:
         return cfg.learning_rate
     ratio = cfg.batch_size / cfg.base_batch_size
@@ -241,7 +241,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
                         "best_validation": best_val}, ckpt_path)
-        # the next epoch is expected to take the mean of this session's epochs: stop before one that would end past
+        # the next epoch is expected to take the mean of this run's epochs so far: stop before one that would end past
         # the budget (an LLM epoch can take 10+ minutes; a deadline-bound queue needs the run to end on time)
         spent = time.time() - t0
         out_of_time = cfg.max_minutes and spent + spent / (epoch + 1 - start_epoch) > cfg.max_minutes * 60

@@ -26,7 +26,7 @@ def check_resumable(run_dir: str | Path, identity: dict[str, Any]) -> None:
     """A run folder holding a checkpoint resumes only onto what it was trained on: ``identity`` (config.json keys:
     model shape, backbone, token codes, dataset fingerprint...) must equal what the folder recorded; the training
     schedule may change (e.g. more epochs). Otherwise one line, before config.json is rewritten: a run carried to
-    another machine (bench/run_state.sh) or a rerun with other inputs must not continue silently on something else.
+    another machine or a rerun with other inputs must not continue silently on something else.
     A key an older run did not record is not checked."""
     run_dir = Path(run_dir)
     conf = run_dir / "config.json"
