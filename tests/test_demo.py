@@ -27,7 +27,7 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
     code, out, err = cli("run", tmp_path / "p.yaml", "--out", tmp_path / "d")
     assert code == 0, err
-    assert "stage tiger" not in out + err and "stage lcrec" in out + err
+    assert "stage tiger: cached" in out + err and "stage lcrec: " in out + err and "stage lcrec: cached" not in out + err
     res = json.loads((tmp_path / "d" / "results.json").read_text())
     assert set(res["test"]) == {"tiger", "sasrec", "lcrec"} and "| lcrec |" in (tmp_path / "d" / "report.md").read_text()
     code, out, err = cli("recommend", tmp_path / "d" / "lcrec", "--history", "i1")

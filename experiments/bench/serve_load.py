@@ -2,8 +2,8 @@
 concurrency 1 / 8 / 64 (a fixed number of requests each), latency percentiles and throughput; then the same
 load with a share of malformed requests, which must get 4xx while the others answer as before.
 
-    python experiments/experiments/bench/serve_load.py RUN 
-    python experiments/experiments/bench/serve_load.py RUN --max-batch 1       # no batching: the baseline in the same run
+    python experiments/bench/serve_load.py RUN 
+    python experiments/bench/serve_load.py RUN --max-batch 1       # no batching: the baseline in the same run
 
 Rows: {"concurrency", "requests", "throughput" (requests/s), "p50_ms", "p95_ms", "p99_ms", "errors_4xx",
 "errors_5xx", "device", "max_batch", "malformed", "mismatches"}; ``mismatches`` counts valid answers that

@@ -246,7 +246,8 @@ class Pipeline:
         for k in ("epochs", "device", *(("codebook_size",) if method == "published" else ())) \
                 if method in ("opq", "rqkmeans", "published") else ():
             sec.pop(k, None)  # nothing trained by epochs there (a smoke run's epoch cut does not apply)
-        needs_emb, needs_cf = method != "published", method == "letter" or "cf" in self.cfg.get("tokenize", {})
+        # the CF run: LETTER's input; for the other methods (when the config trains one) the report's CF overlap
+        needs_emb, needs_cf = method != "published", method != "published" and "sasrec" in self.dirs
         key = {"method": method, **{k: v for k, v in sec.items() if k != "index"},
                "index": _file_fp(Path(sec["index"])) if "index" in sec else None,
                "embed": self.fps.get("embed") if needs_emb else None,
@@ -371,6 +372,53 @@ GENERATORS = ("tiger", "lcrec")
 SECTIONS = {"seed", "recipe", "smoke", "out", *STAGES}
 
 
+def _fields(*classes) -> set[str]:
+    return set().union(*({f for f in c.__dataclass_fields__} for c in classes))
+
+
+DATA_KEYS = _fields(PrepareConfig) | {"name", "source", "inputs", "seed", "synthetic", "columns", "smoke_users"}
+
+
+def validate(cfg: dict[str, Any], where: str = "pipeline config") -> None:
+    """Check every section's keys against the configs its stage builds, before anything runs (a typo fails in a
+    second, not after hours of training)."""
+    from sidrec.tokenizers.registry import tokenizer_for
+
+    def check(name: str, sec: dict, allowed: set[str]) -> None:
+        bad = set(sec) - allowed
+        if bad:
+            raise SidrecError(f"{where}: [{name}] unknown key(s) {sorted(bad)}")
+
+    unknown = set(cfg) - SECTIONS
+    if unknown:
+        raise SidrecError(f"{where}: unknown section(s) {sorted(unknown)}; known: {', '.join(sorted(SECTIONS))}")
+    check("data", cfg.get("data", {}), DATA_KEYS)
+    check("embed", cfg.get("embed", {}), _fields(EmbedConfig))
+    check("sasrec", cfg.get("sasrec", {}), _fields(SASRecConfig, TrainConfig))
+    tok = dict(cfg.get("tokenize", {}))
+    if tok:
+        _, default = tokenizer_for(tok.get("method", "rqvae"))
+        check("tokenize", tok, _fields(type(default)) | {"method", "index", "seed", "epochs", "device"})
+    check("tiger", cfg.get("tiger", {}), _fields(TIGERConfig, TrainConfig) | set(GEN_EXTRA))
+    check("lcrec", cfg.get("lcrec", {}), _fields(LCRecConfig, TrainConfig) | set(GEN_EXTRA))
+    vq = cfg.get("vqrec", {})
+    check("vqrec", vq, _fields(VQRecConfig, VQRecTrainConfig, TrainConfig) |
+          {"pretrain", "pretrain_epochs", "pretrain_max_minutes", "ks"})
+    for dom in vq.get("pretrain", []):
+        check("vqrec pretrain", dom, DATA_KEYS)
+    cs = cfg.get("coldstart", {})
+    model = {"tiger": (TIGERConfig,), "lcrec": (LCRecConfig,), "vqrec": (VQRecConfig, VQRecTrainConfig)}
+    if cs.get("model", "tiger") not in model:
+        raise SidrecError(f"{where}: [coldstart] model = {cs['model']!r}: choose tiger, lcrec or vqrec")
+    check("coldstart", cs, _fields(ColdStartConfig, TrainConfig, *model[cs.get("model", "tiger")]) |
+          {"model", "method", "n_levels", "codebook_size"})
+    check("diversity", cfg.get("diversity", {}),
+          {"temperatures", "depth", "k", "beam", "decode_batch", "device", "seed"})
+    for name, sec in (cfg.get("smoke") or {}).items():
+        if name not in STAGES:
+            raise SidrecError(f"{where}: [smoke] names no stage: {name!r}")
+
+
 def needed(cfg: dict) -> list[str]:
     """The stages a config runs, in order: those with a section, and those a later one needs."""
     have = {s for s in STAGES if s in cfg}
@@ -379,7 +427,7 @@ def needed(cfg: dict) -> list[str]:
         have.add("tokenize")
     if "tokenize" in have and tok.get("method", "rqvae") != "published":
         have.add("embed")
-    if "tokenize" in have and (tok.get("method") == "letter" or "cf" in tok):
+    if "tokenize" in have and tok.get("method") == "letter":
         have.add("sasrec")
     if have & {"vqrec", "coldstart"}:
         have.add("embed")
@@ -395,9 +443,7 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: st
     ``out``: every stage under OUT/<stage> (the demo's layout); else the shared work folder ``work``.
     ``until``: stop after that stage (e.g. inputs made on a CPU machine, the generator trained on a GPU one:
     carry WORK over and the cached stages are found by their fingerprints); returns ``{"partial": True, ...}``."""
-    unknown = set(cfg) - SECTIONS
-    if unknown:
-        raise SidrecError(f"pipeline config: unknown section(s) {sorted(unknown)}; known: {', '.join(sorted(SECTIONS))}")
+    validate(cfg)
     rec = cfg.get("recipe", {})
     stages = needed(cfg)
     model = rec.get("model") or next((s for s in reversed(stages) if s in ("tiger", "lcrec", "vqrec", "sasrec")),

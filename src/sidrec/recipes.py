@@ -27,7 +27,7 @@ from typing import Any
 
 from sidrec.config import load_file
 from sidrec.errors import SidrecError
-from sidrec.pipeline import SECTIONS, device_name, needed, run_pipeline
+from sidrec.pipeline import device_name, needed, run_pipeline, validate
 from sidrec.results import append_rows, commit, read_rows, versions
 from sidrec.utils.log import info as log_info
 
@@ -47,9 +47,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise SidrecError(f"{path}: unknown [recipe] key(s) {sorted(bad)}; known: {sorted(RECIPE_KEYS)}")
     if not rec.get("table"):
         raise SidrecError(f"{path}: [recipe] needs table = NAME (its results file)")
-    unknown = set(cfg) - SECTIONS
-    if unknown:
-        raise SidrecError(f"{path}: unknown section(s) {sorted(unknown)}")
+    validate(cfg, str(path))
     rec.setdefault("row", path.stem)
     rec.setdefault("seeds", [0, 1])
     stages = needed(cfg)

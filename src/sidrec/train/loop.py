@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_model, save_model
 
+from sidrec.errors import SidrecError
 from sidrec.utils.progress import progress
 
 CKPT = "checkpoint.pt"
@@ -81,6 +82,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget for training (0 = none): no epoch starts that would, at the mean
     # epoch time so far (validation included), end past it; a resumed run gets the budget afresh
     resume: bool = True  # continue from RUN/checkpoint.pt when present
+    tensorboard: bool = False  # also write the curves (loss, lr, validation) to RUN/tensorboard (pip install tensorboard)
     compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
     compile_mode: str = "reduce-overhead"  # torch.compile mode: reduce-overhead (CUDA graphs: 2.1x the default
     # mode's samples/s for TIGER at batch 1024 on an H100, experiments/bench/compile_modes.py) | default | max-autotune
@@ -131,6 +133,21 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
         return warm
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def _tensorboard_epoch(run_dir: Path, rec: dict) -> None:
+    """One epoch's record as TensorBoard scalars in RUN/tensorboard (train/loss, train/lr, valid/<metric>)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SidrecError("tensorboard = true needs the tensorboard package: pip install 'sidrec[tensorboard]'") from None
+    with SummaryWriter(str(run_dir / "tensorboard")) as w:
+        w.add_scalar("train/loss", rec["loss"], rec["epoch"])
+        for key in ("lr", "seconds"):
+            if isinstance(rec.get(key), (int, float)):
+                w.add_scalar(f"train/{key}", rec[key], rec["epoch"])
+        for key, value in rec.get("validation", {}).items():
+            w.add_scalar(f"valid/{key}", value, rec["epoch"])
 
 
 def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device: torch.device,
@@ -233,6 +250,8 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
         if main:
             with (run_dir / "log.jsonl").open("a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if cfg.tensorboard:
+                _tensorboard_epoch(run_dir, rec)
         v = rec.get("validation", {})
         val_txt = f"{cfg.select_metric} {v[cfg.select_metric]:.4f}  best {sign * best:.4f} (epoch {best_epoch})" \
             if cfg.select_metric in v else f"not validated (every {cfg.eval_every} epochs)"
