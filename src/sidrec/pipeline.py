@@ -55,6 +55,7 @@ from sidrec.train.vqrec import (VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune
                                 pretrain_vqrec)
 from sidrec.utils.log import info as log_info
 from sidrec.utils.seeding import pick_device
+from sidrec.utils.artifacts import read_json
 
 DEMO_FILE = Path(__file__).parent / "configs" / "demo.toml"  # the one demo config
 
@@ -82,8 +83,8 @@ SMOKE = {"data": {"smoke_users": 200, "min_count": 2},
          "tiger": {"epochs": 2, "eval_every": 1, "device": "cpu", "compile": False, "max_minutes": None,
                    "batch_size": 64},
          "lcrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "batch_size": 32},
-         "vqrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "pretrain_epochs": 1},
-         "coldstart": {"epochs": 1, "device": "cpu", "holdout": 0.2},
+         "vqrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "pretrain_epochs": 1, "codebook_size": 16},
+         "coldstart": {"epochs": 1, "device": "cpu", "holdout": 0.2, "codebook_size": 16},
          "diversity": {"device": "cpu"}}
 
 
@@ -155,7 +156,7 @@ class Pipeline:
 
     def _stage_locked(self, name, key, body, label, fp: str, d: Path) -> tuple[str, Path]:
         marker = d / "stage.json"
-        state = json.loads(marker.read_text()) if marker.is_file() else None
+        state = read_json(marker) if marker.is_file() else None
         if state and state.get("fingerprint") == fp and state.get("done"):
             self.seconds.setdefault(label or name, state.get("seconds", 0.0))
             self.log(f"stage {label or name}: cached ({d})")
@@ -170,7 +171,7 @@ class Pipeline:
         body(d)
         secs = round(time.time() - t0 + (state or {}).get("seconds", 0.0), 1)
         metrics = d / "metrics.json"
-        done = not (metrics.is_file() and json.loads(metrics.read_text()).get("stopped") == "time")
+        done = not (metrics.is_file() and read_json(metrics).get("stopped") == "time")
         marker.write_text(json.dumps({"fingerprint": fp, "config": key, "done": done, "seconds": secs},
                                      indent=2, default=str))
         self.seconds[label or name] = secs
@@ -312,7 +313,7 @@ class Pipeline:
         method = sec.pop("method", "rqvae")
         cs_keys = {f for f in ColdStartConfig.__dataclass_fields__} - {"seed", "reuse"}
         cs = {k: sec.pop(k) for k in list(sec) if k in cs_keys}
-        tok = {k: sec.pop(k) for k in ("n_levels", "codebook_size") if k in sec}
+        tok = {k: sec.pop(k) for k in ("n_levels", "codebook_size") if k in sec} if model != "vqrec" else {}
         seed = self.stage_seed("coldstart", sec)
         if model == "vqrec":
             sec = {**VQREC_TRAIN_DEFAULTS, **sec}
@@ -484,7 +485,7 @@ def _summary(p: Pipeline, stages: list[str], model: str) -> dict:
     if p.flat and runs:
         res.update(write_run_report(p.work, runs, p.dirs.get("tokenize"), title=f"sidrec pipeline: {p.dirs['data']}"))
     else:
-        res["test"] = {s: json.loads((d / "metrics.json").read_text()).get("test", {}) for s, d in runs.items()
+        res["test"] = {s: read_json(d / "metrics.json").get("test", {}) for s, d in runs.items()
                        if (d / "metrics.json").is_file()}
     return res
 

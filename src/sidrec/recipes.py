@@ -30,6 +30,7 @@ from sidrec.errors import SidrecError
 from sidrec.pipeline import device_name, needed, run_pipeline, validate
 from sidrec.results import append_rows, commit, read_rows, versions
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import read_json
 
 RECIPE_KEYS = {"table", "row", "seeds", "model", "tokens", "note", "budget", "published", "vary", "title"}
 
@@ -127,17 +128,17 @@ def rows_of(cfg: dict, path: Path, res: dict, *, smoke: bool = False) -> list[di
         base["smoke"] = True
     train = _train_info(dirs.get(model))
     if "coldstart" in dirs:
-        rows = json.loads((dirs["coldstart"] / "rows.json").read_text())
+        rows = read_json(dirs["coldstart"] / "rows.json")
         return [{**base, **_train_info(dirs["coldstart"] / "run"), "model": r["model"],
                  "variant": _cold_variant(r), "users": r["users"],
                  "metrics": {k: r[k] for k in r if "@" in k}} for r in rows]
     if "diversity" in dirs:
-        rows = json.loads((dirs["diversity"] / "rows.json").read_text())
+        rows = read_json(dirs["diversity"] / "rows.json")
         gen = next(g for g in ("tiger", "lcrec") if g in dirs)
         return [{**base, **_train_info(dirs[gen]), "model": gen,
                  "variant": "beam search" if r["decoding"] == "beam" else f"sampling T={r['temperature']:g}",
                  "users": r["users"], "metrics": {k: r[k] for k in r if "@" in k}} for r in rows]
-    m = json.loads((dirs[model] / "metrics.json").read_text())
+    m = read_json(dirs[model] / "metrics.json")
     test = m.get("test", {})
     return [{**base, **train, "metrics": {k: round(float(v), 6) for k, v in test.items() if "@" in k},
              "users": test.get("users")}]
@@ -146,7 +147,7 @@ def rows_of(cfg: dict, path: Path, res: dict, *, smoke: bool = False) -> list[di
 def _train_info(run: Path | None) -> dict:
     if run is None or not (run / "metrics.json").is_file():
         return {"epochs": None, "best_epoch": None}
-    m = json.loads((run / "metrics.json").read_text())
+    m = read_json(run / "metrics.json")
     return {"epochs": m.get("epochs_run"), "best_epoch": m.get("best_epoch"), "stopped": m.get("stopped")}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from sidrec.utils.artifacts import read_json
 
 
 def _curves(runs: dict[str, Path], out: Path) -> str | None:
@@ -41,7 +42,7 @@ def _curves(runs: dict[str, Path], out: Path) -> str | None:
 def write_run_report(out: Path, runs: dict[str, Path], tokens: Path | None, *, title: str) -> dict:
     test, valid = {}, {}
     for name, d in runs.items():
-        m = json.loads((d / "metrics.json").read_text())
+        m = read_json(d / "metrics.json")
         test[name], valid[name] = m["test"], m["validation"]
     lines = [f"# {title}", "", "## Test metrics (full ranking over all items, leave-one-out)", "",
              "| model | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 |", "|---|---|---|---|---|---|---|"]
@@ -52,7 +53,7 @@ def write_run_report(out: Path, runs: dict[str, Path], tokens: Path | None, *, t
     if curve:
         lines += ["", "## Training", "", f"![training curves]({curve})"]
     if tokens is not None and (tokens / "report.json").is_file():
-        rep = json.loads((tokens / "report.json").read_text())
+        rep = read_json(tokens / "report.json")
         lines += ["", f"## Semantic IDs ({rep['method']})", "",
                   f"- codes used per level: {rep['usage_per_level']} of {rep['codebook_size']}",
                   f"- collision rate before / after: {rep['collision_rate_before']:.4f} / {rep['collision_rate_after']:.4f}",

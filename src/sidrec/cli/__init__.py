@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from sidrec.cli import data as data_cmd
 from sidrec.cli import gen as gen_cmd
@@ -97,7 +98,7 @@ def main() -> None:
     try:
         app()
     except SidrecError as e:
-        console.print(f"[bold red]error[/]: {e}", soft_wrap=True, highlight=False)
+        console.print(f"[bold red]error[/]: {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume from the last checkpoint")

@@ -70,7 +70,12 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
           queue_timeout: Annotated[float, typer.Option(help="seconds a request may wait for its decode (then 503)")] = 10.0,
           max_history: Annotated[int, typer.Option(help="items per request history (more: 422)")] = 10_000,
           max_k: Annotated[int, typer.Option(help="largest k / beam per request")] = 1_000,
-          max_body: Annotated[int, typer.Option(help="request body limit in bytes (more: 413)")] = 1 << 20):
+          max_body: Annotated[int, typer.Option(help="request body limit in bytes, chunked bodies included (more: "
+                                                     "413)")] = 1 << 20,
+          max_depth: Annotated[int, typer.Option(help="JSON nesting depth of a request body (more: 422)")] = 16,
+          max_new_items: Annotated[int, typer.Option(help="items per POST /items (more: 422)")] = 10_000,
+          quiet: Annotated[bool, typer.Option("--quiet", help="no access log (one line per request)")] = False,
+          log_format: Annotated[str, typer.Option(help="log lines as text or json (one object per line)")] = "text"):
     """Serve recommendations over HTTP (FastAPI): POST /recommend (concurrent requests batched into one
     decode), POST /items (cold start), GET /health, GET /metrics (Prometheus).
 
@@ -87,14 +92,30 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
     from sidrec.serving.batcher import ServeConfig
 
     for name, v in (("--max-batch", max_batch), ("--max-queue", max_queue), ("--max-history", max_history),
-                    ("--max-k", max_k), ("--max-body", max_body)):
+                    ("--max-k", max_k), ("--max-body", max_body), ("--max-depth", max_depth),
+                    ("--max-new-items", max_new_items)):
         if v < 1:
             raise SidrecError(f"{name} {v}: must be at least 1")
     if max_wait_ms < 0 or queue_timeout <= 0:
         raise SidrecError("--max-wait-ms must be >= 0 and --queue-timeout > 0")
+    if log_format not in ("text", "json"):
+        raise SidrecError(f"--log-format {log_format!r}: choose text or json")
+    import logging
+
+    from sidrec.serving.app import configure_logging
+
     cfg = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, queue_timeout_s=queue_timeout,
-                      max_history=max_history, max_k=max_k, max_body_bytes=max_body)
-    uvicorn.run(create_app(run, device=device, cfg=cfg), host=host, port=port, log_level="warning")
+                      max_history=max_history, max_k=max_k, max_body_bytes=max_body, max_depth=max_depth,
+                      max_new_items=max_new_items, access_log=not quiet)
+    configure_logging(log_format, access=not quiet)
+    app = create_app(run, device=device, cfg=cfg)
+    rec = app.state.recommender
+    logging.getLogger("sidrec.serve").info(
+        f"sidrec serve: http://{host}:{port}  run {run} ({rec.kind}, {rec.n_items:,} items, device {device}); limits: "
+        f"batch {max_batch}, queue {max_queue}, queue timeout {queue_timeout:g} s, history {max_history:,}, "
+        f"k {max_k:,}, body {max_body:,} bytes, depth {max_depth}, new items {max_new_items:,}; access log "
+        f"{'off' if quiet else 'on'}", extra={"path": str(run)})
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("demo-out"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sidrec.errors import SidrecError
+from sidrec.utils.artifacts import read_json, read_parquet, verify
 
 SPLITS = ("valid", "test")
 
@@ -89,11 +89,12 @@ def load_dataset(path: str | Path) -> Dataset:
     for f in ("interactions.parquet", "items.parquet", "users.parquet", "stats.json"):
         if not (p / f).is_file():
             raise SidrecError(f"{p}: not a prepared dataset (missing {f}); run `sidrec data prepare` first")
-    inter = pd.read_parquet(p / "interactions.parquet", columns=["user_idx", "item_idx", "position"])
+    verify(p)
+    inter = read_parquet(p / "interactions.parquet", columns=["user_idx", "item_idx", "position"])
     inter = inter.sort_values(["user_idx", "position"], kind="stable")
     counts = np.bincount(inter["user_idx"].to_numpy(), minlength=1)[1:]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    items = pd.read_parquet(p / "items.parquet")
-    users = pd.read_parquet(p / "users.parquet")
-    stats = json.loads((p / "stats.json").read_text())
+    items = read_parquet(p / "items.parquet")
+    users = read_parquet(p / "users.parquet")
+    stats = read_json(p / "stats.json")
     return Dataset(p, items, users, inter["item_idx"].to_numpy(np.int64), offsets, stats)

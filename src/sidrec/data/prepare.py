@@ -19,6 +19,7 @@ from sidrec.config import to_dict
 from sidrec.data.io import atomic_dir
 from sidrec.data.schema import TEXT_FIELDS_DEFAULT, RawData
 from sidrec.errors import SidrecError
+from sidrec.utils.artifacts import write_manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +170,7 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
         item_df.to_parquet(tmp / "items.parquet", index=False)
         user_df.to_parquet(tmp / "users.parquet", index=False)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        write_manifest(tmp)
     return stats
 
 

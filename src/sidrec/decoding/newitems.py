@@ -14,6 +14,7 @@ import torch
 
 from sidrec.decoding.trie import Trie, build_trie
 from sidrec.errors import SidrecError
+from sidrec.utils.artifacts import read_json
 
 
 def new_item_ids(run: Path | None, tokenizer, texts: list[str], vocab_sizes: list[int], names: list[str],
@@ -48,12 +49,10 @@ def grown(model, tokenizer, base: np.ndarray, sids: np.ndarray, level_sizes: lis
 
 def collision_suffix(run: Path | None) -> bool:
     """Whether the run's IDs end with an appended collision position (left out of prefix scores)."""
-    import json
-
     from sidrec.tokenizers.base import APPENDED
 
     p = Path(run) / "tokens" / "tokenizer.json" if run else None
-    meta = json.loads(p.read_text()) if p and p.is_file() else {}
+    meta = read_json(p) if p and p.is_file() else {}
     return meta.get("config", {}).get("collision", "append") in APPENDED and \
         meta.get("id_length", 0) == meta.get("levels", 0) + 1
 

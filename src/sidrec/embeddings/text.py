@@ -17,6 +17,7 @@ import numpy as np
 from sidrec.data.io import atomic_dir
 from sidrec.errors import SidrecError
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_npy, read_json, verify, write_manifest
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -160,9 +161,9 @@ def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=log_info) -> np.nda
         raise SidrecError(f"{ds.path}: no item has text; text embeddings need item text (items.parquet 'text')")
     fp = fingerprint(texts, cfg)
     meta_path = out / "embeddings.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == fp:
+    if meta_path.exists() and read_json(meta_path).get("fingerprint") == fp:
         log(f"embeddings cached ({fp}) at {out}")
-        return np.load(out / "item_emb.npy")
+        return load_npy(out / "item_emb.npy")
     model = None
     if cfg.encoder == "tfidf":
         z, model = _fit_tfidf(texts, cfg)
@@ -175,6 +176,7 @@ def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=log_info) -> np.nda
             import pickle
 
             (tmp / "tfidf.pkl").write_bytes(pickle.dumps(model))
+        write_manifest(tmp)
     return emb
 
 
@@ -184,7 +186,7 @@ def embed_new_texts(emb_dir: str | Path, texts: list[str]) -> np.ndarray:
     meta_path = p / "embeddings.json"
     if not meta_path.is_file():
         raise SidrecError(f"{p}: no embeddings.json; cannot embed new item texts the same way")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     cfg = EmbedConfig(**{k: v for k, v in meta.get("config", {}).items() if k in EmbedConfig.__dataclass_fields__})
     if meta["encoder"] == "tfidf":
         if not (p / "tfidf.pkl").is_file():
@@ -209,7 +211,8 @@ def load_embeddings(path: str | Path, n_items: int | None = None) -> np.ndarray:
     f = p / "item_emb.npy" if p.is_dir() else p
     if not f.is_file():
         raise SidrecError(f"{p}: no item_emb.npy embeddings artifact here")
-    emb = np.load(f)
+    verify(f.parent, [f.name])
+    emb = load_npy(f)
     if emb.ndim != 2:
         raise SidrecError(f"{f}: expected a 2-d (n_items + 1, d) matrix, got shape {emb.shape}")
     if n_items is not None and emb.shape[0] != n_items + 1:

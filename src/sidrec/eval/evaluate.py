@@ -16,6 +16,7 @@ from sidrec.data.dataset import Dataset
 from sidrec.data.io import check_file, iter_records
 from sidrec.errors import SidrecError
 from sidrec.eval.metrics import DEFAULT_KS, metrics_from_ranks, ranks_from_lists, target_ranks
+from sidrec.utils.artifacts import read_parquet
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +80,7 @@ def read_predictions(path: str | Path, ds: Dataset, max_k: int) -> tuple[np.ndar
     """Read a predictions file of raw user ids and ranked raw item ids into an (n_users, max_k) matrix."""
     p = check_file(path)
     if p.suffix == ".parquet":
-        df = pd.read_parquet(p)
+        df = read_parquet(p)
         for c in ("user", "items"):
             if c not in df.columns:
                 raise SidrecError(f"{p}: missing column {c!r} (have {list(df.columns)})")

@@ -6,7 +6,6 @@ reported since), or with the paper's BCE against one sampled negative per positi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -14,6 +13,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from sidrec.utils.artifacts import load_model_weights, read_json, verify
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,11 +93,10 @@ class SASRec(nn.Module):
 
 
 def load_sasrec(run: str | Path, device: torch.device | str = "cpu") -> SASRec:
-    from safetensors.torch import load_model
-
     from sidrec.config import from_dict
 
-    cfg = json.loads((Path(run) / "config.json").read_text())["model"]
+    verify(Path(run))
+    cfg = read_json(Path(run) / "config.json")["model"]
     m = SASRec(from_dict(SASRecConfig, cfg))
-    load_model(m, str(Path(run) / "model.safetensors"))
+    load_model_weights(m, str(Path(run) / "model.safetensors"))
     return m.to(device).eval()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sidrec.models.encdec import EncoderDecoder, hf_key, hf_to_lean
+from sidrec.utils.artifacts import load_safetensors
 
 PAD, EOS, N_SPECIAL = 0, 1, 2  # PAD doubles as the decoder start token (T5 convention)
 
@@ -127,9 +128,7 @@ class TIGER(nn.Module):
 
     def load_weights(self, path: str) -> None:
         """Load RUN/model.safetensors, written by this backbone or by the HF-T5 one of sidrec <= 0.1."""
-        from safetensors.torch import load_file
-
-        sd = load_file(path, device=str(self.item_tok.device))
+        sd = load_safetensors(path, device=str(self.item_tok.device))
         if any(k.startswith("t5.") for k in sd):
             sd = {"net." + k: v for k, v in hf_to_lean({k[3:]: v for k, v in sd.items()}).items()}
         self.load_state_dict(sd)

@@ -13,17 +13,25 @@
 Concurrent ``/recommend`` requests are decoded together (serving/batcher.py: bounded wait, bounded queue,
 503 when full or waited too long). User mistakes (unknown items, k too large, empty history, a repeated or
 empty new item, cold start on published IDs, a history or k above the limits) answer 422 with the same
-one-line message the CLI prints; a body above the size limit 413.
+one-line message the CLI prints; a body above the size limit 413 (its bytes are counted as they arrive, so a
+chunked or streamed body is held to the same limit), a body nested deeper than the depth limit or with more new
+items than allowed 422. Every request is logged (``sidrec.access``: method, path, status, latency) unless
+``access_log`` is off.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from sidrec.errors import SidrecError
@@ -71,11 +79,94 @@ def _metrics():
     }
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+access_log = logging.getLogger("sidrec.access")
+
+
+class JsonLines(logging.Formatter):
+    """Structured logs: one JSON object per record (time, logger, message and the record's extra fields)."""
+
+    FIELDS = ("method", "path", "status", "latency_ms")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "logger": record.name,
+                           "message": record.getMessage(),
+                           **{k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)}})
+
+
+def configure_logging(fmt: str = "text", access: bool = True) -> None:
+    """The server's log lines on stderr: ``text`` (time, then the message) or ``json`` (one object per line)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if fmt == "json" else logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name in ("sidrec.access", "sidrec.serve"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.setLevel(logging.INFO if access or name == "sidrec.serve" else logging.WARNING)
+        lg.propagate = False
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays / objects in a JSON text (strings skipped), without parsing it."""
+    if not body:
+        return 0
+    b = np.frombuffer(_STRING.sub(b'""', body), dtype=np.uint8)
+    step = np.isin(b, (ord("["), ord("{"))).astype(np.int64) - np.isin(b, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
+class BodyLimit:
+    """ASGI middleware: reads a request body as it arrives and answers 413 once it passes ``limit`` bytes (a
+    Content-Length above the limit at once; a chunked body when its bytes do), 422 when nested deeper than
+    ``depth``; the app then gets the body whole."""
+
+    def __init__(self, app, limit: int, depth: int):
+        self.app, self.limit, self.depth = app, limit, depth
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await self._reject(send, 413, f"request body of {int(length)} bytes is above the limit of "
+                                                 f"{self.limit}")
+        body, more = bytearray(), True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._reject(send, 413, f"request body above the limit of {self.limit} bytes "
+                                                     f"(counted as it arrived)")
+        if json_depth(bytes(body)) > self.depth:
+            return await self._reject(send, 422, f"request body nested deeper than {self.depth} levels")
+        done = False
+
+        async def replay():
+            nonlocal done
+            if not done:
+                done = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(send, status: int, detail: str) -> None:
+        payload = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
 def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = None) -> FastAPI:
     cfg = cfg or ServeConfig()
     pool = torch_thread()  # every torch call of the server runs on this one thread (see Batcher)
     rec = pool.submit(load_recommender, run, device=device).result()
     app = FastAPI(title="sidrec", description=f"recommendations from {run}")
+    app.state.recommender = rec
     reg, m = _metrics()
 
     def decode(batch: list[dict]) -> list:
@@ -99,18 +190,20 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
     batcher = Batcher(decode, cfg, on_batch=m["batch"].observe, pool=pool)
     m["queue"].set_function(batcher.depth)
 
-    @app.middleware("http")
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, depth=cfg.max_depth)
+
+    @app.middleware("http")  # added after BodyLimit, so it wraps it: 413s are counted and logged too
     async def measure(request: Request, call_next):
         t0 = time.perf_counter()
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
-            response = JSONResponse({"detail": f"request body of {size} bytes is above the limit of "
-                                               f"{cfg.max_body_bytes}"}, status_code=413)
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         path = request.url.path if request.url.path in ("/recommend", "/items", "/health", "/metrics") else "other"
+        seconds = time.perf_counter() - t0
         m["requests"].labels(path, str(response.status_code)).inc()
-        m["latency"].labels(path).observe(time.perf_counter() - t0)
+        m["latency"].labels(path).observe(seconds)
+        if cfg.access_log:
+            access_log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code, seconds * 1e3,
+                            extra={"method": request.method, "path": request.url.path,
+                                   "status": response.status_code, "latency_ms": round(seconds * 1e3, 2)})
         return response
 
     @app.get("/health")
@@ -128,7 +221,8 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
         if len(req.history) > cfg.max_history:
             raise HTTPException(422, f"history of {len(req.history)} items is above the limit of {cfg.max_history}")
         if req.k > cfg.max_k or req.beam > cfg.max_k:
-            raise HTTPException(422, f"k={req.k}, beam={req.beam}: the limit is {cfg.max_k}")
+            raise HTTPException(422, f"k={req.k}" + (f", beam={req.beam}" if req.beam else "") +
+                                f": the limit is {cfg.max_k}")
         try:
             rec.check(req.history, req.k)
         except SidrecError as e:
@@ -147,6 +241,8 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
     async def add_items(req: NewItems) -> dict:
         import asyncio
 
+        if len(req.items) > cfg.max_new_items:
+            raise HTTPException(422, f"{len(req.items)} new items in one request: the limit is {cfg.max_new_items}")
         try:  # on the torch thread, between decodes (the catalog swap itself is atomic)
             await asyncio.get_running_loop().run_in_executor(
                 pool, rec.add_items, [i.item_id for i in req.items], [i.text for i in req.items],

@@ -29,7 +29,10 @@ class ServeConfig:
     queue_timeout_s: float = 10.0  # a request whose batch has not started by then answers 503
     max_history: int = 10_000  # items per request history (more: 422)
     max_k: int = 1_000  # largest k (and beam) a request may ask for (more: 422)
-    max_body_bytes: int = 1 << 20  # request bodies above this answer 413
+    max_body_bytes: int = 1 << 20  # request bodies above this answer 413 (counted as they arrive: chunked too)
+    max_depth: int = 16  # JSON nesting depth of a request body (more: 422)
+    max_new_items: int = 10_000  # items per POST /items (more: 422)
+    access_log: bool = True  # one log line per request: method, path, status, latency
 
 
 def torch_thread() -> ThreadPoolExecutor:

@@ -7,7 +7,6 @@ encoder and OPQ, no retraining). ``load_recommender`` picks the right one from t
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from sidrec.data.dataset import load_dataset
 from sidrec.errors import SidrecError
 from sidrec.train.generator import load_generator  # noqa: F401  (also the serving API's name)
+from sidrec.utils.artifacts import load_npy, read_json, read_parquet
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class _Catalog:
 
     def _history_indices(self, cat: CatalogState, history: list[str], k: int, length: int) -> np.ndarray:
         if not history:
-            raise SidrecError("empty history: give at least one --history ITEM")
+            raise SidrecError("empty history: give at least one item")
         unknown = [h for h in history if h not in cat.index.index]
         if unknown:
             raise SidrecError(f"unknown item id(s) {unknown[:5]} (not in {self.catalog_name})")
@@ -136,7 +136,7 @@ class Recommender(_Catalog):
         model, trie, conf = load_generator(run, device)
         cat = Path(run) / "items.parquet"
         if cat.is_file():
-            return cls(model, trie, None, device, items=pd.read_parquet(cat), name=f"run {run}", run=run)
+            return cls(model, trie, None, device, items=read_parquet(cat), name=f"run {run}", run=run)
         return cls(model, trie, load_dataset(conf["dataset"]), device, run=run)
 
     def batchable(self, *, sample_temperature: float = 0.0, epsilon: float = 0.0, **_) -> bool:
@@ -248,7 +248,7 @@ class Recommender(_Catalog):
             return None
         from sidrec.decoding.newitems import unit_rows
 
-        v = np.load(p)
+        v = load_npy(p)
         if len(v) != len(cat.ids) + 1:
             raise SidrecError(f"{p}: {len(v) - 1} item vectors for a catalog of {len(cat.ids)} items")
         return unit_rows(v).to(self.device)
@@ -318,7 +318,7 @@ def load_recommender(run: str | Path, device: str = "cpu") -> Recommender | VQRe
     conf = Path(run) / "config.json"
     if not conf.is_file():
         raise SidrecError(f"{run}: not a run directory (missing config.json)")
-    kind = json.loads(conf.read_text()).get("kind")
+    kind = read_json(conf).get("kind")
     if kind in ("vqrec", "vqrec-pretrain"):
         return VQRecRecommender.load(run, device)
     return Recommender.load(run, device)  # any generator kind; other kinds are one clear error there

@@ -18,6 +18,7 @@ import numpy as np
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.collisions import append_position, collision_stats, sinkhorn_reassign
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_npy, read_json, verify
 
 APPENDED = ("append", "sinkhorn-append")  # collision modes whose IDs end with a suffix position (unique IDs)
 
@@ -94,7 +95,7 @@ class ItemTokenizer(ABC):
         tok = cls(from_dict(cls.config_cls, ids.meta["config"]))
         tok.sids_ = ids.codes
         levels = int(ids.meta["levels"])
-        tok.codes_ = np.load(p / "base_codes.npy") if (p / "base_codes.npy").is_file() else ids.codes[:, :levels]
+        tok.codes_ = load_npy(p / "base_codes.npy") if (p / "base_codes.npy").is_file() else ids.codes[:, :levels]
         tok._load_weights(p, ids.meta)
         return tok
 
@@ -165,8 +166,9 @@ class SemanticIDs:
         if not (p / "codes.npy").is_file() or not (p / "tokenizer.json").is_file():
             raise SidrecError(f"{p}: not a tokens directory (missing codes.npy / tokenizer.json); run `sidrec tokenize`")
         self.path = p
-        self.meta = json.loads((p / "tokenizer.json").read_text())
-        self.codes = np.load(p / "codes.npy").astype(np.int64)  # (n_items, L')
+        verify(p)
+        self.meta = read_json(p / "tokenizer.json")
+        self.codes = load_npy(p / "codes.npy").astype(np.int64)  # (n_items, L')
         self.level_sizes = list(self.meta["level_sizes"])
 
     @property

@@ -12,6 +12,7 @@ import numpy as np
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_npy
 
 
 def kmeans_pp_init(x: np.ndarray, k: int, *, seed: int) -> np.ndarray:
@@ -99,4 +100,4 @@ class RQKMeansTokenizer(ItemTokenizer):
         np.save(out / "centroids.npy", self.centroids_)
 
     def _load_weights(self, path: Path, meta: dict) -> None:
-        self.centroids_ = np.load(path / "centroids.npy")
+        self.centroids_ = load_npy(path / "centroids.npy")

@@ -26,6 +26,7 @@ from sidrec.tokenizers.quantizers import CHUNK, ResidualQuantizer
 from sidrec.tokenizers.report import healthy_floor
 from sidrec.utils.progress import progress
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_safetensors
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,9 +319,7 @@ class RQVAETokenizer(ItemTokenizer):
                   str(out / "model.safetensors"))
 
     def _load_weights(self, path: Path, meta: dict) -> None:
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path / "model.safetensors"))
+        sd = load_safetensors(path / "model.safetensors")
         self.model_ = RQVAE(int(sd["in_mean"].shape[0]), self.cfg)
         self.model_.load_state_dict(sd)
         self.model_.eval()

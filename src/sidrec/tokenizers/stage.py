@@ -16,6 +16,7 @@ from sidrec.errors import SidrecError
 from sidrec.tokenizers.registry import tokenizer_for
 from sidrec.tokenizers.report import write_report
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import write_manifest
 
 
 def train_item_mask(ds: Dataset) -> np.ndarray:
@@ -75,4 +76,5 @@ def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf, check) -> dic
         if check is not None and cf_run is not None and tok.z_hat_ is not None:
             rep["ranking_check"] = check(tok.z_hat_, cf_run, ds)
             (tmp / "report.json").write_text(json.dumps(rep, indent=2))
+        write_manifest(tmp)
     return rep

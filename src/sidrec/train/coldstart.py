@@ -34,6 +34,7 @@ from sidrec.data.dataset import Dataset, load_dataset
 from sidrec.errors import SidrecError
 from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_npy, read_json
 
 
 RULES = ("prefix", "neighbours", "blend")  # a generator's ways to score new items (ColdStartConfig.rules)
@@ -121,7 +122,7 @@ def _given_embeddings(given: str | Path, ds: Dataset) -> tuple[np.ndarray, dict]
 
     src = Path(given)
     meta_path = (src if src.is_dir() else src.parent) / "embeddings.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_json(meta_path) if meta_path.is_file() else {}
     if meta.get("encoder") == "tfidf":
         raise SidrecError(f"{given}: tf-idf embeddings were fitted on every item's text, the held-out ones included; "
                           "let evaluate-coldstart embed (--encoder tfidf) or give a pretrained encoder's embeddings")
@@ -171,7 +172,7 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
         if seen.n_items != ds.n_items - len(held):
             raise SidrecError(f"{out}: its run held out {ds.n_items - seen.n_items} items, this hold-out {len(held)} "
                               f"(another --seed or --holdout); rerun without --reuse")
-        emb = np.load(out / "emb" / "item_emb.npy").astype(np.float32)
+        emb = load_npy(out / "emb" / "item_emb.npy").astype(np.float32)
         log(f"cold start: reusing the run in {out} ({len(held)} items held out)")
     else:
         seen = seen_dataset(ds, held, out / "data", log=log)
@@ -274,13 +275,13 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
     from sidrec.train.tiger import train_tiger
 
     tok_meta = out / "tok" / "tokenizer.json"
-    fitted = json.loads(tok_meta.read_text()).get("n_items") if tok_meta.is_file() else None
+    fitted = read_json(tok_meta).get("n_items") if tok_meta.is_file() else None
     if train_cfg.resume and (out / "run" / CKPT).is_file() and fitted == seen.n_items:
         # an interrupted run resumes on the tokens it was trained on (a refit on a GPU need not give the same codes)
         log(f"cold start: resuming the run in {out / 'run'} on its tokens in {out / 'tok'}")
     else:
         tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
-        if tok_meta.is_file() and json.loads(tok_meta.read_text())["n_items"] != seen.n_items:
+        if tok_meta.is_file() and read_json(tok_meta)["n_items"] != seen.n_items:
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
     (train_lcrec if generator == "lcrec" else train_tiger)(seen, out / "tok", out / "run", model_cfg, train_cfg,
                                                            beam=cfg.beam, ks=(cfg.k,), log=log)
@@ -315,7 +316,7 @@ def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str]
     # the seen items' text embeddings (rows = the run's item indices) and the new items', for "neighbours"
     # (the new items follow the seen ones in the served catalog, and the beam may decode them too)
     new_vecs = unit_rows(new_emb).to(dev)
-    vecs = torch.cat([unit_rows(np.load(out / "emb" / "item_emb.npy")).to(dev), new_vecs])
+    vecs = torch.cat([unit_rows(load_npy(out / "emb" / "item_emb.npy")).to(dev), new_vecs])
 
     def score(h: torch.Tensor, new: torch.Tensor):
         u = torch.zeros(len(h), dtype=torch.long, device=h.device)

@@ -7,11 +7,11 @@ CLI load a run here without knowing its kind."""
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from sidrec.errors import SidrecError
 from sidrec.models.generator import GENERATORS
+from sidrec.utils.artifacts import read_json
 
 
 def load_generator(run: str | Path, device: str = "cpu"):
@@ -19,7 +19,7 @@ def load_generator(run: str | Path, device: str = "cpu"):
     conf = Path(run) / "config.json"
     if not conf.is_file():
         raise SidrecError(f"{run}: not a run directory (missing config.json)")
-    kind = json.loads(conf.read_text()).get("kind")
+    kind = read_json(conf).get("kind")
     if kind not in GENERATORS:
         raise SidrecError(f"{run}: is a {kind} run, not a generator run (generators: {', '.join(GENERATORS)})")
     module, fn = GENERATORS[kind].split(":")

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from sidrec.errors import SidrecError
 from sidrec.utils.progress import progress
+from sidrec.utils.artifacts import load_model_weights, load_safetensors, torch_load
 
 CKPT = "checkpoint.pt"
 BEST = "model.safetensors"
@@ -45,11 +46,9 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
     if getattr(model, "save_trainable_only", False):
-        from safetensors.torch import load_file
-
-        _load_partial(model, load_file(str(path), device=str(device)), path)
+        _load_partial(model, load_safetensors(path, device=str(device)), path)
     else:
-        load_model(model, str(path), device=str(device))
+        load_model_weights(model, str(path), device=str(device))
 
 
 def _load_partial(model: torch.nn.Module, state: dict, source) -> None:
@@ -179,7 +178,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     best_val: dict = {}
     ckpt_path = run_dir / CKPT
     if cfg.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = torch_load(ckpt_path, map_location=device, weights_only=False)
         if getattr(model, "save_trainable_only", False):
             _load_partial(model, ck["model"], ckpt_path)
         else:

@@ -16,6 +16,7 @@ from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import write_manifest
 
 SASREC_TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
 
@@ -68,6 +69,7 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     if device.type == "cuda":
         metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_manifest(out)
     export_item_embeddings(model, out)
     return metrics
 

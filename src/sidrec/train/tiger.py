@@ -23,6 +23,7 @@ from sidrec.utils.progress import progress
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_npy, read_json, verify, write_manifest
 
 TRAIN_PRESETS = {
     "tiger": dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,
@@ -278,6 +279,7 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
         metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     np.save(out / "test_top.npy", ranked)
+    write_manifest(out)
     return metrics
 
 
@@ -306,7 +308,7 @@ def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
                 shutil.copyfile(Path(emb) / f, out / "embeddings" / f)
         vec = Path(emb) / "item_emb.npy"  # the catalog's vectors, half precision: new items' neighbours rule
         if vec.is_file() and vec.resolve() != (out / "embeddings" / "item_emb.npy").resolve():
-            v = np.load(vec, mmap_mode="r")
+            v = load_npy(vec, mmap_mode="r")
             if len(v) == ds.n_items + 1:
                 np.save(out / "embeddings" / "item_emb.npy", np.asarray(v, dtype=np.float16))
     cols = [c for c in ("item_id", "title", "text") if c in ds.items.columns]
@@ -318,7 +320,8 @@ def read_run(run: str | Path, kind: str, name: str) -> tuple[Path, dict, Semanti
     run = Path(run)
     if not (run / "config.json").is_file() or not (run / "model.safetensors").is_file():
         raise SidrecError(f"{run}: not a trained {name} run (missing config.json / model.safetensors)")
-    conf = json.loads((run / "config.json").read_text())
+    verify(run)
+    conf = read_json(run / "config.json")
     if conf.get("kind") != kind:
         raise SidrecError(f"{run}: is a {conf.get('kind')} run, not a {name} run")
     ids = SemanticIDs(run / "tokens" if (run / "tokens" / "codes.npy").is_file() else conf["tokens"])

@@ -35,6 +35,7 @@ from sidrec.train.sasrec import sequence_batches
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.tokenizers.stage import train_item_mask
 from sidrec.utils.log import info as log_info
+from sidrec.utils.artifacts import load_model_weights, load_npy, read_json, verify, write_manifest
 
 VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
 VQREC_EVAL_KS = (10, 50)
@@ -168,6 +169,7 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
     metrics = {"model": "vqrec", "stage": "pretrain", "validation": res.best_validation, "best_epoch": res.best_epoch,
                "epochs_run": len(res.history), "stopped": res.stopped, "train_seconds": round(res.seconds, 2)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_manifest(out)
     return metrics
 
 
@@ -176,7 +178,7 @@ def _read_meta(run: Path) -> dict:
     if not f.is_file():
         raise SidrecError(f"{run}: not a VQ-Rec run (missing vqrec.json); pre-train one with "
                           "`sidrec train vqrec --pretrain DIR ... --out RUN`")
-    return json.loads(f.read_text())
+    return read_json(f)
 
 
 def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig,
@@ -190,7 +192,7 @@ def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: 
 
         sid = SemanticIDs(tokens)
         sid.check_dataset(ds)
-        base = np.load(sid.path / "base_codes.npy") if (sid.path / "base_codes.npy").is_file() else sid.codes
+        base = load_npy(sid.path / "base_codes.npy") if (sid.path / "base_codes.npy").is_file() else sid.codes
         if base.shape[1] != D or base.max() >= M:
             raise SidrecError(f"{tokens}: codes have width {base.shape[1]} and values up to {int(base.max())}, but "
                               f"the model expects {D} codes per item in [0, {M})")
@@ -209,7 +211,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                    embeddings: str | Path | None = None, tokens: str | Path | None = None,
                    eval_cfg: EvalConfig | None = None, log=log_info) -> dict:
     """Fine-tune a pre-trained run on ``ds`` (or train from scratch when ``init`` is None); test once."""
-    from safetensors.torch import load_model, save_model
+    from safetensors.torch import save_model
 
     out = Path(out)
     seed_everything(train_cfg.seed)
@@ -247,7 +249,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
     model = VQRec(model_cfg, codes)
     if init is not None:
         # twin vectors belong to the target's catalog: a pre-trained run has none (they start at zero here)
-        missing, unexpected = load_model(model, str(init / "model.safetensors"), strict=model.twin_emb is None)
+        missing, unexpected = load_model_weights(model, str(init / "model.safetensors"), strict=model.twin_emb is None)
         if set(missing) - {"twin_emb"} or unexpected:
             raise SidrecError(f"{init}: weights do not match this model (missing {sorted(missing)}, "
                               f"unexpected {sorted(unexpected)})")
@@ -302,6 +304,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
     if device.type == "cuda":
         metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_manifest(out)
     return metrics
 
 
@@ -326,11 +329,10 @@ def init_model_config(init: str | Path) -> dict:
 
 def load_vqrec(run: str | Path, device: torch.device | str = "cpu") -> tuple[VQRec, dict]:
     """A fine-tuned run's model (codes of its catalog loaded) and its vqrec.json."""
-    from safetensors.torch import load_model
-
     run = Path(run)
+    verify(run)
     meta = _read_meta(run)
     model = VQRec(from_dict(VQRecConfig, {"twin_vectors": False, **meta["model"]}),  # runs older than the option
-                  np.load(run / "codes.npy"))
-    load_model(model, str(run / "model.safetensors"))
+                  load_npy(run / "codes.npy"))
+    load_model_weights(model, str(run / "model.safetensors"))
     return model.to(device).eval(), meta

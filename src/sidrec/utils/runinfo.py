@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sidrec import __version__
+from sidrec.utils.artifacts import read_json
 
 
 def versions() -> dict[str, str]:
@@ -32,7 +33,7 @@ def check_resumable(run_dir: str | Path, identity: dict[str, Any]) -> None:
     conf = run_dir / "config.json"
     if not ((run_dir / "checkpoint.pt").is_file() and conf.is_file()):
         return
-    old = json.loads(conf.read_text())
+    old = read_json(conf)
     new = json.loads(json.dumps(identity, default=str))  # as config.json holds it (tuples as lists, ...)
     diff = [k for k in new if k in old and old[k] != new[k]]
     if diff:

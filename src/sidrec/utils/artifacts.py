@@ -1,0 +1,180 @@
+"""Reading artifacts safely: a damaged file is one line naming it, what it belongs to and how to rebuild it.
+
+Every stage writes ``manifest.json`` (size and sha256 of each file it wrote) next to its files
+(``write_manifest``); readers check it (``verify``) and read each format through the helpers below, which turn
+the format's own error (a truncated parquet, an npy without its header, a broken safetensors or JSON file, a
+damaged checkpoint) into a ``DamagedArtifact`` (a ``SidrecError``: one line, exit code 2 in the CLI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from sidrec.errors import SidrecError
+
+MANIFEST = "manifest.json"
+UNLISTED = {MANIFEST, "checkpoint.pt", "stage.json"}  # rewritten after a stage ends (resume state, pipeline bookkeeping)
+HASH_LIMIT = 1 << 30  # files above 1 GiB are checked by size only
+
+
+class DamagedArtifact(SidrecError):
+    """A file of an artifact cannot be read or does not match what its stage wrote."""
+
+
+def describe(path: Path) -> str:
+    """What ``path`` belongs to and how to rebuild it, from the marker files of its folder (or the one above)."""
+    for d in (path.parent, path.parent.parent):
+        if (d / "stats.json").is_file() and (d / "interactions.parquet").exists():
+            return f"it belongs to the prepared dataset {d}; rebuild it with `sidrec data prepare ... --out {d}`"
+        if (d / "tokenizer.json").exists() or (d / "codes.npy").exists():
+            return f"it belongs to the tokens {d}; rebuild them with `sidrec tokenize ... --out {d}`"
+        if (d / "embeddings.json").exists() or (d / "item_emb.npy").exists() and not (d / "config.json").exists():
+            return f"it belongs to the embeddings {d}; rebuild them with `sidrec embed ... --out {d}`"
+        if (d / "config.json").exists():
+            kind = _kind(d / "config.json")
+            return (f"it belongs to the {kind} run {d}; train it again (`sidrec train {kind} ... --out {d}`; a "
+                    f"damaged checkpoint.pt: delete it to start afresh)")
+        if (d / "stage.json").exists():
+            return f"it belongs to the pipeline stage {d}; delete that folder and rerun `sidrec run`"
+    return "rebuild it with the command that wrote it"
+
+
+def _kind(conf: Path) -> str:
+    try:
+        return json.loads(conf.read_text()).get("kind") or "model"
+    except (OSError, ValueError):
+        return "model"
+
+
+def damaged(path: str | Path, kind: str, err: BaseException | str) -> DamagedArtifact:
+    path = Path(path)
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0] if not isinstance(err, str) else err
+    return DamagedArtifact(f"{path}: damaged {kind} file ({first[:160]}); {describe(path)}")
+
+
+def _missing(path: Path) -> SidrecError:
+    return SidrecError(f"{path}: file not found; {describe(path)}")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise damaged(path, "JSON", e) from None
+
+
+def load_npy(path: str | Path, **kw):
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        return np.load(path, **kw)
+    except (ValueError, OSError, EOFError) as e:
+        raise damaged(path, "npy", e) from None
+
+
+def read_parquet(path: str | Path, **kw):
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.exists():
+        raise _missing(path)
+    try:
+        return pd.read_parquet(path, **kw)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise damaged(path, "parquet", e) from None
+
+
+def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise damaged(path, "safetensors", e) from None
+
+
+def load_model_weights(model, path: str | Path, device: str = "cpu", strict: bool = True):
+    """``safetensors.torch.load_model`` with a damaged file as one line; returns (missing, unexpected)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        return load_model(model, str(path), strict=strict, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise damaged(path, "safetensors", e) from None
+
+
+def torch_load(path: str | Path, **kw):
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, **kw)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise damaged(path, "checkpoint", e) from None
+
+
+# -- manifests -------------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | Path, files: list[str] | None = None) -> dict:
+    """Record size and sha256 of ``files`` (default: every file under ``folder`` but the manifest and
+    the files rewritten after a stage ends: checkpoints, stage.json) in FOLDER/manifest.json."""
+    folder = Path(folder)
+    names = files if files is not None else sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name not in UNLISTED
+        and not p.name.startswith(".") and "tensorboard" not in p.parts)
+    entries = {}
+    for n in names:
+        p = folder / n
+        size = p.stat().st_size
+        entries[n] = {"bytes": size, **({"sha256": _sha256(p)} if size <= HASH_LIMIT else {})}
+    (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
+    return entries
+
+
+def verify(folder: str | Path, names: list[str] | None = None) -> None:
+    """Check the files of ``folder`` (or just ``names``) against its manifest; folders written before
+    manifests existed have none and pass."""
+    folder = Path(folder)
+    man = folder / MANIFEST
+    if not man.is_file():
+        return
+    entries = read_json(man).get("files", {})
+    for n, e in entries.items():
+        if names is not None and n not in names:
+            continue
+        p = folder / n
+        if not p.is_file():
+            raise _missing(p)
+        size = p.stat().st_size
+        if size != e["bytes"]:
+            raise damaged(p, p.suffix.lstrip(".") or "data", f"{size:,} bytes where its stage wrote {e['bytes']:,}")
+        if "sha256" in e and _sha256(p) != e["sha256"]:
+            raise damaged(p, p.suffix.lstrip(".") or "data", "its checksum differs from the one its stage recorded")
