@@ -9,6 +9,12 @@ def test_quick_demo_end_to_end(tmp_path, cli):
     assert (tmp_path / "d" / "report.md").exists() and (tmp_path / "d" / "training_curves.png").exists()
     top = json.loads((tmp_path / "d" / "tiger" / "metrics.json").read_text())["test"]
     assert 0 < top["recall@20"] <= 1
+    # the report and the output say how each model's training ended (a cut run is not the model's level)
+    m = json.loads((tmp_path / "d" / "tiger" / "metrics.json").read_text())
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "| tiger | " in report and res["training"]["tiger"].startswith(
+        "early stop" if m["stopped"] == "patience" else "cut by its epoch budget")
+    assert f"tiger: {res['training']['tiger']}" in err
     # LETTER's ranking experiment (SASRec with the quantized item embeddings) is in the tokens report
     check = json.loads((tmp_path / "d" / "tokens" / "report.json").read_text())["ranking_check"]
     assert 0 < check["recall@10"] <= 1

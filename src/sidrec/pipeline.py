@@ -83,7 +83,7 @@ SMOKE = {"data": {"smoke_users": 200, "min_count": 2},
          "tiger": {"epochs": 2, "eval_every": 1, "device": "cpu", "compile": False, "max_minutes": None,
                    "batch_size": 64},
          "lcrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "batch_size": 32},
-         "vqrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "pretrain_epochs": 1, "codebook_size": 16},
+         "vqrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "pretrain_epochs": 1},
          "coldstart": {"epochs": 1, "device": "cpu", "holdout": 0.2, "codebook_size": 16},
          "diversity": {"device": "cpu"}}
 

@@ -39,19 +39,36 @@ def _curves(runs: dict[str, Path], out: Path) -> str | None:
     return "training_curves.png"
 
 
+def training_status(m: dict) -> str:
+    """How a run's training ended, in words: early stop, or cut by its epoch / time budget while improving."""
+    ran, best, why = m.get("epochs_run"), m.get("best_epoch"), m.get("stopped")
+    if ran is None:
+        return "-"
+    if why == "patience":
+        return f"early stop at epoch {ran} (best {best})"
+    improving = best is not None and ran - best <= max(2, ran // 10)
+    cut = "its epoch budget" if why == "epochs" else "its time budget"
+    return f"cut by {cut} at epoch {ran} (best {best})" + (": still improving" if improving else "")
+
+
 def write_run_report(out: Path, runs: dict[str, Path], tokens: Path | None, *, title: str) -> dict:
-    test, valid = {}, {}
+    test, valid, status = {}, {}, {}
     for name, d in runs.items():
         m = read_json(d / "metrics.json")
-        test[name], valid[name] = m["test"], m["validation"]
+        test[name], valid[name], status[name] = m["test"], m["validation"], training_status(m)
     lines = [f"# {title}", "", "## Test metrics (full ranking over all items, leave-one-out)", "",
              "| model | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 |", "|---|---|---|---|---|---|---|"]
     for name, m in test.items():
         lines.append(f"| {name} | " + " | ".join(f"{m.get(f'{x}@{k}', float('nan')):.4f}"
                                                 for k in (5, 10, 20) for x in ("recall", "ndcg")) + " |")
+    lines += ["", "## Training", "", "| model | training |", "|---|---|"] + [f"| {n} | {t} |" for n, t in status.items()]
+    if any("still improving" in t for t in status.values()):
+        lines += ["", "A model cut while still improving scores below what it reaches when trained to its early stop: "
+                      "these figures are a short budget, not the model's level (runs at the papers' budget: "
+                      "experiments/RESULTS.md in the source)."]
     curve = _curves(runs, out)
     if curve:
-        lines += ["", "## Training", "", f"![training curves]({curve})"]
+        lines += ["", f"![training curves]({curve})"]
     if tokens is not None and (tokens / "report.json").is_file():
         rep = read_json(tokens / "report.json")
         lines += ["", f"## Semantic IDs ({rep['method']})", "",
@@ -61,6 +78,6 @@ def write_run_report(out: Path, runs: dict[str, Path], tokens: Path | None, *, t
         for p in rep.get("plots", []):
             lines.append(f"![{p}]({Path('..') / tokens.name / p if tokens.parent != out else tokens.name + '/' + p})")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    summary = {"test": test, "validation": valid, "report": str(out / "report.md")}
+    summary = {"test": test, "validation": valid, "training": status, "report": str(out / "report.md")}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from sidrec.cli import config_cmd
 from sidrec.cli import data as data_cmd
 from sidrec.cli import gen as gen_cmd
 from sidrec.cli import tokens as tokens_cmd
@@ -21,6 +22,7 @@ app = typer.Typer(name="sidrec", help="Generative recommendation with semantic i
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(train_cmd.app, name="train")
+app.add_typer(config_cmd.app, name="config")
 app.command()(tokens_cmd.embed)
 app.command()(tokens_cmd.tokenize)
 app.command("evaluate-coldstart")(train_cmd.evaluate_coldstart)

@@ -48,3 +48,23 @@ def print_table(rows: list[list[str]], title: str = "") -> None:
     for r in rows[1:]:
         t.add_row(*r)
     out_console.print(t)
+
+
+def toml_lines(section: str, cfg: Any) -> list[str]:
+    """A resolved config as a TOML section (None values as comments): `--config FILE` reads it back."""
+    import json
+
+    from sidrec.config import to_dict
+
+    lines = [f"[{section}]"]
+    for k, v in to_dict(cfg).items():
+        lines.append(f"# {k} = none" if v is None else f"{k} = {json.dumps(v)}")
+    return lines
+
+
+def announce(**cfgs: Any) -> None:
+    """Print the resolved configs a run will use (the run records them in RUN/config.json too)."""
+    from sidrec.config import to_dict
+
+    parts = [f"{name}: " + ", ".join(f"{k}={v}" for k, v in to_dict(c).items()) for name, c in cfgs.items()]
+    console.print("config " + " | ".join(parts), highlight=False, markup=False, soft_wrap=True)

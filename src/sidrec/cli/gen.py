@@ -39,8 +39,8 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
     """Top-K items, with titles, for a history of raw item ids (TIGER or VQ-Rec run).
 
     Examples:
-      sidrec recommend runs/demo/tiger --history i12 --history i40 --k 10
-      sidrec recommend runs/demo/tiger --history i12 --new-items new.csv --sample-temperature 1.5
+      sidrec recommend demo-out/tiger --history i12 --history i40 --k 10
+      sidrec recommend demo-out/tiger --history i12 --new-items new.csv --sample-temperature 1.5
       sidrec recommend runs/vq-sci --history B0001 --new-items new.csv --k 10
     """
     from sidrec.serving.recommender import load_recommender, read_new_items
@@ -207,4 +207,9 @@ def _show(res: dict) -> None:
     from sidrec.eval.evaluate import metrics_table
 
     print_table(metrics_table(res["test"], (5, 10, 20)), "test (full ranking, leave-one-out)")
+    for name, how in res.get("training", {}).items():
+        console.print(f"{name}: {how}", highlight=False)
+    if any("still improving" in t for t in res.get("training", {}).values()):
+        console.print("note: a model cut while still improving scores below its level; these are short-budget "
+                      "figures (full runs: experiments/RESULTS.md in the source)", highlight=False)
     console.print(f"report: {res['report']}")

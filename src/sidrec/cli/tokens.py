@@ -40,7 +40,7 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
              epochs: Annotated[Optional[int], typer.Option()] = None,
              n_levels: Annotated[Optional[int], typer.Option("--levels")] = None,
              codebook_size: Annotated[Optional[int], typer.Option()] = None,
-             collision: Annotated[Optional[str], typer.Option(help="append (TIGER) | sinkhorn (LC-Rec) | none")] = None,
+             collision: Annotated[Optional[str], typer.Option(help="append (TIGER's suffix) | sinkhorn (LC-Rec's re-assignment) | sinkhorn-append (both) | none")] = None,
              seed: Annotated[Optional[int], typer.Option()] = None,
              device: Annotated[Optional[str], typer.Option()] = None,
              config: ConfigOpt = None, set_: SetOpt = None):

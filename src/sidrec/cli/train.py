@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sidrec.cli.common import console, layered, print_table
+from sidrec.cli.common import announce, console, layered, print_table
 from sidrec.errors import SidrecError
 
 app = typer.Typer(help="Train models.", no_args_is_help=True)
@@ -48,6 +48,7 @@ def sasrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory
                               loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                               patience=patience, max_minutes=max_minutes, seed=seed, device=device),
                          defaults={**SASREC_TRAIN_DEFAULTS, "max_history": ds.stats["config"]["max_history"]})
+    announce(model=mcfg, train=tcfg)
     m = train_sasrec(ds, out, mcfg, tcfg, log=console.print)
     show_metrics({"sasrec": m.get("test")}, f"test, {ds.n_users:,} users")
 
@@ -65,7 +66,9 @@ def show_metrics(rows: dict[str, dict | None], title: str) -> None:
 def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory")],
           tokens: Annotated[Path, typer.Option(help="tokens directory (sidrec tokenize)")] = Path("runs/tokens"),
           out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/tiger"),
-          preset: Annotated[str, typer.Option(help="tiger (4+4) | letter (4+4, LETTER-TIGER's "
+          preset: Annotated[str, typer.Option(help="the results tables use letter (experiments/recipes); "
+                                                     "`sidrec config show tiger --preset P` prints one. tiger (4+4) | "
+                                                     "letter (4+4, LETTER-TIGER's "
                                                      "training recipe) | strong (6+6) | small (CPU) | custom")] = "tiger",
           temperature: Annotated[Optional[float], typer.Option(help="ranking-guided loss tau (1 = plain CE)")] = None,
           user_tokens: Annotated[Optional[int], typer.Option(help="hashed user buckets (0 = off)")] = None,
@@ -106,6 +109,7 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                               select_metric=select, compile=compile_, lr_scale=lr_scale,
                               length_buckets=length_buckets),
                          defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
+    announce(model=mcfg, train=tcfg)
     m = train_tiger(ds, tokens, out, mcfg, tcfg, beam=beam, valid_users=valid_users, decode_batch=decode_batch,
                     log=console.print)
     show_metrics({"tiger": m.get("test")}, f"test, {ds.n_users:,} users, beam {beam}")
@@ -342,5 +346,48 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
                               batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                               max_minutes=max_minutes, seed=seed, device=device, select_metric=select),
                          defaults=TRAIN_DEFAULTS)
+    announce(model=mcfg, train=tcfg)
     m = train_lcrec(ds, tokens, out, mcfg, tcfg, beam=beam, decode_batch=decode_batch, log=console.print)
     show_metrics({"lcrec": m.get("test")}, f"test, {ds.n_users:,} users, beam {beam}")
+
+
+# -- defaults in --help: each training option shows the value it takes when not given ------------------------------
+PARAM_KEY = {"select": "select_metric", "compile_": "compile"}
+
+
+def show_defaults(func, defaults: dict | None = None, presets: dict[str, dict] | None = None) -> None:
+    """Append ``(default: ...)`` (or the value per preset) to the help of ``func``'s options that default to None
+    because a preset or a trainer's defaults decide them (sidrec.train.config is their one place)."""
+    import typing
+
+    from sidrec.train.config import TrainConfig, default
+
+    hints = typing.get_type_hints(func, include_extras=True)
+    func.__annotations__ = hints  # evaluated once here, so typer reads the help edited below
+    for name, hint in hints.items():
+        key = PARAM_KEY.get(name, name)
+        infos = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, typer.models.OptionInfo)]
+        if not infos or key not in TrainConfig.__dataclass_fields__ or "default:" in (infos[0].help or ""):
+            continue
+        if presets:
+            vals = {p: default(key, d) for p, d in presets.items()}
+            shown = (f"{next(iter(vals.values()))}" if len({str(v) for v in vals.values()}) == 1 else
+                     "by preset: " + ", ".join(f"{p} {v}" for p, v in vals.items()))
+        else:
+            shown = str(default(key, defaults))
+        if key == "compile" and shown == "None":
+            shown = "on CUDA"
+        if key == "max_minutes" and shown in ("0", "0.0"):
+            shown = "none"
+        infos[0].help = ((infos[0].help or key.replace("_", " ")) + f" (default: {shown})")
+
+
+def _register_defaults() -> None:
+    from sidrec.train.config import LCREC_TRAIN_DEFAULTS, SASREC_TRAIN_DEFAULTS, TRAIN_PRESETS
+
+    show_defaults(sasrec, SASREC_TRAIN_DEFAULTS)
+    show_defaults(tiger, presets=TRAIN_PRESETS)
+    show_defaults(lcrec, LCREC_TRAIN_DEFAULTS)
+
+
+_register_defaults()

@@ -60,6 +60,11 @@ def degenerate_warnings(codes: np.ndarray, sizes: list[int], collisions: dict,
     return out
 
 
+def _r(x, digits: int = 6):
+    """A report figure rounded to ``digits`` significant digits (None stays None)."""
+    return None if x is None else float(f"{float(x):.{digits}g}")
+
+
 def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
     base = tok.codes_
     sizes = tok.base_sizes
@@ -71,17 +76,17 @@ def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
         "id_length": int(tok.sids_.shape[1]),
         "usage_per_level": [u["used"] for u in per_level],
         "usage": per_level,
-        "collision_rate_before": tok.collisions_before_["rate"],
-        "collision_rate_after": tok.collisions_after_["rate"],
+        "collision_rate_before": _r(tok.collisions_before_["rate"]),
+        "collision_rate_after": _r(tok.collisions_after_["rate"]),
         "collisions_before": tok.collisions_before_,
         "collisions_after": tok.collisions_after_,
         "collision_handling": getattr(tok.cfg, "collision", "none"),
         "sinkhorn_rounds": tok.sinkhorn_rounds_,
-        "reconstruction_mse": tok.reconstruction_mse_,
+        "reconstruction_mse": _r(tok.reconstruction_mse_),
         "fit_seconds": round(tok.fit_seconds_, 3),
         "recluster_seconds": round(tok.recluster_seconds_, 3),  # LETTER: constrained k-means
         "reseeded_codes": tok.reseeded_,
-        "cf_overlap": cf_overlap(base, cf) if cf is not None else None,
+        "cf_overlap": _r(cf_overlap(base, cf)) if cf is not None else None,
         "ranking_check": None,
         "epochs_run": tok.epochs_run_,
         "warnings": degenerate_warnings(base, sizes, tok.collisions_before_, per_level) if tok.method != "published" else [],
@@ -115,6 +120,7 @@ def plot_report(tok, rep: dict, out: Path) -> list[str]:
     ax.bar(np.arange(rep["levels"]), [u["perplexity"] for u in rep["usage"]], label="perplexity")
     ax.plot(np.arange(rep["levels"]), rep["usage_per_level"], "o-", color="C1", label="codes used")
     ax.set_xlabel("level")
+    ax.set_xticks(np.arange(rep["levels"]), [str(i + 1) for i in range(rep["levels"])])  # whole levels, from 1
     ax.set_title("code usage per level")
     ax.legend()
     fig.tight_layout()

@@ -12,12 +12,11 @@ from sidrec.data.dataset import Dataset
 from sidrec.decoding.trie import build_trie
 from sidrec.models.lcrec import LCRec, LCRecConfig
 from sidrec.tokenizers.base import SemanticIDs
+from sidrec.train.config import LCREC_TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from sidrec.train.loop import TrainConfig, load_weights
 from sidrec.train.tiger import id_sizes, read_run, train_generator
 
 SPARE_SUFFIXES = 16
-TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_ratio=0.01,
-                      weight_decay=0.01, patience=20, eval_every=1, select_metric="loss", lr_scale="none")
 
 
 def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None):

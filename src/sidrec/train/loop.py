@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import save_model
 
 from sidrec.errors import SidrecError
+from sidrec.train.config import TrainConfig  # noqa: F401 (the trainers' config, re-exported)
 from sidrec.utils.progress import progress
 from sidrec.utils.artifacts import load_model_weights, load_safetensors, torch_load
 
@@ -59,35 +60,6 @@ def _load_partial(model: torch.nn.Module, state: dict, source) -> None:
         missing, extra = sorted(want - set(state)), sorted(set(state) - want)
         raise SidrecError(f"{source}: weights do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
     model.load_state_dict(state, strict=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0  # > 0: warm-up over this share of all optimizer steps (HF Trainer's rule), not warmup_steps
-    grad_clip: float = 1.0
-    accumulate: int = 1  # gradient accumulation: one optimizer step per this many batches
-    patience: int = 10  # validations without improvement before stopping
-    eval_every: int = 1  # epochs between validations
-    select_metric: str = "ndcg@10"  # validation metric for early stopping / model selection
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast, CUDA only
-    max_minutes: float = 0.0  # wall-clock budget for training (0 = none): no epoch starts that would, at the mean
-    # epoch time so far (validation included), end past it; a resumed run gets the budget afresh
-    resume: bool = True  # continue from RUN/checkpoint.pt when present
-    tensorboard: bool = False  # also write the curves (loss, lr, validation) to RUN/tensorboard (pip install tensorboard)
-    compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
-    compile_mode: str = "reduce-overhead"  # torch.compile mode: reduce-overhead (CUDA graphs: 2.1x the default
-    # mode's samples/s for TIGER at batch 1024 on an H100, experiments/bench/compile_modes.py) | default | max-autotune
-    lr_scale: Literal["none", "sqrt", "linear"] = "none"  # learning_rate is the rate at base_batch_size
-    base_batch_size: int = 256
-    length_buckets: int = 4  # variable-length inputs (TIGER): batch similar lengths, this many widths; 1 = off
 
 
 def scaled_lr(cfg: TrainConfig) -> float:

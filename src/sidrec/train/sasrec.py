@@ -12,13 +12,13 @@ from sidrec.config import to_dict
 from sidrec.data.dataset import Dataset
 from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
 from sidrec.models.sasrec import SASRec, SASRecConfig
+from sidrec.train.config import SASREC_TRAIN_DEFAULTS  # noqa: F401 (re-exported)
 from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
 from sidrec.utils.artifacts import write_manifest
 
-SASREC_TRAIN_DEFAULTS = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
 
 
 def sequence_batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):

@@ -18,6 +18,7 @@ from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
 from sidrec.tokenizers.base import SemanticIDs
+from sidrec.train.config import TRAIN_PRESETS  # noqa: F401 (re-exported)
 from sidrec.train.loop import TrainConfig, fit
 from sidrec.utils.progress import progress
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
@@ -25,19 +26,6 @@ from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
 from sidrec.utils.artifacts import load_npy, read_json, verify, write_manifest
 
-TRAIN_PRESETS = {
-    "tiger": dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,
-                  weight_decay=0.0, patience=10, eval_every=2, lr_scale="sqrt"),
-    "small": dict(epochs=30, batch_size=256, learning_rate=3e-3, schedule="cosine", warmup_steps=100,
-                  weight_decay=0.0, patience=5, eval_every=2, lr_scale="sqrt"),
-    "strong": dict(epochs=200, batch_size=256, learning_rate=3e-4, schedule="cosine", warmup_steps=10_000,
-                   weight_decay=0.035, patience=10, eval_every=2, lr_scale="sqrt"),
-    # LETTER-TIGER's released recipe (LETTER-TIGER/run_train.sh + utils.py): 2 GPUs x 256 x 2 accumulation
-    # = 1024 per step, lr 5e-4, weight decay 0.01, warm-up 1% of the steps, cosine, 200 epochs,
-    # early stopping with patience 20 on the validation loss
-    "letter": dict(epochs=200, batch_size=1024, learning_rate=5e-4, schedule="cosine", warmup_ratio=0.01,
-                   weight_decay=0.01, patience=20, eval_every=1, select_metric="loss", lr_scale="none"),
-}
 
 
 def tiger_train_config(preset: str = "tiger", **overrides) -> TrainConfig:
