@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # 1 vs N GPUs with torchrun, same global batch, on a machine with N GPUs.
-#   bash experiments/bench/multi_gpu_scaling.sh [N]      (a prepared Beauty and LETTER's released IDs: `sidrec tokenize --method published`)
-# GPUS="1" or GPUS="2" runs one side only (e.g. the 1-GPU runs pinned with CUDA_VISIBLE_DEVICES while the
-# other cards do other work); TRAINERS picks the trainers; D and T name the dataset and tokens.
-# TIGER on LETTER's Beauty IDs (--preset letter, batch 1024, 200 epochs, patience 20; MINUTES caps each run)
-# and SASRec on Beauty, each once on 1 GPU and once on N; one row per run in $OUT/bench-multi-gpu.jsonl
-# (OUT: experiments/results): {bench, variant, trainer, gpus, samples_per_second, best_epoch, seconds_to_best,
-# recall@10, ndcg@10, gpu, command}. Scaling efficiency = speed-up / N.
+#   bash experiments/bench/multi_gpu_scaling.sh [--gpus N] [--sides "1 N"] [--trainers "tiger sasrec"] \
+#        [--minutes 8] [--data data/beauty] [--tokens runs/beauty-released-ids] [--out experiments/results] [--runs DIR]
+# (a prepared Beauty and LETTER's released IDs: `sidrec tokenize --method published`). --sides "1" or "2" runs one
+# side only (e.g. the 1-GPU runs pinned with CUDA_VISIBLE_DEVICES while the other cards do other work).
+# TIGER on LETTER's Beauty IDs (--preset letter, batch 1024, 200 epochs, patience 20; --minutes caps each run)
+# and SASRec on Beauty, each once on 1 GPU and once on N; one row per run in OUT/bench-multi-gpu.jsonl:
+# {bench, variant, trainer, gpus, samples_per_second, best_epoch, seconds_to_best, recall@10, ndcg@10, gpu,
+# command}. Scaling efficiency = speed-up / N.
 set -u
-N=${1:-2}; OUT=${OUT:-experiments/results}; RUNS=${RUNS:-/tmp/multigpu}; mkdir -p "$OUT" "$RUNS"
+N=2; SIDES=; TRAINERS="tiger sasrec"; MINUTES=8; D=data/beauty; T=runs/beauty-released-ids
+OUT=experiments/results; RUNS=/tmp/multigpu
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gpus) N=$2 ;; --sides) SIDES=$2 ;; --trainers) TRAINERS=$2 ;; --minutes) MINUTES=$2 ;;
+    --data) D=$2 ;; --tokens) T=$2 ;; --out) OUT=$2 ;; --runs) RUNS=$2 ;;
+    *) echo "multi_gpu_scaling.sh: unknown option $1" >&2; exit 2 ;;
+  esac; shift 2
+done
+mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-D=${D:-data/beauty}; T=${T:-runs/beauty-released-ids}
 row() {  # trainer gpus run command
   python3 - "$@" <<'PY' >> "$OUT/bench-multi-gpu.jsonl"
 import json, sys
@@ -27,11 +36,11 @@ print(json.dumps({"bench": "multi-gpu", "variant": f"{trainer}, {gpus} GPU(s)", 
                   "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "command": cmd}))
 PY
 }
-has() { case " ${TRAINERS:-tiger sasrec} " in *" $1 "*) return 0 ;; esac; return 1; }
-for G in ${GPUS:-1 $N}; do
+has() { case " $TRAINERS " in *" $1 "*) return 0 ;; esac; return 1; }
+for G in ${SIDES:-1 $N}; do
   L="python3 -m sidrec"; [ $G -gt 1 ] && L="torchrun --standalone --nproc_per_node $G -m sidrec"
   if has tiger; then
-    C="$L train tiger $D --tokens $T --preset letter --temperature 0.7 --max-minutes ${MINUTES:-8} --seed 0 --out $RUNS/tiger-$G"
+    C="$L train tiger $D --tokens $T --preset letter --temperature 0.7 --max-minutes $MINUTES --seed 0 --out $RUNS/tiger-$G"
     $C > $RUNS/tiger-$G.log 2>&1 && row tiger $G $RUNS/tiger-$G "$C"
   fi
   if has sasrec; then

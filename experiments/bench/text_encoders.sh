@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # tf-idf vs MiniLM item embeddings under the same RQ-VAE (Scientific, CPU): code usage, collisions,
 # reconstruction, CF overlap and LETTER's ranking check (SASRec 32-d with quantized item vectors).
-#   bash experiments/bench/text_encoders.sh      (needs ../shared/data; ~8 minutes on 2 cores)
+#   bash experiments/bench/text_encoders.sh DATA [WORK]   (DATA: the data root of experiments/README.md; WORK default
+#   /tmp/sidrec-enc; ~8 minutes on a 2-core x86 CPU)
 set -eu
-W=${WORK:-/tmp/sidrec-enc}; mkdir -p $W
-D=../shared/data/amazon2018-scientific/lcrec-format
+D=$1/amazon2018-scientific/lcrec-format; W=${2:-/tmp/sidrec-enc}; mkdir -p $W
 [ -d $W/sci ] || sidrec data prepare letter --input $D/Scientific.inter.json.gz --input $D/Scientific.item.json.gz --out $W/sci
-[ -f $W/sas32/metrics.json ] || sidrec train sasrec $W/sci --out $W/sas32 --dim 32 --dropout 0.5 --max-minutes ${SAS_MIN:-3}
+[ -f $W/sas32/metrics.json ] || sidrec train sasrec $W/sci --out $W/sas32 --dim 32 --dropout 0.5 --max-minutes 3
 for enc in tfidf minilm; do
   sidrec embed $W/sci --encoder $enc --out $W/emb-$enc
-  sidrec tokenize $W/sci --method rqvae --embeddings $W/emb-$enc --cf $W/sas32 --out $W/tok-$enc --epochs ${EPOCHS:-800}
+  sidrec tokenize $W/sci --method rqvae --embeddings $W/emb-$enc --cf $W/sas32 --out $W/tok-$enc --epochs 800
 done
 python3 - "$W" <<'PY'
 import json, sys
