@@ -48,7 +48,7 @@ def test_a_run_prints_its_config(cli, tiger_run, tmp_path):
     syn = Path(tiger_run["ds"].path)
     code, out, err = cli("train", "sasrec", syn, "--out", tmp_path / "s", "--epochs", "1", "--dim", "16")
     assert code == 0, err
-    line = next(x for x in err.splitlines() if x.startswith("config model:"))
+    line = next(x for x in out.splitlines() if x.startswith("config model:"))
     assert "dim=16" in line and "epochs=1" in line and "learning_rate=0.001" in line
 
 

@@ -238,7 +238,8 @@ def test_generator_contract_and_registry(tmp_path):
     import json
 
     from sidrec.errors import SidrecError
-    from sidrec.models.generator import GENERATORS, Generator
+    from sidrec.models.generator import Generator
+    from sidrec.train.generator import GENERATORS
     from sidrec.serving.recommender import load_generator, load_recommender
 
     model = TIGER(TINY, Vocab([4, 4, 4]), catalog())

@@ -205,6 +205,7 @@ def test_bad_input_one_line_exit_2(vq, cli, tmp_path):
     items = pd.read_parquet(notext / "items.parquet")
     items["text"] = ""
     items.to_parquet(notext / "items.parquet")
+    (notext / "manifest.json").unlink()  # a dataset edited by hand carries no manifest
     code, _, err = cli("train", "vqrec", notext, "--init", pre, "--out", tmp_path / "z")
     assert code == 2 and "no item has text" in err and len(err.strip().splitlines()) == 1
     # neither or both of a target and --pretrain
@@ -361,5 +362,6 @@ def test_twin_vectors_default_on_for_targets_off_for_pretraining_and_old_runs(vq
     meta = json.loads((old / "vqrec.json").read_text())
     meta["model"].pop("twin_vectors", None)
     (old / "vqrec.json").write_text(json.dumps(meta))
+    (old / "manifest.json").unlink(missing_ok=True)  # runs of that time had no manifest
     m, _ = load_vqrec(old)
     assert m.twin_emb is None

@@ -39,18 +39,15 @@ from sidrec.embeddings.text import EmbedConfig, embed_dataset
 from sidrec.errors import SidrecError
 from sidrec.eval.checks import ranking_check
 from sidrec.eval.metrics import category_entropy, item_categories, metrics_from_ranks, ranks_from_lists
-from sidrec.models.lcrec import LCRecConfig
 from sidrec.models.sasrec import SASRecConfig
-from sidrec.models.tiger import TIGERConfig
 from sidrec.models.vqrec import VQRecConfig
+from sidrec.tokenizers.registry import tokenizer_for, tokenizer_spec
 from sidrec.tokenizers.stage import tokenize
 from sidrec.train.coldstart import ColdStartConfig, evaluate_coldstart
-from sidrec.train.generator import load_generator
-from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
-from sidrec.train.lcrec import train_lcrec
+from sidrec.train.generator import GENERATORS, generator_spec, load_generator
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
-from sidrec.train.tiger import TRAIN_PRESETS, decode_users, train_tiger
+from sidrec.train.tiger import decode_users
 from sidrec.train.vqrec import (VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune_vqrec, init_model_config,
                                 pretrain_vqrec)
 from sidrec.utils.log import info as log_info
@@ -86,6 +83,7 @@ SMOKE = {"data": {"smoke_users": 200, "min_count": 2},
          "vqrec": {"epochs": 1, "device": "cpu", "max_minutes": None, "pretrain_epochs": 1},
          "coldstart": {"epochs": 1, "device": "cpu", "holdout": 0.2, "codebook_size": 16},
          "diversity": {"device": "cpu"}}
+SMOKE_GENERATOR = SMOKE["tiger"]  # a generator without smoke settings of its own
 
 
 class StageUnfinished(SidrecError):
@@ -135,7 +133,7 @@ class Pipeline:
         """A stage's section; in a smoke run with the smoke settings and the recipe's own ``[smoke]`` on top."""
         sec = dict(self.cfg.get(name) or {})
         if self.smoke:
-            sec.update(SMOKE.get(name, {}))
+            sec.update(SMOKE.get(name, SMOKE_GENERATOR if name in GENERATORS else {}))
             sec.update((self.cfg.get("smoke") or {}).get(name, {}))
             sec = {k: v for k, v in sec.items() if v is not None}
         return sec
@@ -237,18 +235,17 @@ class Pipeline:
     def tokenize(self, ds: Dataset) -> tuple[str, Path]:
         sec = self.section("tokenize")
         method = sec.pop("method", "rqvae")
-        if method != "published":
+        spec = tokenizer_spec(method)
+        if "seed" in spec.default.__dataclass_fields__:
             sec["seed"] = self.stage_seed("tokenize", sec)
-        else:
-            sec.pop("seed", None)
+        if "index" in spec.inputs:
             if "index" not in sec:
-                raise SidrecError("[tokenize] method published needs index = FILE.index.json")
+                raise SidrecError(f"[tokenize] method {method} needs index = FILE.index.json")
             sec["index"] = str(self.inputs({"inputs": [sec["index"]]}, "[tokenize]")[0])
-        for k in ("epochs", "device", *(("codebook_size",) if method == "published" else ())) \
-                if method in ("opq", "rqkmeans", "published") else ():
-            sec.pop(k, None)  # nothing trained by epochs there (a smoke run's epoch cut does not apply)
-        # the CF run: LETTER's input; for the other methods (when the config trains one) the report's CF overlap
-        needs_emb, needs_cf = method != "published", method != "published" and "sasrec" in self.dirs
+        sec = spec.drop_inapplicable(sec)  # e.g. a smoke run's epochs for a method that does not train by epochs
+        # the CF run: an input of LETTER; for the other methods (when the config trains one) the report's CF overlap
+        needs_emb = "embeddings" in spec.inputs
+        needs_cf = "cf" in spec.inputs or (needs_emb and "sasrec" in self.dirs)
         key = {"method": method, **{k: v for k, v in sec.items() if k != "index"},
                "index": _file_fp(Path(sec["index"])) if "index" in sec else None,
                "embed": self.fps.get("embed") if needs_emb else None,
@@ -259,18 +256,35 @@ class Pipeline:
             label="tokens" if self.flat else None)
 
     def generator(self, name: str, ds: Dataset) -> tuple[str, Path]:
+        spec = generator_spec(name)
         sec = self.section(name)
-        if name == "tiger":
-            preset = sec.get("preset", "tiger")
-            sec = {**TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]), **sec}
-            model_cls, train_fn = TIGERConfig, train_tiger
-        else:
-            sec = {**LCREC_DEFAULTS, **sec}
-            model_cls, train_fn = LCRecConfig, train_lcrec
+        sec = {**spec.train_defaults(sec.get("preset")), **sec}
+        if "preset" not in spec.config.__dataclass_fields__:
+            sec.pop("preset", None)
         sec["seed"] = self.stage_seed(name, sec)
-        mcfg, tcfg, extra = _split(sec, (model_cls, TrainConfig), GEN_EXTRA, where=f"[{name}]")
+        mcfg, tcfg, extra = _split(sec, (spec.config, TrainConfig), GEN_EXTRA, where=f"[{name}]")
         key = [to_dict(mcfg), to_dict(tcfg), extra, self.fps["tokenize"], self.fps["data"]]
-        return self.stage(name, key, lambda d: train_fn(ds, self.dirs["tokenize"], d, mcfg, tcfg, log=self.log, **extra))
+        return self.stage(name, key, lambda d: spec.train(ds, self.dirs["tokenize"], d, mcfg, tcfg, log=self.log,
+                                                          **extra))
+
+    def vqrec_pretrain(self, domains: list[dict], mcfg, vcfg, tcfg, ecfg, epochs, minutes) -> Path:
+        """VQ-Rec pre-training on the ``domains`` (data sections; each prepared and embedded as its own cached
+        stage); returns the run (shared by every recipe that pre-trains the same way)."""
+        pre = []
+        for i, dom in enumerate(domains):
+            smoke = {**SMOKE["data"], **(self.cfg.get("smoke") or {}).get("data", {})} if self.smoke else {}
+            dfp, ddir = self.data({**dom, **smoke},
+                                  label=f"pretrain-data-{dom.get('name', i)}")
+            efp, edir = self.embed(dfp, ddir, label=f"pretrain-embed-{dom.get('name', i)}")
+            pre.append((dfp, ddir, efp, edir))
+        ptcfg = from_dict(TrainConfig, {**to_dict(tcfg), **({"epochs": epochs} if epochs else {}),
+                                        **({"max_minutes": minutes} if minutes else {})})
+        key = [to_dict(mcfg), to_dict(vcfg), to_dict(ptcfg), [(p[0], p[2]) for p in pre]]
+        fp, init = self.stage("vqrec-pretrain", key, lambda d: pretrain_vqrec(
+            [load_dataset(p[1]) for p in pre], d, mcfg, vcfg, ptcfg, ecfg, [p[3] / "item_emb.npy" for p in pre],
+            log=self.log))
+        self.fps["vqrec-pretrain"] = fp
+        return init
 
     def vqrec(self, ds: Dataset) -> tuple[str, Path]:
         sec = {**VQREC_TRAIN_DEFAULTS, **self.section("vqrec")}
@@ -283,19 +297,7 @@ class Pipeline:
         ecfg = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
         init = None
         if use_pretrain:
-            pre = []
-            for i, dom in enumerate(domains):
-                dfp, ddir = self.data({**dom, **({k: v for k, v in SMOKE["data"].items()} if self.smoke else {})},
-                                      label=f"pretrain-data-{dom.get('name', i)}")
-                efp, edir = self.embed(dfp, ddir, label=f"pretrain-embed-{dom.get('name', i)}")
-                pre.append((dfp, ddir, efp, edir))
-            ptcfg = from_dict(TrainConfig, {**to_dict(tcfg), **({"epochs": pre_epochs} if pre_epochs else {}),
-                                            **({"max_minutes": pre_minutes} if pre_minutes else {})})
-            key = [to_dict(mcfg), to_dict(vcfg), to_dict(ptcfg), [(p[0], p[2]) for p in pre]]
-            _, init = self.stage("vqrec-pretrain", key, lambda d: pretrain_vqrec(
-                [load_dataset(p[1]) for p in pre], d, mcfg, vcfg, ptcfg, ecfg, [p[3] / "item_emb.npy" for p in pre],
-                log=self.log))
-            self.fps["vqrec-pretrain"] = _fp(key)
+            init = self.vqrec_pretrain(domains, mcfg, vcfg, tcfg, ecfg, pre_epochs, pre_minutes)
             mcfg = from_dict(VQRecConfig, {**to_dict(mcfg), **init_model_config(init)})
         from sidrec.eval.evaluate import EvalConfig
 
@@ -315,26 +317,37 @@ class Pipeline:
         cs = {k: sec.pop(k) for k in list(sec) if k in cs_keys}
         tok = {k: sec.pop(k) for k in ("n_levels", "codebook_size") if k in sec} if model != "vqrec" else {}
         seed = self.stage_seed("coldstart", sec)
+        init = None
+        domains = sec.pop("pretrain", [])
+        pre_epochs, pre_minutes = sec.pop("pretrain_epochs", None), sec.pop("pretrain_max_minutes", None)
         if model == "vqrec":
             sec = {**VQREC_TRAIN_DEFAULTS, **sec}
             mcfg, vcfg, tcfg, _ = _split({**sec, "seed": seed}, (VQRecConfig, VQRecTrainConfig, TrainConfig),
                                          where="[coldstart]")
+            if domains:  # fine-tuned from a pre-trained run (pre-training seeded by its section, not the run seed)
+                ecfg0 = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
+                init = self.vqrec_pretrain(domains, mcfg, vcfg, from_dict(TrainConfig, {**to_dict(tcfg), "seed": 0}),
+                                           ecfg0, pre_epochs, pre_minutes)
+                mcfg = from_dict(VQRecConfig, {**to_dict(mcfg), **init_model_config(init)})
+        elif domains:
+            raise SidrecError("[coldstart] pretrain: pre-training is VQ-Rec's (model = \"vqrec\")")
         else:
             vcfg = None
-            preset = sec.get("preset", "tiger")
-            defaults = TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]) if model == "tiger" else LCREC_DEFAULTS
-            mcfg, tcfg, _ = _split({**defaults, **sec, "seed": seed},
-                                   (TIGERConfig if model == "tiger" else LCRecConfig, TrainConfig), where="[coldstart]")
+            spec = generator_spec(model)
+            defaults = spec.train_defaults(sec.get("preset"))
+            if "preset" not in spec.config.__dataclass_fields__:
+                sec.pop("preset", None)
+            mcfg, tcfg, _ = _split({**defaults, **sec, "seed": seed}, (spec.config, TrainConfig), where="[coldstart]")
         ccfg = from_dict(ColdStartConfig, {**cs, "seed": seed})
         ecfg = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
         key = [model, method, tok, to_dict(ccfg), to_dict(mcfg), to_dict(tcfg), to_dict(vcfg) if vcfg else None,
-               self.fps["data"], self.fps["embed"]]
+               self.fps["data"], self.fps["embed"], self.fps.get("vqrec-pretrain") if init else None]
 
         def body(d: Path) -> None:
             rows = evaluate_coldstart(ds, d, embed_cfg=ecfg, method=method, tok_overrides={"seed": seed, **tok},
                                       model_cfg=mcfg, train_cfg=tcfg, cfg=ccfg,
                                       embeddings=self.dirs["embed"] / "item_emb.npy", generator=model, vq_cfg=vcfg,
-                                      log=self.log)
+                                      init=init, log=self.log)
             (d / "rows.json").write_text(json.dumps(rows, indent=1))
         return self.stage("coldstart", key, body)
 
@@ -368,9 +381,17 @@ class Pipeline:
         return self.stage("diversity", key, body)
 
 
-STAGES = ("data", "embed", "sasrec", "tokenize", "tiger", "lcrec", "vqrec", "coldstart", "diversity")
-GENERATORS = ("tiger", "lcrec")
-SECTIONS = {"seed", "recipe", "smoke", "out", *STAGES}
+def stages() -> tuple[str, ...]:
+    """Every stage, in order; one per registered generator (read at call time: a generator registered later
+    takes part)."""
+    return ("data", "embed", "sasrec", "tokenize", *GENERATORS, "vqrec", "coldstart", "diversity")
+
+
+def sections() -> set[str]:
+    return {"seed", "recipe", "smoke", "out", *stages()}
+
+
+STAGES = stages()  # the built-in ones (docs, tests)
 
 
 def _fields(*classes) -> set[str]:
@@ -383,58 +404,61 @@ DATA_KEYS = _fields(PrepareConfig) | {"name", "source", "inputs", "seed", "synth
 def validate(cfg: dict[str, Any], where: str = "pipeline config") -> None:
     """Check every section's keys against the configs its stage builds, before anything runs (a typo fails in a
     second, not after hours of training)."""
-    from sidrec.tokenizers.registry import tokenizer_for
 
     def check(name: str, sec: dict, allowed: set[str]) -> None:
         bad = set(sec) - allowed
         if bad:
             raise SidrecError(f"{where}: [{name}] unknown key(s) {sorted(bad)}")
 
-    unknown = set(cfg) - SECTIONS
+    unknown = set(cfg) - sections()
     if unknown:
-        raise SidrecError(f"{where}: unknown section(s) {sorted(unknown)}; known: {', '.join(sorted(SECTIONS))}")
+        raise SidrecError(f"{where}: unknown section(s) {sorted(unknown)}; known: {', '.join(sorted(sections()))}")
     check("data", cfg.get("data", {}), DATA_KEYS)
     check("embed", cfg.get("embed", {}), _fields(EmbedConfig))
     check("sasrec", cfg.get("sasrec", {}), _fields(SASRecConfig, TrainConfig))
     tok = dict(cfg.get("tokenize", {}))
     if tok:
         _, default = tokenizer_for(tok.get("method", "rqvae"))
-        check("tokenize", tok, _fields(type(default)) | {"method", "index", "seed", "epochs", "device"})
-    check("tiger", cfg.get("tiger", {}), _fields(TIGERConfig, TrainConfig) | set(GEN_EXTRA))
-    check("lcrec", cfg.get("lcrec", {}), _fields(LCRecConfig, TrainConfig) | set(GEN_EXTRA))
+        check("tokenize", tok, _fields(type(default)) | {"method", "index", "seed", "epochs", "device", "n_levels",
+                                                         "codebook_size"})
+    for name, spec in GENERATORS.items():
+        check(name, cfg.get(name, {}), _fields(spec.config, TrainConfig) | set(GEN_EXTRA) |
+              ({"preset"} if spec.presets else set()))
     vq = cfg.get("vqrec", {})
     check("vqrec", vq, _fields(VQRecConfig, VQRecTrainConfig, TrainConfig) |
           {"pretrain", "pretrain_epochs", "pretrain_max_minutes", "ks"})
-    for dom in vq.get("pretrain", []):
-        check("vqrec pretrain", dom, DATA_KEYS)
+    for dom in [*vq.get("pretrain", []), *cfg.get("coldstart", {}).get("pretrain", [])]:
+        check("pretrain", dom, DATA_KEYS)
     cs = cfg.get("coldstart", {})
-    model = {"tiger": (TIGERConfig,), "lcrec": (LCRecConfig,), "vqrec": (VQRecConfig, VQRecTrainConfig)}
+    model = {**{g: (spec.config,) for g, spec in GENERATORS.items()}, "vqrec": (VQRecConfig, VQRecTrainConfig)}
     if cs.get("model", "tiger") not in model:
-        raise SidrecError(f"{where}: [coldstart] model = {cs['model']!r}: choose tiger, lcrec or vqrec")
+        raise SidrecError(f"{where}: [coldstart] model = {cs['model']!r}: choose one of {', '.join(model)}")
     check("coldstart", cs, _fields(ColdStartConfig, TrainConfig, *model[cs.get("model", "tiger")]) |
-          {"model", "method", "n_levels", "codebook_size"})
+          {"model", "method", "n_levels", "codebook_size", "preset", "pretrain", "pretrain_epochs",
+           "pretrain_max_minutes"})
     check("diversity", cfg.get("diversity", {}),
           {"temperatures", "depth", "k", "beam", "decode_batch", "device", "seed"})
     for name, sec in (cfg.get("smoke") or {}).items():
-        if name not in STAGES:
+        if name not in stages():
             raise SidrecError(f"{where}: [smoke] names no stage: {name!r}")
 
 
 def needed(cfg: dict) -> list[str]:
     """The stages a config runs, in order: those with a section, and those a later one needs."""
-    have = {s for s in STAGES if s in cfg}
+    have = {s for s in stages() if s in cfg}
     tok = cfg.get("tokenize", {})
     if have & set(GENERATORS):
         have.add("tokenize")
-    if "tokenize" in have and tok.get("method", "rqvae") != "published":
+    inputs = tokenizer_spec(tok.get("method", "rqvae")).inputs if "tokenize" in have else ()
+    if "embeddings" in inputs:
         have.add("embed")
-    if "tokenize" in have and tok.get("method") == "letter":
+    if "cf" in inputs:
         have.add("sasrec")
     if have & {"vqrec", "coldstart"}:
         have.add("embed")
     if "diversity" in have and not have & set(GENERATORS):
         raise SidrecError("[diversity] decodes a generator: add a [tiger] or [lcrec] section")
-    return ["data", *[s for s in STAGES[1:] if s in have]]
+    return ["data", *[s for s in stages()[1:] if s in have]]
 
 
 def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: str | Path = "runs/work",
@@ -446,19 +470,20 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: st
     carry WORK over and the cached stages are found by their fingerprints); returns ``{"partial": True, ...}``."""
     validate(cfg)
     rec = cfg.get("recipe", {})
-    stages = needed(cfg)
-    model = rec.get("model") or next((s for s in reversed(stages) if s in ("tiger", "lcrec", "vqrec", "sasrec")),
-                                     "coldstart" if "coldstart" in stages else stages[-1])
+    plan = needed(cfg)
+    models = {*GENERATORS, "vqrec", "sasrec"}
+    model = rec.get("model") or next((s for s in reversed(plan) if s in models),
+                                     "coldstart" if "coldstart" in plan else plan[-1])
     # a recipe's seeds vary its model (and cold-start / diversity runs); a plain config's seed is every stage's
-    vary = tuple(rec.get("vary", [model, "coldstart", "diversity"])) if "recipe" in cfg else STAGES
+    vary = tuple(rec.get("vary", [model, "coldstart", "diversity"])) if "recipe" in cfg else stages()
     p = Pipeline(cfg=cfg, seed=int(cfg.get("seed", 0) if seed is None else seed),
                  work=Path(out if out is not None else work), flat=out is not None, vary=vary,
                  data_root=Path(data_root) if data_root is not None else None, smoke=smoke, log=log)
-    if until is not None and until not in stages:
-        raise SidrecError(f"--until {until}: not a stage of this config ({', '.join(stages)})")
+    if until is not None and until not in plan:
+        raise SidrecError(f"--until {until}: not a stage of this config ({', '.join(plan)})")
     p.fps["data"], p.dirs["data"] = p.data()
     ds = load_dataset(p.dirs["data"])
-    for name in stages[1:] if until != "data" else ():
+    for name in plan[1:] if until != "data" else ():
         if name == "embed":
             res = p.embed(p.fps["data"], p.dirs["data"])
         elif name in ("sasrec", "tokenize", "vqrec", "coldstart"):
@@ -473,13 +498,13 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: st
     if until is not None:
         return {"partial": True, "dirs": {k: str(v) for k, v in p.dirs.items()}, "seconds": dict(p.seconds),
                 "fingerprints": dict(p.fps)}
-    return _summary(p, stages, model)
+    return _summary(p, plan, model)
 
 
 def _summary(p: Pipeline, stages: list[str], model: str) -> dict:
     from sidrec.report import write_run_report
 
-    runs = {s: p.dirs[s] for s in ("tiger", "lcrec", "sasrec", "vqrec") if s in p.dirs}
+    runs = {s: p.dirs[s] for s in (*GENERATORS, "sasrec", "vqrec") if s in p.dirs}
     res: dict[str, Any] = {"dirs": {k: str(v) for k, v in p.dirs.items()}, "seconds": dict(p.seconds),
                            "fingerprints": dict(p.fps), "model": model, "seed": p.seed}
     if p.flat and runs:

@@ -28,6 +28,7 @@ from typing import Any
 from sidrec.config import load_file
 from sidrec.errors import SidrecError
 from sidrec.pipeline import device_name, needed, run_pipeline, validate
+from sidrec.train.generator import GENERATORS
 from sidrec.results import append_rows, commit, read_rows, versions
 from sidrec.utils.log import info as log_info
 from sidrec.utils.artifacts import read_json
@@ -134,7 +135,7 @@ def rows_of(cfg: dict, path: Path, res: dict, *, smoke: bool = False) -> list[di
                  "metrics": {k: r[k] for k in r if "@" in k}} for r in rows]
     if "diversity" in dirs:
         rows = read_json(dirs["diversity"] / "rows.json")
-        gen = next(g for g in ("tiger", "lcrec") if g in dirs)
+        gen = next(g for g in GENERATORS if g in dirs)
         return [{**base, **_train_info(dirs[gen]), "model": gen,
                  "variant": "beam search" if r["decoding"] == "beam" else f"sampling T={r['temperature']:g}",
                  "users": r["users"], "metrics": {k: r[k] for k in r if "@" in k}} for r in rows]

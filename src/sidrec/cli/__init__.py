@@ -33,7 +33,11 @@ app.command()(gen_cmd.run)
 app.command()(gen_cmd.results)
 
 
-DISTRIBUTED = {"tiger", "lcrec", "sasrec", "vqrec"}  # trainers that split batches over torchrun processes
+def distributed_trainers() -> set[str]:
+    """Trainers that split batches over torchrun processes: the generators whose spec says so, SASRec, VQ-Rec."""
+    from sidrec.train.generator import GENERATORS
+
+    return {g for g, spec in GENERATORS.items() if spec.distributed} | {"sasrec", "vqrec"}
 
 
 @app.callback()
@@ -50,10 +54,13 @@ def _global(threads: Annotated[Optional[int], typer.Option(
         argv = sys.argv[1:]
         method = next((a.split("=", 1)[1] for a in argv if a.startswith("--method=")),
                       argv[argv.index("--method") + 1] if "--method" in argv[:-1] else "rqvae")  # tokenize's default
-        tokenize_ok = args[:1] == ["tokenize"] and method in ("rqvae", "letter")
-        if not tokenize_ok and (args[:1] != ["train"] or len(args) < 2 or args[1] not in DISTRIBUTED):
+        from sidrec.tokenizers.registry import TOKENIZERS
+
+        tokenize_ok = args[:1] == ["tokenize"] and method in TOKENIZERS and TOKENIZERS[method].distributed
+        trainers = distributed_trainers()
+        if not tokenize_ok and (args[:1] != ["train"] or len(args) < 2 or args[1] not in trainers):
             raise SidrecError(f"started as one of {world} processes (torchrun): only `sidrec train "
-                              f"{'|'.join(sorted(DISTRIBUTED))}` and `sidrec tokenize --method rqvae|letter` "
+                              f"{'|'.join(sorted(trainers))}` and `sidrec tokenize --method rqvae|letter` "
                               f"run distributed; run this command once")
         from sidrec.utils.dist import setup
 
@@ -97,6 +104,7 @@ def evaluate(data: Annotated[Path, typer.Option(help="prepared dataset directory
 
 def main() -> None:
     """Console entry point: user mistakes become one line on stderr and exit code 2."""
+    train_cmd.add_generator_commands()  # generators registered after import get their `sidrec train NAME` too
     try:
         app()
     except SidrecError as e:

@@ -67,4 +67,5 @@ def announce(**cfgs: Any) -> None:
     from sidrec.config import to_dict
 
     parts = [f"{name}: " + ", ".join(f"{k}={v}" for k, v in to_dict(c).items()) for name, c in cfgs.items()]
-    console.print("config " + " | ".join(parts), highlight=False, markup=False, soft_wrap=True)
+    out_console.print("config " + " | ".join(parts), highlight=False, markup=False, soft_wrap=True)  # stdout:
+    # stderr stays the log and, for a user mistake, its one error line

@@ -11,7 +11,13 @@ from sidrec.cli.common import layered, out_console, toml_lines
 from sidrec.errors import SidrecError
 
 app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)
-KINDS = ("tiger", "lcrec", "sasrec", "vqrec", "rqvae", "letter", "rqkmeans", "opq")
+
+
+def kinds() -> list[str]:
+    from sidrec.tokenizers.registry import TOKENIZERS
+    from sidrec.train.generator import GENERATORS
+
+    return [*GENERATORS, "sasrec", "vqrec", *(t for t in TOKENIZERS if t != "published")]
 
 
 @app.command()
@@ -27,27 +33,24 @@ def show(kind: Annotated[str, typer.Argument(help="tiger | lcrec | sasrec | vqre
       sidrec config show tiger --preset letter
       sidrec config show letter --set cf_weight=0.02
     """
-    from sidrec.train.config import LCREC_TRAIN_DEFAULTS, SASREC_TRAIN_DEFAULTS, TRAIN_PRESETS, TrainConfig
+    from sidrec.train.config import SASREC_TRAIN_DEFAULTS, TrainConfig
+    from sidrec.train.generator import GENERATORS
 
-    if kind not in KINDS:
-        raise SidrecError(f"config show {kind!r}: choose one of {', '.join(KINDS)}")
-    if preset is not None and kind != "tiger":
-        raise SidrecError("--preset is TIGER's (tiger | letter | strong | small)")
-    if kind == "tiger":
-        from sidrec.models.tiger import TIGERConfig
-
-        p = preset or "tiger"
-        if p not in TRAIN_PRESETS:
-            raise SidrecError(f"--preset {p!r}: choose one of {', '.join(TRAIN_PRESETS)}")
-        cfgs = layered([TIGERConfig, TrainConfig], config, set_, {"preset": p}, defaults=TRAIN_PRESETS[p])
+    if kind not in kinds():
+        raise SidrecError(f"config show {kind!r}: choose one of {', '.join(kinds())}")
+    spec = GENERATORS.get(kind)
+    if preset is not None and not (spec and spec.presets):
+        raise SidrecError(f"--preset: {kind} has no presets")
+    if spec is not None:
+        given = {"preset": preset or spec.default_preset} if "preset" in spec.config.__dataclass_fields__ else {}
+        if spec.presets and (preset or spec.default_preset) not in spec.presets:
+            raise SidrecError(f"--preset {preset!r}: choose one of {', '.join(spec.presets)}")
+        cfgs = layered([spec.config, TrainConfig], config, set_, given, defaults=spec.train_defaults(preset))
         names = ("model", "train")
-    elif kind in ("lcrec", "sasrec"):
-        if kind == "lcrec":
-            from sidrec.models.lcrec import LCRecConfig as M
-        else:
-            from sidrec.models.sasrec import SASRecConfig as M
-        defaults = LCREC_TRAIN_DEFAULTS if kind == "lcrec" else SASREC_TRAIN_DEFAULTS
-        cfgs, names = layered([M, TrainConfig], config, set_, {}, defaults=defaults), ("model", "train")
+    elif kind == "sasrec":
+        from sidrec.models.sasrec import SASRecConfig
+
+        cfgs, names = layered([SASRecConfig, TrainConfig], config, set_, {}, defaults=SASREC_TRAIN_DEFAULTS), ("model", "train")
     elif kind == "vqrec":
         from sidrec.models.vqrec import VQRecConfig
         from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig

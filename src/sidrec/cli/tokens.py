@@ -52,6 +52,7 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
     from sidrec.errors import SidrecError
     from sidrec.data.dataset import load_dataset
     from sidrec.eval.checks import ranking_check
+    from sidrec.tokenizers.registry import tokenizer_spec
     from sidrec.tokenizers.stage import tokenize as run_tokenize
 
     ds = load_dataset(data)
@@ -62,13 +63,11 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
     ov.update(parse_overrides(set_))
     ov.update({k: v for k, v in dict(epochs=epochs, n_levels=n_levels, codebook_size=codebook_size,
                                      collision=collision, seed=seed, device=device).items() if v is not None})
-    if method in ("opq", "rqkmeans", "published"):
-        for key in ("epochs", "device", "n_levels", "codebook_size", "seed") if method == "published" else (
-                "epochs", "device"):
-            ov.pop(key, None)
-    if method == "published":
+    spec = tokenizer_spec(method)
+    ov = spec.drop_inapplicable(ov)  # e.g. --epochs for a method that does not train by epochs
+    if "index" in spec.inputs:
         if index is None:
-            raise SidrecError("--method published needs --index FILE.index.json")
+            raise SidrecError(f"--method {method} needs --index FILE.index.json")
         ov["index"] = str(index)
     rep = run_tokenize(ds, out, method=method, embeddings=embeddings, cf_run=cf, overrides=ov, log=console.print,
                        check=ranking_check)

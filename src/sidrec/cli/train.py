@@ -247,16 +247,20 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
     """
     from sidrec.data.dataset import load_dataset
     from sidrec.embeddings.text import EmbedConfig
-    from sidrec.models.tiger import TIGERConfig
     from sidrec.train.coldstart import ColdStartConfig, evaluate_coldstart as run
     from sidrec.train.loop import TrainConfig
-    from sidrec.train.tiger import TRAIN_PRESETS
 
-    if method == "published" or method == "letter":
+    from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_spec
+
+    if tokenizer_spec(method).inputs != ("embeddings",) or not tokenizer_spec(method).encodes:
         raise SidrecError(f"--method {method}: the cold-start protocol fits the tokenizer on the seen items from "
-                          f"text alone; use rqvae, rqkmeans or opq")
-    if model not in ("tiger", "lcrec", "vqrec"):
-        raise SidrecError(f"--model {model!r}: choose tiger, lcrec or vqrec")
+                          f"text alone; use one of "
+                          f"{', '.join(t for t, s in TOKENIZERS.items() if s.inputs == ('embeddings',) and s.encodes)}")
+    from sidrec.train.generator import GENERATORS
+
+    cold = [g for g, sp in GENERATORS.items() if sp.cold_start]
+    if model not in (*cold, "vqrec"):
+        raise SidrecError(f"--model {model!r}: choose one of {', '.join([*cold, 'vqrec'])}")
     if init is not None and model != "vqrec":
         raise SidrecError("--init (a pre-trained VQ-Rec run) goes with --model vqrec")
     ds = load_dataset(data)
@@ -269,17 +273,15 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
         mcfg, vcfg, tcfg = layered([VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_,
                                    dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device),
                                    defaults=defaults)
-    elif model == "lcrec":
-        from sidrec.models.lcrec import LCRecConfig
-        from sidrec.train.lcrec import TRAIN_DEFAULTS as LCREC_DEFAULTS
-
-        mcfg, tcfg = layered([LCRecConfig, TrainConfig], config, set_,
-                             dict(model=lm, epochs=epochs, batch_size=batch_size, seed=seed, device=device),
-                             defaults=LCREC_DEFAULTS)
     else:
-        mcfg, tcfg = layered([TIGERConfig, TrainConfig], config, set_,
-                             dict(preset=preset, epochs=epochs, batch_size=batch_size, seed=seed, device=device),
-                             defaults=TRAIN_PRESETS.get(preset, TRAIN_PRESETS["tiger"]))
+        spec = GENERATORS[model]
+        given = dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device)
+        fields = spec.config.__dataclass_fields__
+        if "preset" in fields:
+            given["preset"] = preset
+        if "model" in fields:  # the LM of an LLM generator
+            given["model"] = lm
+        mcfg, tcfg = layered([spec.config, TrainConfig], config, set_, given, defaults=spec.train_defaults(preset))
     eps = tuple(epsilon) if epsilon else ColdStartConfig().epsilons
     if any(not 0 < e <= 1 for e in eps):
         raise SidrecError(f"--epsilon {list(eps)}: each must lie in (0, 1]")
@@ -391,3 +393,81 @@ def _register_defaults() -> None:
 
 
 _register_defaults()
+
+
+# -- a `sidrec train NAME` command for every registered generator without a hand-written one ----------------------
+SIMPLE = (int, float, str, bool)
+
+
+def _option_type(tp) -> type | None:
+    import typing
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is not None else [tp]
+    return args[0] if len(args) == 1 and args[0] in SIMPLE else None
+
+
+def generator_command(spec):
+    """`sidrec train NAME DATA --tokens TOK --out RUN ...`: each field of the generator's config is an option
+    (`--field-name`), with the shared training options, `--config` and `--set`."""
+    import inspect
+    import typing
+
+    from sidrec.train.config import TrainConfig, default
+
+    P = inspect.Parameter
+    params = [P("data", P.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(help="prepared dataset directory")]),
+              P("tokens", P.KEYWORD_ONLY, default=Path("runs/tokens"),
+                annotation=Annotated[Path, typer.Option(help="tokens directory (sidrec tokenize)")]),
+              P("out", P.KEYWORD_ONLY, default=Path(f"runs/{spec.name}"),
+                annotation=Annotated[Path, typer.Option(help="run directory")])]
+    hints = typing.get_type_hints(spec.config)
+    model_fields = []
+    for f in spec.config.__dataclass_fields__.values():
+        tp = _option_type(hints[f.name])
+        if tp is None or f.name in ("seed", "device"):
+            continue
+        model_fields.append(f.name)
+        params.append(P(f.name, P.KEYWORD_ONLY, default=None, annotation=Annotated[
+            Optional[tp], typer.Option(f"--{f.name.replace('_', '-')}", help=f"{f.name} (default: {f.default})")]))
+    shared = {"epochs": int, "batch_size": int, "learning_rate": float, "patience": int, "max_minutes": float,
+              "seed": int, "device": str}
+    for name, tp in shared.items():
+        flag = "--lr" if name == "learning_rate" else f"--{name.replace('_', '-')}"
+        params.append(P(name, P.KEYWORD_ONLY, default=None, annotation=Annotated[
+            Optional[tp], typer.Option(flag, help=f"{name.replace('_', ' ')} (default: "
+                                                   f"{default(name, spec.train_defaults())})")]))
+    params += [P("beam", P.KEYWORD_ONLY, default=20, annotation=Annotated[int, typer.Option(help="beam width")]),
+               P("decode_batch", P.KEYWORD_ONLY, default=256,
+                 annotation=Annotated[int, typer.Option(help="users decoded at once")]),
+               P("config", P.KEYWORD_ONLY, default=None, annotation=ConfigOpt),
+               P("set_", P.KEYWORD_ONLY, default=None, annotation=SetOpt)]
+
+    def command(**kw):
+        from sidrec.data.dataset import load_dataset
+
+        ds = load_dataset(kw["data"])
+        given = {k: kw[k] for k in (*model_fields, *shared)}
+        mcfg, tcfg = layered([spec.config, TrainConfig], kw["config"], kw["set_"], given,
+                             defaults=spec.train_defaults(kw.get("preset")))
+        announce(model=mcfg, train=tcfg)
+        m = spec.train(ds, kw["tokens"], kw["out"], mcfg, tcfg, beam=kw["beam"], decode_batch=kw["decode_batch"],
+                       log=console.print)
+        show_metrics({spec.name: m.get("test")}, f"test, {ds.n_users:,} users, beam {kw['beam']}")
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = spec.name
+    command.__doc__ = (f"Train the {spec.name} generator ({spec.about or 'registered generator'}); test once.\n\n"
+                       f"Example: sidrec train {spec.name} data/beauty --tokens runs/beauty-letter --out "
+                       f"runs/beauty-{spec.name}   (`sidrec config show {spec.name}` lists its settings)")
+    return command
+
+
+def add_generator_commands() -> None:
+    """Register `sidrec train NAME` for each generator in the registry that has no command yet."""
+    from sidrec.train.generator import GENERATORS
+
+    have = {c.name or c.callback.__name__ for c in app.registered_commands}
+    for name, spec in GENERATORS.items():
+        if name not in have:
+            app.command(name=name)(generator_command(spec))

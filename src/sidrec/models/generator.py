@@ -9,8 +9,9 @@ A generator is an ``nn.Module`` with
   prefix scores) and ``item_tok`` (item index -> ID tokens; grows when items are added) with ``id_length``;
 - ``decode_start(users, hist) -> state``, ``decode_step(tokens (B*G, 1), state) -> (logits (B*G, V), state)``,
   ``decode_reorder(state, index) -> state``: what the shared trie-constrained ``beam_search`` drives;
-- a loader ``load(run, device) -> (model, trie, config)`` registered in ``GENERATORS`` below.
-Adding a generator = one model module implementing these + one line in ``GENERATORS`` (+ its CLI options).
+- a loader ``load(run, device) -> (model, trie, config)``.
+Adding a generator = one model module implementing these, its trainer and one ``GeneratorSpec`` registered in
+``sidrec.train.generator`` (the CLI, pipeline, cold start and serving read the registry).
 """
 
 from __future__ import annotations
@@ -33,10 +34,3 @@ class Generator(Protocol):
     def decode_step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
 
     def decode_reorder(self, state: Any, index: torch.Tensor) -> Any: ...
-
-
-# run kind -> "module:loader" (imported lazily: loaders live with their trainers, above this layer)
-GENERATORS: dict[str, str] = {
-    "tiger": "sidrec.train.tiger:load_tiger",
-    "lcrec": "sidrec.train.lcrec:load_lcrec",
-}

@@ -13,7 +13,7 @@ from sidrec.data.dataset import Dataset
 from sidrec.data.io import atomic_dir
 from sidrec.embeddings.text import load_embeddings
 from sidrec.errors import SidrecError
-from sidrec.tokenizers.registry import tokenizer_for
+from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_for, tokenizer_spec
 from sidrec.tokenizers.report import write_report
 from sidrec.utils.log import info as log_info
 from sidrec.utils.artifacts import write_manifest
@@ -41,9 +41,9 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
     tok = tok_cls(cfg)
     from sidrec.utils import dist
 
-    if dist.world() > 1 and method not in ("rqvae", "letter"):
-        raise SidrecError(f"--method {method} does not train by gradient: run it once, not under torchrun "
-                          f"(distributed: rqvae, letter)")
+    if dist.world() > 1 and not tokenizer_spec(method).distributed:
+        raise SidrecError(f"--method {method} does not train under torchrun: run it once (distributed: "
+                          f"{', '.join(t for t, s in TOKENIZERS.items() if s.distributed)})")
     emb = cf = None
     if "embeddings" in tok.needs:
         emb = load_embeddings(embeddings, ds.n_items)[1:]

@@ -154,8 +154,11 @@ def evaluate_coldstart(ds: Dataset, out: str | Path, *, embed_cfg, method: str, 
     encoder's weights); else the seen items and the held-out ones are embedded here with ``embed_cfg``."""
     from sidrec.embeddings.text import embed_dataset, embed_new_texts
 
-    if generator not in ("tiger", "lcrec", "vqrec"):
-        raise SidrecError(f"cold start for {generator!r}: choose tiger, lcrec or vqrec")
+    from sidrec.train.generator import GENERATORS
+
+    if generator != "vqrec" and (generator not in GENERATORS or not GENERATORS[generator].cold_start):
+        raise SidrecError(f"cold start for {generator!r}: choose one of "
+                          f"{', '.join([g for g, s in GENERATORS.items() if s.cold_start] + ['vqrec'])}")
     cfg.check()
     if generator == "vqrec" and cfg.prefix_levels:
         raise SidrecError("--prefix-levels applies to generators (semantic-ID prefixes), not to VQ-Rec")
@@ -270,9 +273,8 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
                        train_cfg=train_cfg, embed_cfg=embed_cfg, embeddings=out / "emb", log=log)
         return
     from sidrec.tokenizers.stage import tokenize
-    from sidrec.train.lcrec import train_lcrec
+    from sidrec.train.generator import generator_spec
     from sidrec.train.loop import CKPT
-    from sidrec.train.tiger import train_tiger
 
     tok_meta = out / "tok" / "tokenizer.json"
     fitted = read_json(tok_meta).get("n_items") if tok_meta.is_file() else None
@@ -283,8 +285,8 @@ def _train(seen: Dataset, out: Path, generator: str, *, method, tok_overrides, m
         tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
         if tok_meta.is_file() and read_json(tok_meta)["n_items"] != seen.n_items:
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")
-    (train_lcrec if generator == "lcrec" else train_tiger)(seen, out / "tok", out / "run", model_cfg, train_cfg,
-                                                           beam=cfg.beam, ks=(cfg.k,), log=log)
+    generator_spec(generator).train(seen, out / "tok", out / "run", model_cfg, train_cfg, beam=cfg.beam, ks=(cfg.k,),
+                                    log=log)
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,84 @@
-"""Load any trained generator run (TIGER, LC-Rec, ...) by the run kind recorded in RUN/config.json.
+"""Generator specs: everything the CLI, the pipeline, cold start, serving and ``recommend`` need to know about a
+semantic-ID generator, in one registry entry.
 
-The registry of generator kinds lives with the model contract (``sidrec.models.generator.GENERATORS``: kind ->
-"module:loader"); the loaders live with their trainers (``sidrec.train.tiger.load_tiger``,
-``sidrec.train.lcrec.load_lcrec``), so this module is where the two meet: evaluation, cold start, serving and the
-CLI load a run here without knowing its kind."""
+Adding a generator = its model module (the contract in ``sidrec.models.generator``), its trainer (usually
+``sidrec.train.tiger.train_generator`` with a ``build`` function), and one ``register_generator(GeneratorSpec(...))``.
+Its options are its config dataclass's fields: ``sidrec train NAME`` offers each as ``--field-name`` (commands
+without a hand-written one are made from the spec), recipes and ``--set`` take them by name, and
+``sidrec config show NAME`` prints them.
+"""
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from sidrec.errors import SidrecError
-from sidrec.models.generator import GENERATORS
+from sidrec.train.config import LCREC_TRAIN_DEFAULTS, TRAIN_PRESETS
 from sidrec.utils.artifacts import read_json
 
 
+@dataclass(frozen=True)
+class GeneratorSpec:
+    name: str  # the run kind in RUN/config.json, the pipeline section and the CLI command (`sidrec train NAME`)
+    config: type  # the model config dataclass (its fields are the generator's options)
+    train: Callable[..., dict]  # (ds, tokens, out, model_cfg, train_cfg, *, beam, valid_users, decode_batch, ks, log)
+    load: Callable[..., tuple]  # (run, device) -> (model, trie, config dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # training defaults (deltas on TrainConfig)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # named training presets (`preset` key)
+    default_preset: str | None = None
+    distributed: bool = True  # trains under torchrun
+    cold_start: bool = True  # evaluate-coldstart / --new-items (IDs for new items through the tokenizer)
+    sampling: bool = True  # --sample-temperature
+    serving: bool = True  # sidrec serve / recommend
+    about: str = ""  # one line for --help
+
+    def train_defaults(self, preset: str | None = None) -> dict[str, Any]:
+        """The training defaults of ``preset`` (generators with presets) or the generator's defaults."""
+        if self.presets:
+            name = preset or self.default_preset or next(iter(self.presets))
+            if name not in self.presets:
+                return dict(self.presets[self.default_preset or next(iter(self.presets))])
+            return dict(self.presets[name])
+        return dict(self.defaults)
+
+
+GENERATORS: dict[str, GeneratorSpec] = {}
+
+
+def register_generator(spec: GeneratorSpec) -> GeneratorSpec:
+    """Add (or replace) a generator; everything that lists generators reads this registry."""
+    GENERATORS[spec.name] = spec
+    return spec
+
+
+def generator_spec(name: str) -> GeneratorSpec:
+    if name not in GENERATORS:
+        raise SidrecError(f"unknown generator {name!r}; registered: {', '.join(GENERATORS)}")
+    return GENERATORS[name]
+
+
 def load_generator(run: str | Path, device: str = "cpu"):
-    """(model, trie, config) of any generator run, by the run kind in RUN/config.json (models/generator.py)."""
+    """(model, trie, config) of any generator run, by the run kind in RUN/config.json."""
     conf = Path(run) / "config.json"
     if not conf.is_file():
         raise SidrecError(f"{run}: not a run directory (missing config.json)")
     kind = read_json(conf).get("kind")
     if kind not in GENERATORS:
         raise SidrecError(f"{run}: is a {kind} run, not a generator run (generators: {', '.join(GENERATORS)})")
-    module, fn = GENERATORS[kind].split(":")
-    return getattr(importlib.import_module(module), fn)(run, device)
+    return GENERATORS[kind].load(run, device)
+
+
+def _builtin() -> None:
+    from sidrec.models.lcrec import LCRecConfig
+    from sidrec.models.tiger import TIGERConfig
+    from sidrec.train.lcrec import load_lcrec, train_lcrec
+    from sidrec.train.tiger import load_tiger, train_tiger
+
+    register_generator(GeneratorSpec("tiger", TIGERConfig, train_tiger, load_tiger, presets=TRAIN_PRESETS,
+                                     default_preset="tiger", about="TIGER: a T5 encoder-decoder over semantic IDs"))
+    register_generator(GeneratorSpec("lcrec", LCRecConfig, train_lcrec, load_lcrec, defaults=LCREC_TRAIN_DEFAULTS,
+                                     about="LC-Rec: a Hugging Face causal LM over semantic-ID tokens"))
+
+
+_builtin()

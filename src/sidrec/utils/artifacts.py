@@ -29,14 +29,14 @@ def describe(path: Path) -> str:
     for d in (path.parent, path.parent.parent):
         if (d / "stats.json").is_file() and (d / "interactions.parquet").exists():
             return f"it belongs to the prepared dataset {d}; rebuild it with `sidrec data prepare ... --out {d}`"
-        if (d / "tokenizer.json").exists() or (d / "codes.npy").exists():
-            return f"it belongs to the tokens {d}; rebuild them with `sidrec tokenize ... --out {d}`"
-        if (d / "embeddings.json").exists() or (d / "item_emb.npy").exists() and not (d / "config.json").exists():
-            return f"it belongs to the embeddings {d}; rebuild them with `sidrec embed ... --out {d}`"
-        if (d / "config.json").exists():
+        if (d / "config.json").exists() or (d / "vqrec.json").exists():
             kind = _kind(d / "config.json")
             return (f"it belongs to the {kind} run {d}; train it again (`sidrec train {kind} ... --out {d}`; a "
                     f"damaged checkpoint.pt: delete it to start afresh)")
+        if (d / "tokenizer.json").exists() or (d / "codes.npy").exists():
+            return f"it belongs to the tokens {d}; rebuild them with `sidrec tokenize ... --out {d}`"
+        if (d / "embeddings.json").exists() or (d / "item_emb.npy").exists():
+            return f"it belongs to the embeddings {d}; rebuild them with `sidrec embed ... --out {d}`"
         if (d / "stage.json").exists():
             return f"it belongs to the pipeline stage {d}; delete that folder and rerun `sidrec run`"
     return "rebuild it with the command that wrote it"
