@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 @pytest.fixture(scope="session")
 def syn_dir(tmp_path_factory) -> Path:
     from sidrec.data.prepare import prepare

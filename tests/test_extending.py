@@ -21,7 +21,7 @@ from sidrec.tokenizers.base import ItemTokenizer
 from sidrec.tokenizers.registry import TOKENIZERS, TokenizerSpec, register_tokenizer
 from sidrec.train.generator import GENERATORS, GeneratorSpec, register_generator
 from sidrec.train.loop import load_weights
-from sidrec.train.tiger import id_sizes, read_run, train_generator
+from sidrec.train.trainer import id_sizes, read_run, train_generator
 
 from conftest import pattern_dataset
 
@@ -139,7 +139,7 @@ def registered():
 
 
 def test_a_generator_of_its_own_trains_recommends_serves_and_does_cold_start(registered, cli, tmp_path):
-    ds = pattern_dataset(tmp_path, texts=True)  # item i is followed by item i+1
+    pattern_dataset(tmp_path, texts=True)  # item i is followed by item i+1
     code, out, err = cli("train", "gru", tmp_path / "ds", "--tokens", tmp_path / "tok", "--out", tmp_path / "run",
                          "--hidden", "64", "--epochs", "25", "--seed", "0")
     assert code == 0, err[-2000:]

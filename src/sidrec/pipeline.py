@@ -47,7 +47,7 @@ from sidrec.train.coldstart import ColdStartConfig, evaluate_coldstart
 from sidrec.train.generator import GENERATORS, generator_spec, load_generator
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
-from sidrec.train.tiger import decode_users
+from sidrec.train.trainer import decode_users
 from sidrec.train.vqrec import (VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune_vqrec, init_model_config,
                                 pretrain_vqrec)
 from sidrec.utils.log import info as log_info

@@ -151,7 +151,7 @@ class RQVAETokenizer(ItemTokenizer):
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
             train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> RQVAETokenizer:
         """emb (n, d) item text embeddings (no padding row); cf (n, code_dim) CF embeddings for LETTER."""
-        from sidrec.tokenizers.letter import CodebookClusters, cf_loss, diversity_loss
+        from sidrec.tokenizers.letter_losses import CodebookClusters, cf_loss, diversity_loss
         from sidrec.utils.seeding import pick_device, seed_everything
 
         cfg = self.cfg

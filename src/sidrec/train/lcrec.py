@@ -14,7 +14,7 @@ from sidrec.models.lcrec import LCRec, LCRecConfig
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.config import LCREC_TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from sidrec.train.loop import TrainConfig, load_weights
-from sidrec.train.tiger import id_sizes, read_run, train_generator
+from sidrec.train.trainer import id_sizes, read_run, train_generator
 
 SPARE_SUFFIXES = 16
 
