@@ -15,7 +15,10 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest
 
+test-fast: install  # leaves out the tests marked slow (about a third of the time)
+	$(PY) -m pytest -m "not slow"
+
 demo: install
 	$(VENV)/bin/sidrec demo --out demo-out
 
-.PHONY: install test demo
+.PHONY: install test test-fast demo

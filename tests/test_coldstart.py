@@ -28,6 +28,7 @@ def _text(ds, item_id):
     return str(ds.items.loc[ds.items["item_id"].astype(str) == item_id, "text"].iloc[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("generator", ["tiger_run", "lcrec_run"])
 def test_new_item_gets_a_unique_id_and_is_recommended(generator, request):
     from sidrec.serving.recommender import Recommender
@@ -176,6 +177,7 @@ def test_sampler_draws_from_the_model_distribution(temperature):
     assert np.abs(freq - p).max() < 0.015  # ~4 standard errors at n = 20,000
 
 
+@pytest.mark.slow
 def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     """Held-out items appear in no training sequence and not in the tokenizer's fit; both models are scored on
     the users whose test item is held out, for every epsilon."""

@@ -1,6 +1,9 @@
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, cli):
     code, out, err = cli("demo", "--quick", "--out", tmp_path / "d")
     assert code == 0, err

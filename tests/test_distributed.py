@@ -54,6 +54,7 @@ def _curve(run):
     return [json.loads(x) for x in open(run / "log.jsonl")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_processes_follow_the_single_process_curve_and_resume(tmp_path):
     from test_fast_trainer import _pattern_run
@@ -184,6 +185,7 @@ def _vq_run(doms, target, out):
                    train_cfg=TrainConfig(epochs=3, patience=10, **tc), embed_cfg=ecfg, log=lambda s: None)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_vqrec_two_processes_follow_one(tmp_path):
     """VQ-Rec under torchrun: the contrastive pre-training loss uses the whole global batch's targets as

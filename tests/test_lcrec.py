@@ -86,6 +86,7 @@ def _train(tmp_path, *extra, run="run", epochs=15):
             "--max-history", "3", "--seed", "0", "--device", "cpu", *extra)
 
 
+@pytest.mark.slow
 def test_learns_planted_pattern_and_serves(tmp_path, cli):
     """Item i is followed by item i+1: the causal LM finds it; the saved run reloads to the same lists and
     serves through the generator registry."""
@@ -108,6 +109,7 @@ def test_learns_planted_pattern_and_serves(tmp_path, cli):
     assert rec.recommend(["i3", "i4"], k=3)[0]["item"] == "i5"
 
 
+@pytest.mark.slow
 def test_lora_trains_adapter_and_id_rows_only(tmp_path, cli):
     """--lora on the (frozen, random) tiny backbone: the adapter and the new ID-token rows learn the pattern;
     the base weights stay as they were; the run keeps only what was trained."""

@@ -91,6 +91,7 @@ def smoke(tmp_path_factory):
     return work, rows, tmp
 
 
+@pytest.mark.slow
 def test_smoke_runs_write_rows_with_every_key(smoke):
     work, rows, _ = smoke
     for name, rs in rows.items():
@@ -108,6 +109,7 @@ def test_smoke_runs_write_rows_with_every_key(smoke):
     assert set(rows["reproduce/instruments-released-ids-tiger"][0]["stage_seconds"]) == {"data", "tokenize", "tiger"}
 
 
+@pytest.mark.slow
 def test_stages_are_shared_and_cached_by_fingerprint(smoke):
     work, rows, tmp = smoke
     first = rows["reproduce/beauty-letter-tiger"][0]
@@ -133,6 +135,7 @@ def test_stages_are_shared_and_cached_by_fingerprint(smoke):
     assert seed1["fingerprints"]["tiger"] != first["fingerprints"]["tiger"]
 
 
+@pytest.mark.slow
 def test_until_stops_after_a_stage_and_missing_inputs_are_one_line(smoke, tmp_path):
     work, _, tmp = smoke
     assert run_recipe(EXP / "recipes/reproduce/beauty-rqkmeans-tiger.toml", seed=0, work=tmp_path / "w",
@@ -143,6 +146,7 @@ def test_until_stops_after_a_stage_and_missing_inputs_are_one_line(smoke, tmp_pa
                    data_root=tmp / "data", smoke=True)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_recipe_and_renders_results(smoke, tmp_path):
     _, _, tmp = smoke
     res = tmp_path / "results"

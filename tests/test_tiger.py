@@ -119,6 +119,7 @@ def test_label_smoothing_stays_inside_the_level():
         TIGERConfig(label_smoothing=1.0)
 
 
+@pytest.mark.slow
 def test_learns_planted_sequence_pattern(tmp_path):
     """Item i is always followed by item i+1 (mod n): the generator must find it."""
     from sidrec.data.dataset import load_dataset

@@ -214,6 +214,7 @@ def test_tokenize_command_warns_on_a_degenerate_codebook(cli, syn_dir, syn_ds, t
     assert any("collision token" in w for w in rep["warnings"])
 
 
+@pytest.mark.slow
 def test_letter_preset_warm_up_keeps_its_deep_encoder_alive():
     """LETTER's 6-layer, 2048-wide encoder at full learning rate from the first step dies (one code per level, the
     decoder outputs the mean) when nothing but reconstruction drives it; the preset's warm-up trains it."""
