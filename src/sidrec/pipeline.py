@@ -52,7 +52,7 @@ from sidrec.train.vqrec import (VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune
                                 pretrain_vqrec)
 from sidrec.utils.log import info as log_info
 from sidrec.utils.seeding import pick_device
-from sidrec.utils.artifacts import read_json
+from sidrec.utils.artifacts import read_json, sha256_file
 
 DEMO_FILE = Path(__file__).parent / "configs" / "demo.toml"  # the one demo config
 
@@ -96,11 +96,7 @@ def _fp(obj: Any) -> str:
 
 def _file_fp(path: Path) -> list:
     """A file's name and content hash: the same input on another machine has the same fingerprint."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return [path.name, h.hexdigest()[:16]]
+    return [path.name, sha256_file(path)[:16]]
 
 
 def _split(section: dict, classes: tuple, extra: tuple = (), where: str = "") -> list:
@@ -389,9 +385,6 @@ def stages() -> tuple[str, ...]:
 
 def sections() -> set[str]:
     return {"seed", "recipe", "smoke", "out", *stages()}
-
-
-STAGES = stages()  # the built-in ones (docs, tests)
 
 
 def _fields(*classes) -> set[str]:

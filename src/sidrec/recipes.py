@@ -86,7 +86,7 @@ def run_recipe(path: str | Path, *, seed: int, work: str | Path = "runs/work", d
     rec = cfg["recipe"]
     res = run_pipeline(cfg, work=work, seed=seed, data_root=data_root, smoke=smoke, until=until, log=log)
     if res.get("partial"):
-        log(f"stopped after stage {until}: {res['dirs'][until if until != 'tokenize' else 'tokenize']}")
+        log(f"stopped after stage {until}: {res['dirs'][until]}")
         return []
     rows = rows_of(cfg, path, res, smoke=smoke)
     target = Path(work) / "smoke-results" if smoke else Path(results) if results else \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from sidrec.errors import SidrecError
+from sidrec.utils.artifacts import sha256_file  # noqa: F401 (the download API's name too)
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,6 @@ DATASETS: dict[str, list[Remote]] = {
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SIDREC_CACHE", Path.home() / ".cache" / "sidrec"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(remote: Remote, dest_dir: Path, *, show_progress: bool = True, timeout: float = 60) -> Path:

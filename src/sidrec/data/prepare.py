@@ -19,7 +19,7 @@ from sidrec.config import to_dict
 from sidrec.data.io import atomic_dir
 from sidrec.data.schema import TEXT_FIELDS_DEFAULT, RawData
 from sidrec.errors import SidrecError
-from sidrec.utils.artifacts import write_manifest
+from sidrec.utils.artifacts import sha256_file, write_manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,11 +175,4 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
 
 
 def _sha256(path: str) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path) if Path(path).is_file() else None

@@ -41,6 +41,7 @@ from torch import nn
 
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import PAD, Vocab, ranking_guided_loss
+from sidrec.utils.artifacts import sha256_file
 
 SEP = 1  # tiny backbones: "the answer starts" (their base vocabulary is [PAD, SEP])
 
@@ -117,7 +118,7 @@ def resolve_backbone(name: str) -> tuple[Path, str]:
         return _dequantised(gguf, name, sha), sha
     p = Path(name)
     if p.is_file() and p.suffix == ".gguf":
-        sha = _sha256(p)
+        sha = sha256_file(p)
         return _dequantised(p, p.stem.lower(), sha), sha
     if not p.is_dir():
         raise SidrecError(f"model {name!r}: not a built-in ({', '.join([*BUILTIN, *PRETRAINED])}), not a .gguf "
@@ -127,20 +128,12 @@ def resolve_backbone(name: str) -> tuple[Path, str]:
     return p, _dir_fingerprint(p)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _dequantised(gguf: Path, name: str, sha: str) -> Path:
     """The GGUF model as a float32 Hugging Face directory in the cache (made once, atomically)."""
     out = _cache_root() / f"{name}-{sha[:12]}"
     if (out / "config.json").is_file():
         return out
-    got = _sha256(gguf)
+    got = sha256_file(gguf)
     if got != sha:
         raise SidrecError(f"{gguf}: sha256 {got[:16]}... is not the expected {sha[:16]}...; reinstall it")
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sidrec.tokenizers.letter_losses import CodebookClusters, cf_loss, diversity_loss  # noqa: F401 (re-exported)
 from sidrec.tokenizers.rqvae import RQVAETokenizer
 
 

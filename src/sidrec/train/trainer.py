@@ -24,7 +24,7 @@ from sidrec.utils.progress import progress
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.utils.log import info as log_info
-from sidrec.utils.artifacts import load_npy, read_json, verify, write_manifest
+from sidrec.utils.artifacts import load_npy, read_json, sha256_file, verify, write_manifest
 
 
 
@@ -181,7 +181,7 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
     model, trie = build(model_cfg, ids)
     backbone = {"backbone_fingerprint": model.fingerprint} if hasattr(model, "fingerprint") else {}
     same = {"kind": kind, "model": to_dict(model_cfg), **backbone,
-            "tokens_codes_sha256": _sha256(Path(tokens) / "codes.npy"), "dataset_fingerprint": ds.fingerprint}
+            "tokens_codes_sha256": sha256_file(Path(tokens) / "codes.npy"), "dataset_fingerprint": ds.fingerprint}
     if train_cfg.resume:
         check_resumable(out, same)
     if dist.is_main():
@@ -246,12 +246,6 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
     np.save(out / "test_top.npy", ranked)
     write_manifest(out)
     return metrics
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +60,29 @@ def _missing(path: Path) -> SidrecError:
     return SidrecError(f"{path}: file not found; {describe(path)}")
 
 
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
+@contextmanager
+def _reading(path: Path, kind: str, errors: tuple[type[BaseException], ...], must_exist: bool = True):
+    """The one rule of every reader below: a missing file and a damaged one are each one line naming it."""
+    if must_exist and not path.exists():
         raise _missing(path)
     try:
+        yield
+    except errors as e:
+        raise damaged(path, kind, e) from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    with _reading(path, "JSON", (ValueError, UnicodeDecodeError)):
         return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise damaged(path, "JSON", e) from None
 
 
 def load_npy(path: str | Path, **kw):
     import numpy as np
 
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    try:
+    with _reading(path, "npy", (ValueError, OSError, EOFError)):
         return np.load(path, **kw)
-    except (ValueError, OSError, EOFError) as e:
-        raise damaged(path, "npy", e) from None
 
 
 def read_parquet(path: str | Path, **kw):
@@ -86,12 +90,8 @@ def read_parquet(path: str | Path, **kw):
     import pyarrow as pa
 
     path = Path(path)
-    if not path.exists():
-        raise _missing(path)
-    try:
+    with _reading(path, "parquet", (pa.ArrowException, OSError, ValueError)):
         return pd.read_parquet(path, **kw)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise damaged(path, "parquet", e) from None
 
 
 def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
@@ -99,12 +99,8 @@ def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    try:
+    with _reading(path, "safetensors", (SafetensorError, OSError, ValueError, RuntimeError)):
         return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise damaged(path, "safetensors", e) from None
 
 
 def load_model_weights(model, path: str | Path, device: str = "cpu", strict: bool = True):
@@ -113,12 +109,8 @@ def load_model_weights(model, path: str | Path, device: str = "cpu", strict: boo
     from safetensors.torch import load_model
 
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    try:
+    with _reading(path, "safetensors", (SafetensorError, OSError)):
         return load_model(model, str(path), strict=strict, device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise damaged(path, "safetensors", e) from None
 
 
 def torch_load(path: str | Path, **kw):
@@ -128,16 +120,16 @@ def torch_load(path: str | Path, **kw):
     import torch
 
     path = Path(path)
-    try:
+    with _reading(path, "checkpoint", (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError,
+                                       ValueError), must_exist=False):
         return torch.load(path, **kw)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise damaged(path, "checkpoint", e) from None
 
 
 # -- manifests -------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (the one checksum helper: manifests, downloads, inputs)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -154,7 +146,7 @@ def write_manifest(folder: str | Path, files: list[str] | None = None) -> dict:
     for n in names:
         p = folder / n
         size = p.stat().st_size
-        entries[n] = {"bytes": size, **({"sha256": _sha256(p)} if size <= HASH_LIMIT else {})}
+        entries[n] = {"bytes": size, **({"sha256": sha256_file(p)} if size <= HASH_LIMIT else {})}
     (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
     return entries
 
@@ -176,5 +168,5 @@ def verify(folder: str | Path, names: list[str] | None = None) -> None:
         size = p.stat().st_size
         if size != e["bytes"]:
             raise damaged(p, p.suffix.lstrip(".") or "data", f"{size:,} bytes where its stage wrote {e['bytes']:,}")
-        if "sha256" in e and _sha256(p) != e["sha256"]:
+        if "sha256" in e and sha256_file(p) != e["sha256"]:
             raise damaged(p, p.suffix.lstrip(".") or "data", "its checksum differs from the one its stage recorded")
