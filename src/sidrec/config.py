@@ -110,3 +110,14 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         k, v = it.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def route(classes, flat: dict[str, Any], extra: tuple[str, ...] = (), where: str = "", noun: str = "key") -> list:
+    """A flat dict of settings -> one config per class (each key goes to the classes that have it) + the dict of
+    the ``extra`` keys; a key no class has is one error naming it (the CLI's options and the pipeline's sections)."""
+    names = set().union(*({f.name for f in dataclasses.fields(c)} for c in classes))
+    unknown = sorted(set(flat) - names - set(extra))
+    if unknown:
+        raise SidrecError(f"{where + ': ' if where else ''}unknown {noun}(s) {unknown}")
+    out = [from_dict(c, {k: v for k, v in flat.items() if k in {f.name for f in dataclasses.fields(c)}}) for c in classes]
+    return out + [{k: flat[k] for k in extra if k in flat}]

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sidrec.config import from_dict, to_dict
+from sidrec.config import from_dict, route, to_dict
 from sidrec.data.dataset import Dataset, load_dataset
 from sidrec.data.prepare import PrepareConfig, prepare
 from sidrec.data.sources import read_source
@@ -101,12 +101,7 @@ def _file_fp(path: Path) -> list:
 
 def _split(section: dict, classes: tuple, extra: tuple = (), where: str = "") -> list:
     """A flat section -> one config per class (+ the extra keys' dict); an unknown key is an error naming it."""
-    names = set().union(*({f for f in c.__dataclass_fields__} for c in classes))
-    bad = set(section) - names - set(extra)
-    if bad:
-        raise SidrecError(f"{where}: unknown key(s) {sorted(bad)}")
-    out = [from_dict(c, {k: v for k, v in section.items() if k in c.__dataclass_fields__}) for c in classes]
-    return out + [{k: section[k] for k in extra if k in section}]
+    return route(classes, section, extra, where)
 
 
 @dataclass

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from sidrec.config import from_dict, load_file, parse_overrides
+from sidrec.config import load_file, parse_overrides, route
 
 console = Console(stderr=True)
 out_console = Console()
@@ -28,17 +27,7 @@ def layered(classes: list[type], config_file: Path | None, sets: list[str] | Non
                 flat[k] = v
     flat.update(parse_overrides(sets))
     flat.update({k: v for k, v in cli.items() if v is not None})
-    out, used = [], set()
-    for cls in classes:
-        names = {f.name for f in dataclasses.fields(cls)}
-        out.append(from_dict(cls, {k: v for k, v in flat.items() if k in names}))
-        used |= names
-    unknown = sorted(set(flat) - used)
-    if unknown:
-        from sidrec.errors import SidrecError
-
-        raise SidrecError(f"unknown setting(s) {unknown}")
-    return out
+    return route(classes, flat, noun="setting")[:-1]
 
 
 def print_table(rows: list[list[str]], title: str = "") -> None:
