@@ -41,6 +41,43 @@ def test_compiled_step_equals_eager_step():
         assert (p.grad - a).norm() <= 1e-4 * a.norm() + 1e-7
 
 
+@pytest.mark.slow
+def test_compiled_step_keeps_its_work_in_the_sidrec_cache(tmp_path, monkeypatch):
+    """The compiled step's caches live under $SIDREC_CACHE/compile; its portable artifacts are saved in one file
+    that a later process (or another machine) loads before compiling; a damaged file costs only a recompile."""
+    import os
+
+    monkeypatch.setenv("SIDREC_CACHE", str(tmp_path))
+    saved = {k: os.environ.pop(k, None) for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    try:
+        model, batch = _model_and_batch()
+        lines = []
+        step = Compiled(model, lines.append, batch_size=16, cache=True)
+        first = step(*batch)
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile" / "inductor")
+        step.save_cache()
+        files = list((tmp_path / "compile" / "artifacts").glob("*.bin"))
+        assert len(files) == 1 and files[0].stat().st_size > 0 and "compile cache saved" in lines[-1]
+        torch._dynamo.reset()
+        lines.clear()
+        again = Compiled(_model_and_batch()[0], lines.append, batch_size=16, cache=True)
+        assert lines and lines[0].startswith("compile cache: ")
+        assert torch.equal(again(*batch), first)
+        other = Compiled(_model_and_batch()[0], lines.append, batch_size=8, cache=True)  # another shape, another key
+        assert other.artifacts.path != files[0]
+        files[0].write_bytes(b"not an artifact")
+        torch._dynamo.reset()
+        lines.clear()
+        damaged = Compiled(_model_and_batch()[0], lines.append, batch_size=16, cache=True)
+        assert len(lines) == 1 and "not used" in lines[0] and "\n" not in lines[0]
+        assert torch.allclose(damaged(*batch), first, rtol=1e-5)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
 def test_compile_failure_falls_back_to_eager_with_one_line(monkeypatch):
     model, batch = _model_and_batch(1)
 

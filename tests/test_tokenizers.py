@@ -202,6 +202,34 @@ def test_convergence_stop_ends_the_fit_early():
     assert max(r["recon_all"] for r in last) - min(r["recon_all"] for r in last) <= 0.02 * 3 * last[0]["recon_all"]
 
 
+def _checks(recon, collisions, used=(64, 64), cf=None):
+    return [{"epoch": 10 * (i + 1), "recon_all": r, "collision_rate": c, "used": list(used), "cf": 0.0,
+             **({"cf_epoch": cf[i]} if cf else {})} for i, (r, c) in enumerate(zip(recon, collisions))]
+
+
+def test_plateau_rule_ignores_oscillation_and_creep_but_not_a_falling_signal():
+    from sidrec.tokenizers.rqvae import plateaued
+
+    kw = dict(window=5, smooth=3, tol=0.01, codebook_size=64)
+    flat_recon = [1.0] * 12
+    oscillating = [0.0098 if i % 2 else 0.0116 for i in range(12)]  # 0.98% <-> 1.16%: never stable, never better
+    assert plateaued(_checks(flat_recon, oscillating), **kw)
+    creeping = [1.0 - 0.001 * i for i in range(12)]  # -0.1% per check: 0.5% over the window
+    assert plateaued(_checks(creeping, [0.02] * 12), **kw)
+    falling = [1.0 - 0.01 * i for i in range(12)]  # -1% per check: still learning
+    assert not plateaued(_checks(falling, [0.02] * 12), **kw)
+    fewer_collisions = [0.05 - 0.002 * i for i in range(12)]
+    assert not plateaued(_checks(flat_recon, fewer_collisions), **kw)
+    assert not plateaued(_checks(flat_recon, [0.02] * 12, cf=[2.0 - 0.05 * i for i in range(12)]), **kw, cf=True)
+    assert plateaued(_checks(flat_recon, [0.02] * 12, cf=[2.0 - 0.05 * i for i in range(12)]), **kw)  # cf ignored
+    growing_usage = _checks(flat_recon, [0.02] * 12)
+    for i, r in enumerate(growing_usage):
+        r["used"] = [40 + 2 * i, 40 + 2 * i]  # +2 codes a check: 10 of 64 over the window
+    assert not plateaued(growing_usage, **kw)
+    assert not plateaued(_checks(flat_recon[:7], [0.02] * 7), **kw)  # too few checks to judge
+    assert not plateaued(_checks(flat_recon, oscillating), **{**kw, "tol": 0})  # 0 = off
+
+
 def test_tokenize_command_warns_on_a_degenerate_codebook(cli, syn_dir, syn_ds, tmp_path):
     emb = np.ones((syn_ds.n_items + 1, 8), dtype=np.float32)  # every item the same text vector
     (tmp_path / "emb").mkdir()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from sidrec.errors import SidrecError
 from sidrec.utils.artifacts import sha256_file  # noqa: F401 (the download API's name too)
+from sidrec.utils.cache import cache_dir
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,6 @@ DATASETS: dict[str, list[Remote]] = {
     "online-retail": [Remote("https://archive.ics.uci.edu/static/public/352/online+retail.zip", None,
                              "online-retail")],
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SIDREC_CACHE", Path.home() / ".cache" / "sidrec"))
 
 
 def fetch(remote: Remote, dest_dir: Path, *, show_progress: bool = True, timeout: float = 60) -> Path:

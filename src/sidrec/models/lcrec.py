@@ -42,6 +42,7 @@ from torch import nn
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import PAD, Vocab, ranking_guided_loss
 from sidrec.utils.artifacts import sha256_file
+from sidrec.utils.cache import cache_dir
 
 SEP = 1  # tiny backbones: "the answer starts" (their base vocabulary is [PAD, SEP])
 
@@ -96,8 +97,6 @@ def is_pretrained(name: str) -> bool:
 
 
 def _cache_root() -> Path:
-    from sidrec.data.download import cache_dir
-
     return cache_dir() / "models"
 
 

@@ -3,9 +3,9 @@
 MLP encoder -> residual quantizer (L levels x N codes) -> mirrored MLP decoder. Loss: reconstruction
 + per level (codebook + mu * commitment), summed (TIGER) or averaged (LETTER) over levels, + alpha CF
 + beta diversity (LETTER). Inputs are standardised; mini-batches of 512 (full batch when ``batch_size == 0``),
-dead codes re-seeded every 10 epochs, and the fit stops once code usage, collision rate and reconstruction
-have been stable for three checks (``converge_tol``), so a fit takes minutes on a CPU, not the 2,000
-full-batch epochs of sidrec <= 0.1 (measured on a 2-core x86 CPU).
+dead codes re-seeded every 10 epochs, and the fit stops once its smoothed signals (reconstruction, collision
+rate, codebook usage, LETTER's CF loss) have plateaued (:func:`plateaued`, ``converge_tol``), so a default fit
+ends by itself in minutes rather than running all its ``epochs``.
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ class RQVAEConfig:
     div_weight: float = 0.0  # LETTER beta (diversity regulariser); not the commitment weight
     div_clusters: int = 10
     recluster_every: int = 10  # epochs between constrained k-means of the codebooks (official: 1)
-    converge_tol: float = 0.01  # stop once usage, collisions and reconstruction move less than this (0 = off)
-    converge_checks: int = 3  # ... over this many consecutive checks
+    converge_tol: float = 0.01  # plateau stop: no smoothed signal (reconstruction, CF loss: relative; collision rate:
+    # relative to at least 1%; codebook usage: share of the codebook) improved by more than this (0 = off) ...
+    converge_checks: int = 3  # ... over this many checks (at check_every spacing), compared with its best before them
+    converge_smooth: int = 3  # checks averaged into each signal's value (noise does not hold the fit open)
     check_every: int = 20  # epochs between convergence checks (whole catalog encoded)
     min_epochs: int = 100
     log_every: int = 100
@@ -93,6 +95,37 @@ def _mlp(dims: list[int], dropout: float, init: str) -> nn.Sequential:
         if relu:
             layers += [nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
+
+
+def plateaued(history: list[dict], *, window: int, smooth: int, tol: float, codebook_size: int,
+              cf: bool = False) -> bool:
+    """True once no training signal has improved by more than ``tol`` over the last ``window`` checks.
+
+    Each signal is averaged over ``smooth`` consecutive checks, and its latest smoothed value is compared with
+    the best smoothed value before the window, so a signal that oscillates (a collision rate between 0.98% and
+    1.16%) or creeps (reconstruction -0.2% per check) does not hold the fit open, while one still falling does.
+    Signals: whole-catalog reconstruction and the CF loss (relative), the collision rate (relative, at least
+    1% of the items), the mean share of each codebook in use (absolute, higher is better)."""
+    if tol <= 0 or len(history) < window + smooth:
+        return False
+    def series(rec):  # noqa: E306  lower is better for every entry
+        out = {"recon": rec["recon_all"], "collisions": rec["collision_rate"],
+               "usage": -float(np.mean(rec["used"])) / codebook_size}
+        if cf:
+            out["cf"] = rec.get("cf_epoch", rec["cf"])
+        return out
+    vals = [series(r) for r in history]
+    smoothed = [{k: float(np.mean([v[k] for v in vals[i - smooth + 1:i + 1]])) for k in vals[i]}
+                for i in range(smooth - 1, len(vals))]
+    now, before = smoothed[-1], smoothed[:-window]
+    if not before:
+        return False
+    for k, v in now.items():
+        best = min(b[k] for b in before)
+        scale = 1.0 if k == "usage" else max(abs(best), 0.01) if k == "collisions" else abs(best)
+        if best - v > tol * max(scale, 1e-12):
+            return False
+    return True
 
 
 class RQVAE(nn.Module):
@@ -202,6 +235,7 @@ class RQVAETokenizer(ItemTokenizer):
                     c.update(model.rq.codebooks[lvl])
                 self.recluster_seconds_ += time.time() - tc
             perm = torch.randperm(n, generator=g).to(dev) if bs < n else torch.arange(n, device=dev)
+            cf_sum, batches = torch.zeros((), device=dev), 0  # the epoch's mean CF loss (a smoother plateau signal)
             for s in range(0, n, bs):
                 idx = perm[s:s + bs]
                 if W > 1:  # torchrun: this rank's slice of the batch; gradients weighted by its share below
@@ -221,6 +255,8 @@ class RQVAETokenizer(ItemTokenizer):
                 loss = recon + q
                 lcf = cf_loss(out.z_q, h[idx]) if cfg.cf_weight > 0 else torch.zeros((), device=dev)
                 loss = loss + cfg.cf_weight * lcf
+                cf_sum += lcf.detach()
+                batches += 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if W > 1:
@@ -233,14 +269,16 @@ class RQVAETokenizer(ItemTokenizer):
                                  torch.ones_like(out.codes, dtype=usage.dtype), accumulate=True)
             last = epoch + 1 == cfg.epochs
             if (epoch + 1) % cfg.check_every == 0 or (epoch + 1) % cfg.log_every == 0 or last:
-                rec = self._check(model, x, epoch + 1, loss, recon, q, lcf, time.time() - t0)
+                rec = self._check(model, x, epoch + 1, loss, recon, q, lcf, time.time() - t0,
+                                  cf_epoch=cf_sum / max(1, batches))
                 stable = cfg.converge_tol > 0 and epoch + 1 >= cfg.min_epochs and self._converged(n)
                 if (epoch + 1) % cfg.log_every == 0 or last or stable:
                     log(f"epoch {epoch + 1}: loss {rec['loss']:.4f} recon {rec['recon']:.4f} cf {rec['cf']:.3f} "
                         f"usage {rec['used']} collisions {rec['collision_rate']:.4f}")
                 if stable:
-                    log(f"converged after {epoch + 1} epochs: usage, collisions and reconstruction changed by less "
-                        f"than {cfg.converge_tol:g} over {cfg.converge_checks} checks")
+                    log(f"converged after {epoch + 1} epochs: no signal (reconstruction, collisions, usage"
+                        f"{', CF loss' if cfg.cf_weight > 0 else ''}) improved by more than {cfg.converge_tol:g} over "
+                        f"the last {cfg.converge_checks * cfg.check_every} epochs")
                     break
             if cfg.reseed_dead and (epoch + 1) % cfg.reseed_every == 0 and not last:
                 res = out.residuals.detach()
@@ -263,7 +301,8 @@ class RQVAETokenizer(ItemTokenizer):
         return self
 
     @torch.no_grad()
-    def _check(self, model: RQVAE, x: torch.Tensor, epoch: int, loss, recon, q, lcf, seconds: float) -> dict:
+    def _check(self, model: RQVAE, x: torch.Tensor, epoch: int, loss, recon, q, lcf, seconds: float,
+               cf_epoch=None) -> dict:
         """Encode the whole catalog: codes used per level, collision rate and reconstruction (one record)."""
         from sidrec.tokenizers.collisions import collision_stats
 
@@ -273,6 +312,7 @@ class RQVAETokenizer(ItemTokenizer):
         model.train(was)
         codes = whole["codes"]
         rec = {"epoch": epoch, "loss": loss.item(), "recon": recon.item(), "quant": q.item(), "cf": lcf.item(),
+               "cf_epoch": float(cf_epoch) if cf_epoch is not None else lcf.item(),
                "used": [int(codes[:, lvl].unique().numel()) for lvl in range(codes.shape[1])],
                "collision_rate": collision_stats(codes.cpu().numpy())["rate"],
                "recon_all": whole["mse"], "seconds": round(seconds, 2)}
@@ -280,22 +320,14 @@ class RQVAETokenizer(ItemTokenizer):
         return rec
 
     def _converged(self, n_items: int) -> bool:
-        """The last ``converge_checks`` checks (at ``check_every`` spacing) moved usage (share of the codebook),
-        collision rate (absolute) and reconstruction (relative) by less than ``converge_tol``."""
+        """The fit has plateaued (:func:`plateaued` over the checks at ``check_every`` spacing) with a healthy
+        codebook (a stable but degenerate one keeps training)."""
         cfg = self.cfg
-        h = [r for r in self.history_ if r["epoch"] % cfg.check_every == 0][-(cfg.converge_checks + 1):]
-        if len(h) <= cfg.converge_checks:
+        h = [r for r in self.history_ if r["epoch"] % cfg.check_every == 0]
+        if not h or min(h[-1]["used"]) < healthy_floor(cfg.codebook_size, n_items):
             return False
-        if min(h[-1]["used"]) < healthy_floor(cfg.codebook_size, n_items):  # stable but degenerate: keep going
-            return False
-        for a, b in zip(h, h[1:]):
-            if max(abs(u - v) for u, v in zip(a["used"], b["used"])) > cfg.converge_tol * cfg.codebook_size:
-                return False
-            if abs(a["collision_rate"] - b["collision_rate"]) > cfg.converge_tol:
-                return False
-            if abs(a["recon_all"] - b["recon_all"]) > cfg.converge_tol * max(a["recon_all"], 1e-12):
-                return False
-        return True
+        return plateaued(h, window=cfg.converge_checks, smooth=cfg.converge_smooth, tol=cfg.converge_tol,
+                         codebook_size=cfg.codebook_size, cf=cfg.cf_weight > 0)
 
     @torch.no_grad()
     def encode(self, emb: np.ndarray) -> np.ndarray:

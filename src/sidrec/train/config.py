@@ -35,6 +35,9 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the forward; None = on CUDA where the trainer allows it
     compile_mode: str = "reduce-overhead"  # torch.compile mode: reduce-overhead (CUDA graphs: 2.1x the default
     # mode's samples/s for TIGER at batch 1024 on an H100, experiments/bench/compile_modes.py) | default | max-autotune
+    compile_dynamic: bool = False  # False: one graph per batch shape; True: PyTorch's automatic dynamic shapes (a second
+    # width compiles once more with the width symbolic, then no more graphs)
+    compile_cache: bool = True  # keep the compiled step in $SIDREC_CACHE/compile (survives /tmp, copies to new machines)
     lr_scale: Literal["none", "sqrt", "linear"] = "none"  # learning_rate is the rate at base_batch_size
     base_batch_size: int = 256
     length_buckets: int = 4  # variable-length inputs (TIGER): batch similar lengths, this many widths; 1 = off

@@ -23,6 +23,7 @@ from sidrec.errors import SidrecError
 from sidrec.train.config import TrainConfig  # noqa: F401 (the trainers' config, re-exported)
 from sidrec.utils.progress import progress
 from sidrec.utils.artifacts import load_model_weights, load_safetensors, torch_load
+from sidrec.utils.cache import CompileArtifacts, artifact_key, persistent_compile_caches
 
 CKPT = "checkpoint.pt"
 BEST = "model.safetensors"
@@ -142,7 +143,8 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
         log = lambda s: None  # noqa: E731  (rank 0 reports)
     # torchrun: each rank trains on its slice of every global batch; gradients are averaged over ranks after
     # backward (one flat all-reduce, whatever the trainer's loss function), so every rank takes the same step
-    step_model = Compiled(model, log, cfg.batch_size // W, cfg.compile_mode) \
+    step_model = Compiled(model, log, cfg.batch_size // W, cfg.compile_mode, dynamic=cfg.compile_dynamic,
+                          cache=cfg.compile_cache and main) \
         if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) else model
     acc = max(1, cfg.accumulate)
     opt, sched = make_optimizer(model, cfg, cfg.epochs * math.ceil(steps_per_epoch / acc))
@@ -196,6 +198,8 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
                 pending = 0
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": dist.total(total).item() / max(1, n),
                                "seconds": time.time() - te, "lr": sched.get_last_lr()[0]}
+        if epoch == start_epoch and isinstance(step_model, Compiled):
+            step_model.save_cache()  # every batch width has been compiled by now
         if W > 1:
             rec["world_size"] = W
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -247,14 +251,26 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
 
 class Compiled:
     """``torch.compile(model)`` called like the model; if compilation fails (no compiler, unsupported
-    platform), one line is logged and the eager model is used from then on. Static shapes: one graph per
-    input shape; batches of another size than ``batch_size`` (an epoch's remainders) run eagerly
-    instead of compiling a graph each."""
+    platform), one line is logged and the eager model is used from then on. Static shapes (``dynamic``
+    False): one graph per input shape; batches of another size than ``batch_size`` (an epoch's remainders)
+    run eagerly instead of compiling a graph each. ``cache``: the compiled work is kept under
+    ``$SIDREC_CACHE/compile`` and its portable artifacts loaded before the first call (``utils.cache``)."""
 
     def __init__(self, model: torch.nn.Module, log: Callable[[str], None], batch_size: int | None = None,
-                 mode: str = "default"):
+                 mode: str = "default", *, dynamic: bool = False, cache: bool = False):
         self.model, self.log, self.batch_size = model, log, batch_size
-        self.fn: Callable | None = torch.compile(model, dynamic=False, mode=None if mode == "default" else mode)
+        self.artifacts: CompileArtifacts | None = None
+        if cache:
+            persistent_compile_caches()
+            self.artifacts = CompileArtifacts(artifact_key(model, batch_size=batch_size, mode=mode, dynamic=dynamic),
+                                              log)
+            self.artifacts.load()
+        self.fn: Callable | None = torch.compile(model, dynamic=None if dynamic else False,
+                                                 mode=None if mode == "default" else mode)
+
+    def save_cache(self) -> None:
+        if self.artifacts is not None and self.fn is not None:
+            self.artifacts.save()
 
     def __call__(self, *args, **kwargs):
         full = self.batch_size is None or not args or getattr(args[0], "shape", (None,))[:1] == (self.batch_size,)
