@@ -182,7 +182,7 @@ def test_coldstart_protocol_end_to_end(cli, syn_dir, tmp_path):
     """Held-out items appear in no training sequence and not in the tokenizer's fit; both models are scored on
     the users whose test item is held out, for every epsilon."""
     from sidrec.data.dataset import load_dataset
-    from sidrec.train.coldstart import held_out_items
+    from sidrec.eval.coldstart import held_out_items
 
     out = tmp_path / "cold"
     code, so, se = cli("evaluate-coldstart", syn_dir, "--out", out, "--holdout", "0.2", "--epsilon", "0.1",

@@ -43,7 +43,8 @@ from sidrec.models.sasrec import SASRecConfig
 from sidrec.models.vqrec import VQRecConfig
 from sidrec.tokenizers.registry import tokenizer_for, tokenizer_spec
 from sidrec.tokenizers.stage import tokenize
-from sidrec.train.coldstart import ColdStartConfig, evaluate_coldstart
+from sidrec.eval.coldstart import ColdStartConfig, evaluate_coldstart
+from sidrec.train.coldstart import coldstart_models, coldstart_spec
 from sidrec.train.generator import GENERATORS, generator_spec, load_generator
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
@@ -303,42 +304,37 @@ class Pipeline:
     def coldstart(self, ds: Dataset) -> tuple[str, Path]:
         sec = self.section("coldstart")
         model = sec.pop("model", "tiger")
+        spec = coldstart_spec(model)
         method = sec.pop("method", "rqvae")
         cs_keys = {f for f in ColdStartConfig.__dataclass_fields__} - {"seed", "reuse"}
         cs = {k: sec.pop(k) for k in list(sec) if k in cs_keys}
-        tok = {k: sec.pop(k) for k in ("n_levels", "codebook_size") if k in sec} if model != "vqrec" else {}
+        tok = {k: sec.pop(k) for k in ("n_levels", "codebook_size") if k in sec} if spec.tokenizer else {}
         seed = self.stage_seed("coldstart", sec)
         init = None
         domains = sec.pop("pretrain", [])
         pre_epochs, pre_minutes = sec.pop("pretrain_epochs", None), sec.pop("pretrain_max_minutes", None)
-        if model == "vqrec":
-            sec = {**VQREC_TRAIN_DEFAULTS, **sec}
-            mcfg, vcfg, tcfg, _ = _split({**sec, "seed": seed}, (VQRecConfig, VQRecTrainConfig, TrainConfig),
-                                         where="[coldstart]")
-            if domains:  # fine-tuned from a pre-trained run (pre-training seeded by its section, not the run seed)
-                ecfg0 = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
-                init = self.vqrec_pretrain(domains, mcfg, vcfg, from_dict(TrainConfig, {**to_dict(tcfg), "seed": 0}),
-                                           ecfg0, pre_epochs, pre_minutes)
-                mcfg = from_dict(VQRecConfig, {**to_dict(mcfg), **init_model_config(init)})
-        elif domains:
-            raise SidrecError("[coldstart] pretrain: pre-training is VQ-Rec's (model = \"vqrec\")")
-        else:
-            vcfg = None
-            spec = generator_spec(model)
-            defaults = spec.train_defaults(sec.get("preset"))
-            if "preset" not in spec.config.__dataclass_fields__:
-                sec.pop("preset", None)
-            mcfg, tcfg, _ = _split({**defaults, **sec, "seed": seed}, (spec.config, TrainConfig), where="[coldstart]")
+        if domains and not spec.pretrain:
+            raise SidrecError(f"[coldstart] pretrain: {model} has no pre-training (one with it: "
+                              f"{', '.join(n for n, s in coldstart_models().items() if s.pretrain)})")
+        preset = sec.get("preset")
+        if not any("preset" in c.__dataclass_fields__ for c in spec.configs):
+            sec.pop("preset", None)
+        *cfgs, _ = _split({**spec.defaults(preset, None), **sec, "seed": seed}, spec.configs, where="[coldstart]")
+        if domains:  # fine-tuned from a pre-trained run (pre-training seeded by its section, not the run seed)
+            ecfg0 = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
+            init = self.vqrec_pretrain(domains, cfgs[0], cfgs[1], from_dict(TrainConfig, {**to_dict(cfgs[-1]), "seed": 0}),
+                                       ecfg0, pre_epochs, pre_minutes)
+            cfgs[0] = from_dict(type(cfgs[0]), {**to_dict(cfgs[0]), **spec.init_config(init)})
         ccfg = from_dict(ColdStartConfig, {**cs, "seed": seed})
         ecfg = from_dict(EmbedConfig, {k: v for k, v in self.section("embed").items() if k != "seed"})
-        key = [model, method, tok, to_dict(ccfg), to_dict(mcfg), to_dict(tcfg), to_dict(vcfg) if vcfg else None,
+        key = [model, method if spec.tokenizer else None, tok, to_dict(ccfg), *(to_dict(c) for c in cfgs),
                self.fps["data"], self.fps["embed"], self.fps.get("vqrec-pretrain") if init else None]
 
         def body(d: Path) -> None:
-            rows = evaluate_coldstart(ds, d, embed_cfg=ecfg, method=method, tok_overrides={"seed": seed, **tok},
-                                      model_cfg=mcfg, train_cfg=tcfg, cfg=ccfg,
-                                      embeddings=self.dirs["embed"] / "item_emb.npy", generator=model, vq_cfg=vcfg,
-                                      init=init, log=self.log)
+            cold = spec.build(tuple(cfgs), method=method, tok_overrides={"seed": seed, **tok}, embed_cfg=ecfg,
+                              init=init, cfg=ccfg)
+            rows = evaluate_coldstart(ds, d, cold, embed_cfg=ecfg, cfg=ccfg, embeddings=self.dirs["embed"] / "item_emb.npy",
+                                      device=cfgs[-1].device, log=self.log)
             (d / "rows.json").write_text(json.dumps(rows, indent=1))
         return self.stage("coldstart", key, body)
 
@@ -418,10 +414,10 @@ def validate(cfg: dict[str, Any], where: str = "pipeline config") -> None:
     for dom in [*vq.get("pretrain", []), *cfg.get("coldstart", {}).get("pretrain", [])]:
         check("pretrain", dom, DATA_KEYS)
     cs = cfg.get("coldstart", {})
-    model = {**{g: (spec.config,) for g, spec in GENERATORS.items()}, "vqrec": (VQRecConfig, VQRecTrainConfig)}
+    model = coldstart_models()
     if cs.get("model", "tiger") not in model:
         raise SidrecError(f"{where}: [coldstart] model = {cs['model']!r}: choose one of {', '.join(model)}")
-    check("coldstart", cs, _fields(ColdStartConfig, TrainConfig, *model[cs.get("model", "tiger")]) |
+    check("coldstart", cs, _fields(ColdStartConfig, *model[cs.get("model", "tiger")].configs) |
           {"model", "method", "n_levels", "codebook_size", "preset", "pretrain", "pretrain_epochs",
            "pretrain_max_minutes"})
     check("diversity", cfg.get("diversity", {}),

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from sidrec.cli import coldstart as coldstart_cmd
 from sidrec.cli import config_cmd
 from sidrec.cli import data as data_cmd
 from sidrec.cli import gen as gen_cmd
@@ -25,19 +26,12 @@ app.add_typer(train_cmd.app, name="train")
 app.add_typer(config_cmd.app, name="config")
 app.command()(tokens_cmd.embed)
 app.command()(tokens_cmd.tokenize)
-app.command("evaluate-coldstart")(train_cmd.evaluate_coldstart)
+app.command("evaluate-coldstart")(coldstart_cmd.evaluate_coldstart)
 app.command()(gen_cmd.recommend)
 app.command()(gen_cmd.serve)
 app.command()(gen_cmd.demo)
 app.command()(gen_cmd.run)
 app.command()(gen_cmd.results)
-
-
-def distributed_trainers() -> set[str]:
-    """Trainers that split batches over torchrun processes: the generators whose spec says so, SASRec, VQ-Rec."""
-    from sidrec.train.generator import GENERATORS
-
-    return {g for g, spec in GENERATORS.items() if spec.distributed} | {"sasrec", "vqrec"}
 
 
 @app.callback()
@@ -55,12 +49,14 @@ def _global(threads: Annotated[Optional[int], typer.Option(
         method = next((a.split("=", 1)[1] for a in argv if a.startswith("--method=")),
                       argv[argv.index("--method") + 1] if "--method" in argv[:-1] else "rqvae")  # tokenize's default
         from sidrec.tokenizers.registry import TOKENIZERS
+        from sidrec.train.generator import distributed_trainers
 
         tokenize_ok = args[:1] == ["tokenize"] and method in TOKENIZERS and TOKENIZERS[method].distributed
         trainers = distributed_trainers()
         if not tokenize_ok and (args[:1] != ["train"] or len(args) < 2 or args[1] not in trainers):
             raise SidrecError(f"started as one of {world} processes (torchrun): only `sidrec train "
-                              f"{'|'.join(sorted(trainers))}` and `sidrec tokenize --method rqvae|letter` "
+                              f"{'|'.join(sorted(trainers))}` and `sidrec tokenize --method "
+                              f"{'|'.join(t for t, sp in TOKENIZERS.items() if sp.distributed)}` "
                               f"run distributed; run this command once")
         from sidrec.utils.dist import setup
 

@@ -15,9 +15,9 @@ app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)
 
 def kinds() -> list[str]:
     from sidrec.tokenizers.registry import TOKENIZERS
-    from sidrec.train.generator import GENERATORS
+    from sidrec.train.generator import GENERATORS, TRAINERS
 
-    return [*GENERATORS, "sasrec", "vqrec", *(t for t in TOKENIZERS if t != "published")]
+    return [*GENERATORS, *TRAINERS, *(t for t in TOKENIZERS if t != "published")]
 
 
 @app.command()
@@ -33,30 +33,22 @@ def show(kind: Annotated[str, typer.Argument(help="tiger | lcrec | sasrec | vqre
       sidrec config show tiger --preset letter
       sidrec config show letter --set cf_weight=0.02
     """
-    from sidrec.train.config import SASREC_TRAIN_DEFAULTS, TrainConfig
-    from sidrec.train.generator import GENERATORS
+    from sidrec.train.generator import GENERATORS, TRAINERS, trainer_sections
 
     if kind not in kinds():
         raise SidrecError(f"config show {kind!r}: choose one of {', '.join(kinds())}")
     spec = GENERATORS.get(kind)
     if preset is not None and not (spec and spec.presets):
         raise SidrecError(f"--preset: {kind} has no presets")
-    if spec is not None:
-        given = {"preset": preset or spec.default_preset} if "preset" in spec.config.__dataclass_fields__ else {}
-        if spec.presets and (preset or spec.default_preset) not in spec.presets:
+    if kind in GENERATORS or kind in TRAINERS:
+        given = {}
+        if spec is not None and "preset" in spec.config.__dataclass_fields__:
+            given = {"preset": preset or spec.default_preset}
+        if spec is not None and spec.presets and (preset or spec.default_preset) not in spec.presets:
             raise SidrecError(f"--preset {preset!r}: choose one of {', '.join(spec.presets)}")
-        cfgs = layered([spec.config, TrainConfig], config, set_, given, defaults=spec.train_defaults(preset))
-        names = ("model", "train")
-    elif kind == "sasrec":
-        from sidrec.models.sasrec import SASRecConfig
-
-        cfgs, names = layered([SASRecConfig, TrainConfig], config, set_, {}, defaults=SASREC_TRAIN_DEFAULTS), ("model", "train")
-    elif kind == "vqrec":
-        from sidrec.models.vqrec import VQRecConfig
-        from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig
-
-        cfgs = layered([VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_, {}, defaults=VQREC_TRAIN_DEFAULTS)
-        names = ("model", "vqrec", "train")
+        sections, defaults = trainer_sections(kind, preset)
+        cfgs = layered([c for _, c in sections], config, set_, given, defaults=defaults)
+        names = tuple(n for n, _ in sections)
     else:
         from sidrec.config import merge, to_dict
         from sidrec.tokenizers.registry import tokenizer_for

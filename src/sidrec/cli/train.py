@@ -150,7 +150,6 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
     """
     from sidrec.data.dataset import load_dataset
     from sidrec.embeddings.text import EmbedConfig
-    from sidrec.errors import SidrecError
     from sidrec.eval.evaluate import EvalConfig, metrics_table
     from sidrec.models.vqrec import VQRecConfig
     from sidrec.train.loop import TrainConfig
@@ -192,112 +191,6 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
     if "test" not in m:  # torchrun: rank 0 reports
         return
     print_table(metrics_table({f"vqrec ({m['ablation']})": m["test"]}, cut), f"test, {ds.n_users:,} users")
-
-
-def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared dataset directory (with item text)")],
-                       out: Annotated[Path, typer.Option(help="output directory (data, emb, tok, run, coldstart.json)")]
-                       = Path("runs/coldstart"),
-                       holdout: Annotated[float, typer.Option(help="share of the test targets' items held out")] = 0.05,
-                       epsilon: Annotated[Optional[list[float]], typer.Option(
-                           "--epsilon", help="max share of new items in the top K (repeatable; TIGER's epsilon)")] = None,
-                       k: Annotated[int, typer.Option(help="K of Recall@K / NDCG@K")] = 10,
-                       beam: Annotated[int, typer.Option(help="beam width (the decoded items the neighbours and blend "
-                                                              "rules spread from)")] = 20,
-                       encoder: Annotated[str, typer.Option(help="text encoder: minilm, tfidf, st:NAME, hf-mean:PATH")]
-                       = "minilm",
-                       embeddings: Annotated[Optional[Path], typer.Option(
-                           help="the whole catalog's embeddings made beforehand (`sidrec embed`, a pretrained "
-                                "encoder): used instead of embedding here")] = None,
-                       method: Annotated[str, typer.Option(help="tokenizer: rqvae | rqkmeans | opq")] = "rqvae",
-                       levels: Annotated[Optional[int], typer.Option(help="tokenizer levels")] = None,
-                       codebook_size: Annotated[Optional[int], typer.Option(help="tokenizer codebook size")] = None,
-                       preset: Annotated[str, typer.Option(help="TIGER preset (tiger | letter | strong | small)")] = "tiger",
-                       epochs: Annotated[Optional[int], typer.Option()] = None,
-                       batch_size: Annotated[Optional[int], typer.Option()] = None,
-                       seed: Annotated[int, typer.Option()] = 0,
-                       device: Annotated[str, typer.Option()] = "auto",
-                       prefix_levels: Annotated[Optional[list[int]], typer.Option(
-                           "--prefix-levels", help="ID prefix length(s) new items are scored by (repeatable; "
-                                                   "default: every code level, TIGER's rule)")] = None,
-                       rule: Annotated[Optional[list[str]], typer.Option(
-                           "--rule", help="how the generator scores new items (repeatable): prefix (log P of their ID "
-                                          "prefix, TIGER's rule), neighbours (the decoded items' probabilities passed "
-                                          "to the new items near them in text) or blend (the history's items pass "
-                                          "half of it; default: all three)")] = None,
-                       tau: Annotated[Optional[list[float]], typer.Option(
-                           "--tau", help="neighbours / blend: kernel width in cosine similarity (repeatable; default 0.1)")]
-                       = None,
-                       blend_weight: Annotated[float, typer.Option(
-                           help="blend: the share of probability the history's items pass")] = 0.5,
-                       reuse: Annotated[bool, typer.Option(help="rank again with OUT's finished run (no training)")]
-                       = False,
-                       model: Annotated[str, typer.Option(help="tiger or lcrec (generators) or vqrec (OPQ codes from "
-                                                               "text)")] = "tiger",
-                       lm: Annotated[str, typer.Option("--lm", help="lcrec: the causal LM (as `train lcrec --model`)")]
-                       = "tiny-llama",
-                       init: Annotated[Optional[Path], typer.Option(help="vqrec: pre-trained VQ-Rec run to fine-tune "
-                                                                         "(default: trained on the seen items alone)")]
-                       = None,
-                       config: ConfigOpt = None, set_: SetOpt = None):
-    """TIGER's cold-start protocol: hold out items, train without them, add them by text, rank (vs semantic KNN).
-
-    Examples:
-      sidrec evaluate-coldstart data/beauty --out runs/beauty-cold --epsilon 0.1 --epsilon 0.3
-      sidrec evaluate-coldstart data/scientific --model vqrec --init runs/vq-pre --out runs/sci-cold-vq
-    """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.embeddings.text import EmbedConfig
-    from sidrec.train.coldstart import ColdStartConfig, evaluate_coldstart as run
-    from sidrec.train.loop import TrainConfig
-
-    from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_spec
-
-    if tokenizer_spec(method).inputs != ("embeddings",) or not tokenizer_spec(method).encodes:
-        raise SidrecError(f"--method {method}: the cold-start protocol fits the tokenizer on the seen items from "
-                          f"text alone; use one of "
-                          f"{', '.join(t for t, s in TOKENIZERS.items() if s.inputs == ('embeddings',) and s.encodes)}")
-    from sidrec.train.generator import GENERATORS
-
-    cold = [g for g, sp in GENERATORS.items() if sp.cold_start]
-    if model not in (*cold, "vqrec"):
-        raise SidrecError(f"--model {model!r}: choose one of {', '.join([*cold, 'vqrec'])}")
-    if init is not None and model != "vqrec":
-        raise SidrecError("--init (a pre-trained VQ-Rec run) goes with --model vqrec")
-    ds = load_dataset(data)
-    vcfg = None
-    if model == "vqrec":
-        from sidrec.models.vqrec import VQRecConfig
-        from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, init_model_config
-
-        defaults = dict(VQREC_TRAIN_DEFAULTS) | (init_model_config(init) if init is not None else {})
-        mcfg, vcfg, tcfg = layered([VQRecConfig, VQRecTrainConfig, TrainConfig], config, set_,
-                                   dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device),
-                                   defaults=defaults)
-    else:
-        spec = GENERATORS[model]
-        given = dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device)
-        fields = spec.config.__dataclass_fields__
-        if "preset" in fields:
-            given["preset"] = preset
-        if "model" in fields:  # the LM of an LLM generator
-            given["model"] = lm
-        mcfg, tcfg = layered([spec.config, TrainConfig], config, set_, given, defaults=spec.train_defaults(preset))
-    eps = tuple(epsilon) if epsilon else ColdStartConfig().epsilons
-    if any(not 0 < e <= 1 for e in eps):
-        raise SidrecError(f"--epsilon {list(eps)}: each must lie in (0, 1]")
-    rows = run(ds, out, embed_cfg=EmbedConfig(encoder=encoder, seed=seed, device=device), method=method,
-               tok_overrides={"seed": seed, "n_levels": levels, "codebook_size": codebook_size}, model_cfg=mcfg, train_cfg=tcfg,
-               cfg=ColdStartConfig(holdout=holdout, epsilons=eps, k=k, beam=beam, seed=seed,
-                                   prefix_levels=tuple(prefix_levels or ()), reuse=reuse,
-                                   **({"taus": tuple(tau)} if tau else {}), blend_weight=blend_weight,
-                                   **({"rules": tuple(rule)} if rule else {})), embeddings=embeddings,
-               generator=model, vq_cfg=vcfg, init=init,
-               log=console.print)
-    print_table([["epsilon", "model", "slots", "rule", "levels", "tau", f"R@{k}", f"N@{k}", "users"]] +
-                [[str(r["epsilon"]), r["model"], r["slots"], r["rule"], str(r["levels"] or "-"), str(r["tau"] or "-"),
-                  f"{r[f'recall@{k}']:.4f}", f"{r[f'ndcg@{k}']:.4f}",
-                  str(r["users"])]
-                 for r in rows], f"cold start, {data}: held-out items added by text")
 
 
 @app.command()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sidrec.errors import SidrecError
-from sidrec.train.config import LCREC_TRAIN_DEFAULTS, TRAIN_PRESETS
+from sidrec.train.config import LCREC_TRAIN_DEFAULTS, SASREC_TRAIN_DEFAULTS, TRAIN_PRESETS, TrainConfig
 from sidrec.utils.artifacts import read_json
 
 
@@ -69,9 +69,46 @@ def load_generator(run: str | Path, device: str = "cpu"):
     return GENERATORS[kind].load(run, device)
 
 
+@dataclass(frozen=True)
+class TrainerSpec:
+    """A trainer that is not a semantic-ID generator (SASRec, VQ-Rec): its option sections (``TrainConfig`` last)
+    and training defaults, read by ``sidrec config show`` and the torchrun guard."""
+
+    name: str
+    sections: tuple[tuple[str, type], ...]  # (section name in `config show`, config dataclass)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    distributed: bool = True
+
+
+TRAINERS: dict[str, TrainerSpec] = {}
+
+
+def register_trainer(spec: TrainerSpec) -> TrainerSpec:
+    TRAINERS[spec.name] = spec
+    return spec
+
+
+def trainer_sections(kind: str, preset: str | None = None) -> tuple[tuple[tuple[str, type], ...], dict[str, Any]]:
+    """((section, config class), ...) and training defaults of any trainer: a generator or a registered trainer."""
+    if kind in GENERATORS:
+        spec = GENERATORS[kind]
+        return (("model", spec.config), ("train", TrainConfig)), spec.train_defaults(preset)
+    if kind in TRAINERS:
+        return TRAINERS[kind].sections, dict(TRAINERS[kind].defaults)
+    raise SidrecError(f"unknown trainer {kind!r}; registered: {', '.join([*GENERATORS, *TRAINERS])}")
+
+
+def distributed_trainers() -> set[str]:
+    """Trainers that split batches over torchrun processes (their specs say so)."""
+    return {g for g, s in GENERATORS.items() if s.distributed} | {t for t, s in TRAINERS.items() if s.distributed}
+
+
 def _builtin() -> None:
     from sidrec.models.lcrec import LCRecConfig
+    from sidrec.models.sasrec import SASRecConfig
     from sidrec.models.tiger import TIGERConfig
+    from sidrec.models.vqrec import VQRecConfig
+    from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig
     from sidrec.train.lcrec import load_lcrec, train_lcrec
     from sidrec.train.tiger import load_tiger, train_tiger
 
@@ -79,6 +116,9 @@ def _builtin() -> None:
                                      default_preset="tiger", about="TIGER: a T5 encoder-decoder over semantic IDs"))
     register_generator(GeneratorSpec("lcrec", LCRecConfig, train_lcrec, load_lcrec, defaults=LCREC_TRAIN_DEFAULTS,
                                      about="LC-Rec: a Hugging Face causal LM over semantic-ID tokens"))
+    register_trainer(TrainerSpec("sasrec", (("model", SASRecConfig), ("train", TrainConfig)), SASREC_TRAIN_DEFAULTS))
+    register_trainer(TrainerSpec("vqrec", (("model", VQRecConfig), ("vqrec", VQRecTrainConfig), ("train", TrainConfig)),
+                                 VQREC_TRAIN_DEFAULTS))
 
 
 _builtin()
