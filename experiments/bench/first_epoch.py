@@ -81,9 +81,9 @@ def main() -> None:
         else:
             sys.exit(f"unknown variant {name!r} (cold, warm, carried)")
         rows.append(run_once(a, cache, name))
+        write_bench("first-epoch", [rows[-1]], a.results)  # each row as it comes (a run cut short keeps its rows)
         if name == "cold" and a.keep:
             shutil.copytree(root / "cold" / "compile" / "artifacts", a.keep, dirs_exist_ok=True)
-    write_bench("first-epoch", rows, a.results)
     shutil.rmtree(root, ignore_errors=True)
 
 
