@@ -1,8 +1,8 @@
 """Items added after training (cold start): IDs from their text, a grown token table and trie.
 
 Used by serving (``Recommender.add_items``) and by the cold-start protocol (``eval/coldstart.py``, its models
-built in ``train/coldstart.py``): the run's own text encoder (RUN/embeddings) and tokenizer (RUN/tokens) give each new text base codes
-(``encode``) and a unique ID (``new_ids``: the collision suffix continues); the caller commits the results.
+built in ``train/coldstart.py``): the run's own text encoder (RUN/embeddings) and tokenizer (RUN/tokens) give
+each new text base codes (``encode``) and a unique ID (``new_ids``: the collision suffix continues); the caller commits the results.
 """
 
 from __future__ import annotations
