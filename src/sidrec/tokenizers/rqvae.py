@@ -18,15 +18,20 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.base import ItemTokenizer, check_embeddings
+from sidrec.tokenizers.collisions import collision_stats
+from sidrec.tokenizers.letter_losses import CodebookClusters, cf_loss, diversity_loss
 from sidrec.tokenizers.quantizers import CHUNK, ResidualQuantizer
 from sidrec.tokenizers.report import healthy_floor
 from sidrec.utils.progress import progress
 from sidrec.utils.log import info as log_info
+from sidrec.utils import dist
 from sidrec.utils.artifacts import load_safetensors
+from sidrec.utils.seeding import pick_device, seed_everything
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +178,21 @@ def encode_all(model: RQVAE, x: torch.Tensor, chunk: int = CHUNK) -> dict:
             "mse": sse / x.numel()}
 
 
+@dataclass
+class _FitRun:
+    """What a fit carries from epoch to epoch."""
+    model: RQVAE
+    opt: torch.optim.Optimizer
+    x: torch.Tensor  # standardised inputs
+    h: torch.Tensor | None  # CF embeddings (LETTER)
+    recon_scale: float
+    clusters: list  # CodebookClusters per level (diversity positives)
+    g: torch.Generator  # batch order
+    gp: torch.Generator  # diversity positives
+    bs: int
+    usage: torch.Tensor  # (L, K) code counts since the last re-seed
+
+
 class RQVAETokenizer(ItemTokenizer):
     method = "rqvae"
     config_cls = RQVAEConfig
@@ -184,21 +204,53 @@ class RQVAETokenizer(ItemTokenizer):
     def fit(self, emb: np.ndarray | None = None, *, cf: np.ndarray | None = None,
             train_mask: np.ndarray | None = None, item_ids: list[str] | None = None, log=log_info) -> RQVAETokenizer:
         """emb (n, d) item text embeddings (no padding row); cf (n, code_dim) CF embeddings for LETTER."""
-        from sidrec.tokenizers.letter_losses import CodebookClusters, cf_loss, diversity_loss
-        from sidrec.utils.seeding import pick_device, seed_everything
+        cfg = self.cfg
+        self._check_inputs(emb, cf)
+        seed_everything(cfg.seed)
+        run = self._start(emb, cf)
+        self.history_, self.reseeded_, self.recluster_seconds_ = [], 0, 0.0
+        t0 = time.time()
+        for epoch in progress(range(cfg.epochs), total=cfg.epochs, desc=f"{self.method} epochs"):
+            if cfg.div_weight > 0 and epoch % cfg.recluster_every == 0:
+                tc = time.time()
+                for lvl, c in enumerate(run.clusters):
+                    c.update(run.model.rq.codebooks[lvl])
+                self.recluster_seconds_ += time.time() - tc
+            last_batch = self._epoch(run, epoch)
+            last = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.check_every == 0 or (epoch + 1) % cfg.log_every == 0 or last:
+                if self._check_and_stop(run, epoch + 1, last_batch, time.time() - t0, last, log):
+                    break
+            if cfg.reseed_dead and (epoch + 1) % cfg.reseed_every == 0 and not last:
+                self._reseed(run, last_batch["out"].residuals.detach(), epoch)
+        self.epochs_run_ = epoch + 1
+        self.fit_seconds_ = time.time() - t0
+        run.model.eval()
+        whole = encode_all(run.model, run.x)
+        self.model_ = run.model
+        self.reconstruction_mse_ = whole["mse"] * run.model.in_scale.item() ** 2  # input units
+        self.z_hat_ = whole["z_hat"].cpu().numpy()
+        self.finalize(whole["codes"].cpu().numpy(), whole["last_residual"].cpu().numpy(),
+                      run.model.rq.codebooks[-1].detach().cpu().numpy())
+        return self
 
+    def _check_inputs(self, emb: np.ndarray | None, cf: np.ndarray | None) -> None:
         cfg = self.cfg
         check_embeddings(emb, codebook_size=cfg.codebook_size)
-        if cfg.cf_weight > 0:
-            if cf is None:
-                raise SidrecError("LETTER needs CF embeddings: pass --cf SASREC_RUN (sidrec train sasrec --dim 32)")
-            if cf.shape[0] != emb.shape[0]:
-                raise SidrecError(f"CF embeddings are for {cf.shape[0]} items but the text embeddings for {emb.shape[0]}")
-            if cf.shape[1] != cfg.code_dim:
-                raise SidrecError(f"CF embeddings are {cf.shape[1]}-d but the code dim is {cfg.code_dim}; "
-                                  f"train SASRec with --dim {cfg.code_dim} or set code_dim")
-            check_embeddings(cf, codebook_size=0, name="CF embeddings")
-        seed_everything(cfg.seed)
+        if cfg.cf_weight <= 0:
+            return
+        if cf is None:
+            raise SidrecError("LETTER needs CF embeddings: pass --cf SASREC_RUN (sidrec train sasrec --dim 32)")
+        if cf.shape[0] != emb.shape[0]:
+            raise SidrecError(f"CF embeddings are for {cf.shape[0]} items but the text embeddings for {emb.shape[0]}")
+        if cf.shape[1] != cfg.code_dim:
+            raise SidrecError(f"CF embeddings are {cf.shape[1]}-d but the code dim is {cfg.code_dim}; "
+                              f"train SASRec with --dim {cfg.code_dim} or set code_dim")
+        check_embeddings(cf, codebook_size=0, name="CF embeddings")
+
+    def _start(self, emb: np.ndarray, cf: np.ndarray | None) -> _FitRun:
+        """The model (standardised inputs, k-means-initialised codebooks), optimizer and random streams."""
+        cfg = self.cfg
         dev = pick_device(cfg.device)
         x = torch.as_tensor(emb, dtype=torch.float32, device=dev)
         h = torch.as_tensor(cf, dtype=torch.float32, device=dev) if cf is not None else None
@@ -215,97 +267,82 @@ class RQVAETokenizer(ItemTokenizer):
                                      seed=cfg.seed)
         clusters = [CodebookClusters(n_clusters=cfg.div_clusters, seed=cfg.seed + lvl) for lvl in range(cfg.n_levels)]
         g = torch.Generator().manual_seed(cfg.seed)
-        from sidrec.utils import dist
+        # torchrun: every rank holds the catalog, trains on its slice of each batch; diversity positives draw from
+        # their own stream, so that ``g`` (the batch order) stays the same on every rank whatever its slice size
+        gp = g if dist.world() == 1 else torch.Generator().manual_seed(cfg.seed * 7919 + 1 + dist.rank())
+        bs = len(x) if cfg.batch_size <= 0 else min(cfg.batch_size, len(x))
+        return _FitRun(model, opt, x, h, recon_scale, clusters, g, gp, bs,
+                       torch.zeros(cfg.n_levels, cfg.codebook_size, device=dev))
 
-        W = dist.world()  # torchrun: every rank holds the catalog, trains on its slice of each batch
-        # diversity positives draw from their own stream under torchrun, so that ``g`` (the batch order) stays
-        # the same on every rank whatever its slice size
-        gp = g if W == 1 else torch.Generator().manual_seed(cfg.seed * 7919 + 1 + dist.rank())
-        n = len(x)
-        bs = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
-        usage = torch.zeros(cfg.n_levels, cfg.codebook_size, device=dev)
-        self.history_ = []
-        self.reseeded_ = 0
-        t0 = time.time()
-        self.recluster_seconds_ = 0.0
-        for epoch in progress(range(cfg.epochs), total=cfg.epochs, desc=f"{self.method} epochs"):
-            if cfg.div_weight > 0 and epoch % cfg.recluster_every == 0:
-                tc = time.time()
-                for lvl, c in enumerate(clusters):
-                    c.update(model.rq.codebooks[lvl])
-                self.recluster_seconds_ += time.time() - tc
-            perm = torch.randperm(n, generator=g).to(dev) if bs < n else torch.arange(n, device=dev)
-            cf_sum, batches = torch.zeros((), device=dev), 0  # the epoch's mean CF loss (a smoother plateau signal)
-            for s in range(0, n, bs):
-                idx = perm[s:s + bs]
-                if W > 1:  # torchrun: this rank's slice of the batch; gradients weighted by its share below
-                    (idx,), share = dist.shard((idx,))
-                    if idx is None:
-                        continue
-                xb = x[idx]
-                x_hat, out = model(xb)
-                recon = F.mse_loss(x_hat, xb) * recon_scale
-                per_level = out.codebook_loss + cfg.commitment * out.commit_loss  # (L,)
-                if cfg.div_weight > 0:
-                    div = torch.stack([diversity_loss(model.rq.codebooks[lvl], out.codes[:, lvl],
-                                                      clusters[lvl].positives(out.codes[:, lvl], gp))
-                                       for lvl in range(cfg.n_levels)])
-                    per_level = per_level + cfg.div_weight * div
-                q = per_level.mean() if cfg.level_reduce == "mean" else per_level.sum()
-                loss = recon + q
-                lcf = cf_loss(out.z_q, h[idx]) if cfg.cf_weight > 0 else torch.zeros((), device=dev)
-                loss = loss + cfg.cf_weight * lcf
-                cf_sum += lcf.detach()
-                batches += 1
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if W > 1:
-                    dist.average_gradients(model, share)
-                if cfg.warmup_epochs > 0:
-                    for grp in opt.param_groups:
-                        grp["lr"] = cfg.learning_rate * min(1.0, (epoch + s / n + bs / n) / cfg.warmup_epochs)
-                opt.step()
-                usage.index_put_((torch.arange(cfg.n_levels, device=dev)[None].expand_as(out.codes), out.codes),
-                                 torch.ones_like(out.codes, dtype=usage.dtype), accumulate=True)
-            last = epoch + 1 == cfg.epochs
-            if (epoch + 1) % cfg.check_every == 0 or (epoch + 1) % cfg.log_every == 0 or last:
-                rec = self._check(model, x, epoch + 1, loss, recon, q, lcf, time.time() - t0,
-                                  cf_epoch=cf_sum / max(1, batches))
-                stable = cfg.converge_tol > 0 and epoch + 1 >= cfg.min_epochs and self._converged(n)
-                if (epoch + 1) % cfg.log_every == 0 or last or stable:
-                    log(f"epoch {epoch + 1}: loss {rec['loss']:.4f} recon {rec['recon']:.4f} cf {rec['cf']:.3f} "
-                        f"usage {rec['used']} collisions {rec['collision_rate']:.4f}")
-                if stable:
-                    log(f"converged after {epoch + 1} epochs: no signal (reconstruction, collisions, usage"
-                        f"{', CF loss' if cfg.cf_weight > 0 else ''}) improved by more than {cfg.converge_tol:g} over "
-                        f"the last {cfg.converge_checks * cfg.check_every} epochs")
-                    break
-            if cfg.reseed_dead and (epoch + 1) % cfg.reseed_every == 0 and not last:
-                res = out.residuals.detach()
-                if W > 1:  # every rank's usage counts; rank 0 re-seeds from the whole last batch (every rank's
-                    usage = dist.total(usage)  # slice, in rank order, as one process sees it), the others copy
-                    res = dist.gather_rows(res)[0]
-                self.reseeded_ += model.rq.reseed(usage, res, cfg.seed + epoch)
-                if W > 1:
-                    dist.broadcast_module(model)
-                usage.zero_()
-        self.epochs_run_ = epoch + 1
-        self.fit_seconds_ = time.time() - t0
-        model.eval()
-        whole = encode_all(model, x)
-        self.model_ = model
-        self.reconstruction_mse_ = whole["mse"] * model.in_scale.item() ** 2  # input units
-        self.z_hat_ = whole["z_hat"].cpu().numpy()
-        self.finalize(whole["codes"].cpu().numpy(), whole["last_residual"].cpu().numpy(),
-                      model.rq.codebooks[-1].detach().cpu().numpy())
-        return self
+    def _epoch(self, run: _FitRun, epoch: int) -> dict:
+        """One pass over the catalog in batches; returns the last batch's losses and quantiser output."""
+        cfg, model, n, bs, dev = self.cfg, run.model, len(run.x), run.bs, run.x.device
+        perm = torch.randperm(n, generator=run.g).to(dev) if bs < n else torch.arange(n, device=dev)
+        cf_sum, batches, last = torch.zeros((), device=dev), 0, {}  # the epoch's mean CF loss: a smoother signal
+        for s in range(0, n, bs):
+            idx, share = perm[s:s + bs], 1.0
+            if dist.world() > 1:  # torchrun: this rank's slice of the batch; gradients weighted by its share below
+                (idx,), share = dist.shard((idx,))
+                if idx is None:
+                    continue
+            xb = run.x[idx]
+            x_hat, out = model(xb)
+            recon = F.mse_loss(x_hat, xb) * run.recon_scale
+            per_level = out.codebook_loss + cfg.commitment * out.commit_loss  # (L,)
+            if cfg.div_weight > 0:
+                div = torch.stack([diversity_loss(model.rq.codebooks[lvl], out.codes[:, lvl],
+                                                  run.clusters[lvl].positives(out.codes[:, lvl], run.gp))
+                                   for lvl in range(cfg.n_levels)])
+                per_level = per_level + cfg.div_weight * div
+            q = per_level.mean() if cfg.level_reduce == "mean" else per_level.sum()
+            lcf = cf_loss(out.z_q, run.h[idx]) if cfg.cf_weight > 0 else torch.zeros((), device=dev)
+            loss = recon + q + cfg.cf_weight * lcf
+            cf_sum += lcf.detach()
+            batches += 1
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if dist.world() > 1:
+                dist.average_gradients(model, share)
+            if cfg.warmup_epochs > 0:
+                for grp in run.opt.param_groups:
+                    grp["lr"] = cfg.learning_rate * min(1.0, (epoch + s / n + bs / n) / cfg.warmup_epochs)
+            run.opt.step()
+            run.usage.index_put_((torch.arange(cfg.n_levels, device=dev)[None].expand_as(out.codes), out.codes),
+                                 torch.ones_like(out.codes, dtype=run.usage.dtype), accumulate=True)
+            last = {"out": out, "loss": loss, "recon": recon, "q": q, "lcf": lcf}
+        last["cf_epoch"] = cf_sum / max(1, batches)
+        return last
+
+    def _check_and_stop(self, run: _FitRun, epochs: int, b: dict, seconds: float, last: bool, log) -> bool:
+        """Record a check of the whole catalog, log it, and say whether the fit has plateaued."""
+        cfg = self.cfg
+        rec = self._check(run.model, run.x, epochs, b["loss"], b["recon"], b["q"], b["lcf"], seconds,
+                          cf_epoch=b["cf_epoch"])
+        stable = cfg.converge_tol > 0 and epochs >= cfg.min_epochs and self._converged(len(run.x))
+        if epochs % cfg.log_every == 0 or last or stable:
+            log(f"epoch {epochs}: loss {rec['loss']:.4f} recon {rec['recon']:.4f} cf {rec['cf']:.3f} "
+                f"usage {rec['used']} collisions {rec['collision_rate']:.4f}")
+        if stable:
+            log(f"converged after {epochs} epochs: no signal (reconstruction, collisions, usage"
+                f"{', CF loss' if cfg.cf_weight > 0 else ''}) improved by more than {cfg.converge_tol:g} over "
+                f"the last {cfg.converge_checks * cfg.check_every} epochs")
+        return stable
+
+    def _reseed(self, run: _FitRun, res: torch.Tensor, epoch: int) -> None:
+        """Dead codes (unused since the last re-seed) restart at residuals of the last batch."""
+        usage = run.usage
+        if dist.world() > 1:  # every rank's usage counts; rank 0 re-seeds from the whole last batch (every rank's
+            usage = dist.total(usage)  # slice, in rank order, as one process sees it), the others copy
+            res = dist.gather_rows(res)[0]
+        self.reseeded_ += run.model.rq.reseed(usage, res, self.cfg.seed + epoch)
+        if dist.world() > 1:
+            dist.broadcast_module(run.model)
+        run.usage.zero_()
 
     @torch.no_grad()
     def _check(self, model: RQVAE, x: torch.Tensor, epoch: int, loss, recon, q, lcf, seconds: float,
                cf_epoch=None) -> dict:
         """Encode the whole catalog: codes used per level, collision rate and reconstruction (one record)."""
-        from sidrec.tokenizers.collisions import collision_stats
-
         was = model.training
         model.eval()
         whole = encode_all(model, x)
@@ -345,8 +382,6 @@ class RQVAETokenizer(ItemTokenizer):
         return torch.cat(out).numpy().astype(np.int64)
 
     def _save_weights(self, out: Path) -> None:
-        from safetensors.torch import save_file
-
         save_file({k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()},
                   str(out / "model.safetensors"))
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_model
+from safetensors.torch import save_file, save_model
 
 from sidrec.errors import SidrecError
 from sidrec.train.config import TrainConfig  # noqa: F401 (the trainers' config, re-exported)
+from sidrec.utils import dist
 from sidrec.utils.progress import progress
 from sidrec.utils.artifacts import load_model_weights, load_safetensors, torch_load
 from sidrec.utils.cache import CompileArtifacts, artifact_key, persistent_compile_caches
@@ -39,8 +40,6 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     if getattr(model, "save_trainable_only", False):
-        from safetensors.torch import save_file
-
         save_file({n: t.contiguous() for n, t in weights(model).items()}, str(path))
     else:
         save_model(model, str(path))  # handles tied weights
@@ -56,8 +55,6 @@ def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.d
 def _load_partial(model: torch.nn.Module, state: dict, source) -> None:
     want = set(weights(model))
     if set(state) != want:
-        from sidrec.errors import SidrecError
-
         missing, extra = sorted(want - set(state)), sorted(set(state) - want)
         raise SidrecError(f"{source}: weights do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
     model.load_state_dict(state, strict=False)
@@ -122,6 +119,17 @@ def _tensorboard_epoch(run_dir: Path, rec: dict) -> None:
             w.add_scalar(f"valid/{key}", value, rec["epoch"])
 
 
+@dataclass
+class _Progress:
+    """Where early stopping stands: what a checkpoint keeps and a resumed run continues from."""
+    epoch: int = 0  # epochs done
+    best: float = -math.inf  # best selection score so far (sign-adjusted: higher is better)
+    best_epoch: int = 0
+    bad: int = 0  # validations since the best one
+    history: list[dict] = field(default_factory=list)
+    best_validation: dict = field(default_factory=dict)
+
+
 def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device: torch.device,
         batches: Callable[[int], Iterable[tuple[torch.Tensor, ...]]], steps_per_epoch: int,
         loss_fn: Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], torch.Tensor],
@@ -132,109 +140,32 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     ``select_metric`` "loss" (a validation loss) is minimised, any other metric maximised. ``compilable``:
     the trainer's ``loss_fn`` may run on ``torch.compile(model)`` (``cfg.compile`` None = on CUDA only).
     """
-    from sidrec.utils import dist
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     sign = -1.0 if cfg.select_metric == "loss" else 1.0
-    W, main = dist.world(), dist.is_main()
+    main = dist.is_main()
     if not main:
         log = lambda s: None  # noqa: E731  (rank 0 reports)
-    # torchrun: each rank trains on its slice of every global batch; gradients are averaged over ranks after
-    # backward (one flat all-reduce, whatever the trainer's loss function), so every rank takes the same step
-    step_model = Compiled(model, log, cfg.batch_size // W, cfg.compile_mode, dynamic=cfg.compile_dynamic,
+    step_model = Compiled(model, log, cfg.batch_size // dist.world(), cfg.compile_mode, dynamic=cfg.compile_dynamic,
                           cache=cfg.compile_cache and main) \
         if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) else model
-    acc = max(1, cfg.accumulate)
-    opt, sched = make_optimizer(model, cfg, cfg.epochs * math.ceil(steps_per_epoch / acc))
-    start_epoch, best, best_epoch, bad, history = 0, -math.inf, 0, 0, []
-    best_val: dict = {}
-    ckpt_path = run_dir / CKPT
-    if cfg.resume and ckpt_path.exists():
-        ck = torch_load(ckpt_path, map_location=device, weights_only=False)
-        if getattr(model, "save_trainable_only", False):
-            _load_partial(model, ck["model"], ckpt_path)
-        else:
-            model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        start_epoch, best, best_epoch, bad = ck["epoch"], ck["best"], ck["best_epoch"], ck["bad"]
-        history, best_val = ck["history"], ck["best_validation"]
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
-    use_amp = cfg.amp and device.type == "cuda"
-    t0 = time.time()
-    stopped = bad >= cfg.patience
-    epoch = start_epoch
-    reason = ""
+    opt, sched = make_optimizer(model, cfg, cfg.epochs * math.ceil(steps_per_epoch / max(1, cfg.accumulate)))
+    state = _resume(model, opt, sched, run_dir / CKPT, device, log) if cfg.resume else _Progress()
+    start_epoch, t0, reason = state.epoch, time.time(), ""
+    stopped = state.bad >= cfg.patience
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
             break
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout/sampling stream depends only on (seed, epoch)
-        model.train()
-        total, n = torch.zeros((), device=device), 0
-        te = time.time()
-        opt.zero_grad(set_to_none=True)
-        pending = 0
-        for i, batch in enumerate(progress(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}",
-                                           disable=not main)):
-            batch, share = dist.shard(tuple(b.to(device, non_blocking=True) for b in batch))
-            if batch is not None:  # None: fewer rows than ranks (an epoch's last remainder), skipped by every rank
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = loss_fn(step_model, batch)
-                # share: this rank's part of the global batch (the rank sum is the whole batch's mean)
-                (loss * (share / acc) if (W > 1 or acc > 1) else loss).backward()
-                total += loss.detach().float() * share  # stays on the device: no host sync per step
-                n += 1
-                pending += 1
-            if pending and (pending == acc or i + 1 == steps_per_epoch):
-                if W > 1:
-                    dist.average_gradients(model, 1.0)
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                pending = 0
-        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": dist.total(total).item() / max(1, n),
-                               "seconds": time.time() - te, "lr": sched.get_last_lr()[0]}
+        rec = _train_epoch(model, step_model, loss_fn, opt, sched, cfg, device, batches(epoch), steps_per_epoch, epoch)
         if epoch == start_epoch and isinstance(step_model, Compiled):
             step_model.save_cache()  # every batch width has been compiled by now
-        if W > 1:
-            rec["world_size"] = W
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            model.eval()
-            tv = time.time()
-            val = dist.broadcast(validate(model) if main else None)  # validated once, the same decision everywhere
-            rec["validate_seconds"] = round(time.time() - tv, 3)
-            if cfg.select_metric not in val:
-                from sidrec.errors import SidrecError
-
-                raise SidrecError(f"selection metric {cfg.select_metric!r} is not among the validation results "
-                                  f"({', '.join(k for k in val if '@' in k or k == 'loss')}); pick one of those")
-            score = sign * val[cfg.select_metric]
-            rec["validation"] = {k: v for k, v in val.items() if "@" in k or k == "loss"}
-            if score > best:
-                best, best_epoch, bad, best_val = score, epoch + 1, 0, val
-                if main:
-                    save_weights(model, run_dir / BEST)
-            else:
-                bad += 1
-            stopped = bad >= cfg.patience
-        history.append(rec)
-        if main:
-            with (run_dir / "log.jsonl").open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if cfg.tensorboard:
-                _tensorboard_epoch(run_dir, rec)
-        v = rec.get("validation", {})
-        val_txt = f"{cfg.select_metric} {v[cfg.select_metric]:.4f}  best {sign * best:.4f} (epoch {best_epoch})" \
-            if cfg.select_metric in v else f"not validated (every {cfg.eval_every} epochs)"
-        log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  {val_txt}  {rec['seconds']:.1f}s")
-        if main:
-            torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad": bad, "history": history,
-                        "best_validation": best_val}, ckpt_path)
+            _validate_epoch(model, validate, cfg, sign, state, rec, run_dir)
+            stopped = state.bad >= cfg.patience
+        state.epoch = epoch + 1
+        state.history.append(rec)
+        _record(model, opt, sched, cfg, sign, state, rec, run_dir, log)
         # the next epoch is expected to take the mean of this run's epochs so far: stop before one that would end past
         # the budget (an LLM epoch can take 10+ minutes; a deadline-bound queue needs the run to end on time)
         spent = time.time() - t0
@@ -246,7 +177,98 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     if (run_dir / BEST).exists():
         load_weights(model, run_dir / BEST, device)
     reason = reason or ("patience" if stopped else "epochs")
-    return FitResult(best_epoch, best_val, history, start_epoch, time.time() - t0, reason)
+    return FitResult(state.best_epoch, state.best_validation, state.history, start_epoch, time.time() - t0, reason)
+
+
+def _resume(model: torch.nn.Module, opt, sched, ckpt_path: Path, device: torch.device, log) -> _Progress:
+    """The model, optimizer, schedule and early-stopping state of the last checkpoint (a fresh state if none)."""
+    if not ckpt_path.exists():
+        return _Progress()
+    ck = torch_load(ckpt_path, map_location=device, weights_only=False)
+    if getattr(model, "save_trainable_only", False):
+        _load_partial(model, ck["model"], ckpt_path)
+    else:
+        model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    log(f"resumed from {ckpt_path} after epoch {ck['epoch']}")
+    return _Progress(ck["epoch"], ck["best"], ck["best_epoch"], ck["bad"], ck["history"], ck["best_validation"])
+
+
+def _train_epoch(model, step_model, loss_fn, opt, sched, cfg: TrainConfig, device: torch.device,
+                 batches: Iterable[tuple[torch.Tensor, ...]], steps_per_epoch: int, epoch: int) -> dict[str, Any]:
+    """One epoch of optimizer steps; returns the epoch's record (mean loss, seconds, last learning rate).
+
+    torchrun: each rank trains on its slice of every global batch; gradients are averaged over ranks after
+    backward (one flat all-reduce, whatever the trainer's loss function), so every rank takes the same step."""
+    W, acc = dist.world(), max(1, cfg.accumulate)
+    use_amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout/sampling stream depends only on (seed, epoch)
+    model.train()
+    total, n, pending = torch.zeros((), device=device), 0, 0
+    te = time.time()
+    opt.zero_grad(set_to_none=True)
+    for i, batch in enumerate(progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}",
+                                       disable=not dist.is_main())):
+        batch, share = dist.shard(tuple(b.to(device, non_blocking=True) for b in batch))
+        if batch is not None:  # None: fewer rows than ranks (an epoch's last remainder), skipped by every rank
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(step_model, batch)
+            # share: this rank's part of the global batch (the rank sum is the whole batch's mean)
+            (loss * (share / acc) if (W > 1 or acc > 1) else loss).backward()
+            total += loss.detach().float() * share  # stays on the device: no host sync per step
+            n += 1
+            pending += 1
+        if pending and (pending == acc or i + 1 == steps_per_epoch):
+            if W > 1:
+                dist.average_gradients(model, 1.0)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            pending = 0
+    rec: dict[str, Any] = {"epoch": epoch + 1, "loss": dist.total(total).item() / max(1, n),
+                           "seconds": time.time() - te, "lr": sched.get_last_lr()[0]}
+    if W > 1:
+        rec["world_size"] = W
+    return rec
+
+def _validate_epoch(model, validate, cfg: TrainConfig, sign: float, state: _Progress, rec: dict, run_dir: Path) -> None:
+    """Validate (rank 0; the same decision on every rank), keep the best weights, count epochs without a gain."""
+    model.eval()
+    tv = time.time()
+    val = dist.broadcast(validate(model) if dist.is_main() else None)
+    rec["validate_seconds"] = round(time.time() - tv, 3)
+    if cfg.select_metric not in val:
+        raise SidrecError(f"selection metric {cfg.select_metric!r} is not among the validation results "
+                          f"({', '.join(k for k in val if '@' in k or k == 'loss')}); pick one of those")
+    score = sign * val[cfg.select_metric]
+    rec["validation"] = {k: v for k, v in val.items() if "@" in k or k == "loss"}
+    if score > state.best:
+        state.best, state.best_epoch, state.bad, state.best_validation = score, rec["epoch"], 0, val
+        if dist.is_main():
+            save_weights(model, run_dir / BEST)
+    else:
+        state.bad += 1
+
+
+def _record(model, opt, sched, cfg: TrainConfig, sign: float, state: _Progress, rec: dict, run_dir: Path,
+            log) -> None:
+    """The epoch's line in log.jsonl (and TensorBoard), its log line, and the checkpoint a resume starts from."""
+    v = rec.get("validation", {})
+    val_txt = f"{cfg.select_metric} {v[cfg.select_metric]:.4f}  best {sign * state.best:.4f} (epoch {state.best_epoch})" \
+        if cfg.select_metric in v else f"not validated (every {cfg.eval_every} epochs)"
+    log(f"epoch {rec['epoch']}: loss {rec['loss']:.4f}  {val_txt}  {rec['seconds']:.1f}s")
+    if not dist.is_main():
+        return
+    with (run_dir / "log.jsonl").open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if cfg.tensorboard:
+        _tensorboard_epoch(run_dir, rec)
+    torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch, "bad": state.bad,
+                "history": state.history, "best_validation": state.best_validation}, run_dir / CKPT)
 
 
 class Compiled:

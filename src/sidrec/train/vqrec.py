@@ -52,6 +52,11 @@ class VQRecTrainConfig:
     codes: Literal["opq", "random"] = "opq"  # "random": the ablation with uniformly random codes
     opq_iters: int = 50  # OPQ rotation iterations (faiss default)
 
+    @property
+    def codes_from_text(self) -> bool:
+        """The codes are fitted on item text (OPQ); the ``random`` ablation needs no text."""
+        return self.codes != "random"
+
 
 def _embeddings(ds: Dataset, out: Path, embed_cfg: EmbedConfig, given: str | Path | None, log) -> tuple[np.ndarray, str]:
     """(item embeddings (n_items + 1, d), directory they live in)."""
@@ -184,7 +189,7 @@ def _read_meta(run: Path) -> dict:
 def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: VQRecTrainConfig,
                   tokens: str | Path | None, seed: int, out: Path, log) -> np.ndarray:
     D, M = model_cfg.n_levels, model_cfg.codebook_size
-    if vq_cfg.codes == "random":
+    if not vq_cfg.codes_from_text:
         rng = np.random.default_rng(seed)
         codes = rng.integers(0, M, size=(ds.n_items, D))
     elif tokens is not None:
@@ -211,29 +216,14 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                    embeddings: str | Path | None = None, tokens: str | Path | None = None,
                    eval_cfg: EvalConfig | None = None, log=log_info) -> dict:
     """Fine-tune a pre-trained run on ``ds`` (or train from scratch when ``init`` is None); test once."""
-    from safetensors.torch import save_model
-
     out = Path(out)
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
-    init_meta = None
-    if init is not None:
-        init = Path(init)
-        init_meta = _read_meta(init)
-        pre = from_dict(VQRecConfig, init_meta["model"])
-        for field in ARCHITECTURE:
-            if getattr(model_cfg, field) != getattr(pre, field):
-                raise SidrecError(f"{init}: pre-trained with {field}={getattr(pre, field)} but {field}="
-                                  f"{getattr(model_cfg, field)} was asked for; code layout and architecture must match")
-        if embeddings is None and tokens is None and vq_cfg.codes == "opq":
-            embed_cfg = from_dict(EmbedConfig, {**to_dict(embed_cfg), **init_meta.get("embed", {})})
-    eval_cfg = eval_cfg or EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_history)
-    if "@" in train_cfg.select_metric:  # the selection cut-off is always evaluated (--ks 5,20 selects on @10 too)
-        sel_k = int(train_cfg.select_metric.split("@")[1])
-        if sel_k not in eval_cfg.ks:
-            eval_cfg = replace(eval_cfg, ks=tuple(sorted({*eval_cfg.ks, sel_k})))
-    from sidrec.utils import dist
-
+    init = Path(init) if init is not None else None
+    init_meta = _check_init(init, model_cfg) if init is not None else None
+    if init_meta is not None and embeddings is None and tokens is None and vq_cfg.codes_from_text:
+        embed_cfg = from_dict(EmbedConfig, {**to_dict(embed_cfg), **init_meta.get("embed", {})})
+    eval_cfg = _eval_config(eval_cfg, model_cfg, train_cfg)
     codes = emb_dir = None
     if dist.is_main():  # torchrun: rank 0 embeds, fits OPQ and writes; the others receive the codes
         write_run_info(out, kind="vqrec", config={"model": to_dict(model_cfg), "vqrec": to_dict(vq_cfg),
@@ -241,7 +231,7 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                                                   "eval": to_dict(eval_cfg), "init": str(init) if init else None},
                        data=data_info(ds), device=str(device))
         emb = None
-        if (vq_cfg.codes == "opq" and tokens is None) or embeddings is not None:
+        if (vq_cfg.codes_from_text and tokens is None) or embeddings is not None:
             emb, emb_dir = _embeddings(ds, out / "embeddings", embed_cfg, embeddings, log)
         codes = _target_codes(ds, emb, model_cfg, vq_cfg, tokens, train_cfg.seed, out, log)
         np.save(out / "codes.npy", codes)
@@ -258,7 +248,47 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                     "embeddings": emb_dir}]
         _write_meta(out, model_cfg, vq_cfg, domains, stage="finetune", init=str(init) if init else None,
                     code_report=_code_report(codes), embed=to_dict(embed_cfg))
+    stages = _finetune_stages(model, ds, out, init is not None, model_cfg, vq_cfg, train_cfg, eval_cfg, device, log)
+    if not dist.is_main():  # rank 0 tests and writes
+        return {"model": "vqrec", "stage": "finetune", "rank": dist.rank(), "stages": stages}
+    save_model(model, str(out / "model.safetensors"))
+    val = evaluate_scorer(lambda u, h: model.score(h), ds, "valid", eval_cfg, device=device)
+    test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)
+    metrics = {"model": "vqrec", "stage": "finetune", "init": str(init) if init else None,
+               "ablation": _ablation_name(init, vq_cfg, init_meta), "validation": val, "test": test,
+               "stages": stages, "train_seconds": round(sum(s["seconds"] for s in stages.values()), 2)}
+    if device.type == "cuda":
+        metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_manifest(out)
+    return metrics
 
+
+def _check_init(init: Path, model_cfg: VQRecConfig) -> dict:
+    """The pre-trained run's metadata, after checking its code layout and architecture match ``model_cfg``."""
+    init_meta = _read_meta(init)
+    pre = from_dict(VQRecConfig, init_meta["model"])
+    for field in ARCHITECTURE:
+        if getattr(model_cfg, field) != getattr(pre, field):
+            raise SidrecError(f"{init}: pre-trained with {field}={getattr(pre, field)} but {field}="
+                              f"{getattr(model_cfg, field)} was asked for; code layout and architecture must match")
+    return init_meta
+
+
+def _eval_config(eval_cfg: EvalConfig | None, model_cfg: VQRecConfig, train_cfg: TrainConfig) -> EvalConfig:
+    """VQ-Rec's cut-offs (@10, @50), with the selection cut-off always among them (--ks 5,20 selects on @10 too)."""
+    eval_cfg = eval_cfg or EvalConfig(ks=VQREC_EVAL_KS, max_history=model_cfg.max_history)
+    if "@" in train_cfg.select_metric:
+        sel_k = int(train_cfg.select_metric.split("@")[1])
+        if sel_k not in eval_cfg.ks:
+            eval_cfg = replace(eval_cfg, ks=tuple(sorted({*eval_cfg.ks, sel_k})))
+    return eval_cfg
+
+
+def _finetune_stages(model: VQRec, ds: Dataset, out: Path, pretrained: bool, model_cfg: VQRecConfig,
+                     vq_cfg: VQRecTrainConfig, train_cfg: TrainConfig, eval_cfg: EvalConfig, device, log) -> dict:
+    """Stage 1 (a pre-trained run with ``permutation``): the code tables' permutation, encoder frozen; stage 2:
+    the code tables (``finetune = "codes"``) or everything. Returns each stage's summary."""
     inputs, targets = ds.train_sequences(model_cfg.max_history)
     keep = (targets > 0).any(1)
     inputs, targets = inputs[keep], targets[keep]
@@ -282,30 +312,18 @@ def finetune_vqrec(ds: Dataset, out: str | Path, *, init: str | Path | None, mod
                 "validation": {k: v for k, v in r.best_validation.items() if "@" in k}}
 
     stages = {}
-    if init is not None and vq_cfg.permutation:
+    if pretrained and vq_cfg.permutation:
         model.enable_permutation()
         stages["permutation"] = run_stage("stage1", [model.perm_logits], vq_cfg.permutation_epochs,
                                           vq_cfg.permutation_lr)
         model.bake_permutation()
     trainable = [model.code_emb] + ([model.twin_emb] if model.twin_emb is not None else []) \
-        if (init is not None and vq_cfg.finetune == "codes") else list(model.parameters())
+        if (pretrained and vq_cfg.finetune == "codes") else list(model.parameters())
     stages["finetune"] = run_stage("stage2", trainable, train_cfg.epochs)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    if not dist.is_main():  # rank 0 tests and writes
-        return {"model": "vqrec", "stage": "finetune", "rank": dist.rank(), "stages": stages}
-    save_model(model, str(out / "model.safetensors"))
-    val = validate(model)
-    test = evaluate_scorer(lambda u, h: model.score(h), ds, "test", eval_cfg, device=device)
-    metrics = {"model": "vqrec", "stage": "finetune", "init": str(init) if init else None,
-               "ablation": _ablation_name(init, vq_cfg, init_meta), "validation": val, "test": test,
-               "stages": stages, "train_seconds": round(sum(s["seconds"] for s in stages.values()), 2)}
-    if device.type == "cuda":
-        metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_manifest(out)
-    return metrics
+    return stages
 
 
 def _ablation_name(init, vq_cfg: VQRecTrainConfig, init_meta: dict | None) -> str:
