@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,30 +39,35 @@ from sidrec.data.sources import read_source
 from sidrec.embeddings.text import EmbedConfig, embed_dataset
 from sidrec.errors import SidrecError
 from sidrec.eval.checks import ranking_check
+from sidrec.eval.coldstart import ColdStartConfig, evaluate_coldstart
+from sidrec.eval.evaluate import EvalConfig
 from sidrec.eval.metrics import category_entropy, item_categories, metrics_from_ranks, ranks_from_lists
 from sidrec.models.sasrec import SASRecConfig
 from sidrec.models.vqrec import VQRecConfig
+from sidrec.report import write_run_report
 from sidrec.tokenizers.registry import tokenizer_for, tokenizer_spec
 from sidrec.tokenizers.stage import tokenize
-from sidrec.eval.coldstart import ColdStartConfig, evaluate_coldstart
 from sidrec.train.coldstart import coldstart_models, coldstart_spec
 from sidrec.train.generator import GENERATORS, generator_spec, load_generator
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
 from sidrec.train.trainer import decode_users
-from sidrec.train.vqrec import (VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune_vqrec, init_model_config,
-                                pretrain_vqrec)
+from sidrec.train.vqrec import (
+    VQREC_TRAIN_DEFAULTS,
+    VQRecTrainConfig,
+    finetune_vqrec,
+    init_model_config,
+    pretrain_vqrec,
+)
+from sidrec.utils.artifacts import read_json, sha256_file
 from sidrec.utils.log import info as log_info
 from sidrec.utils.seeding import pick_device
-from sidrec.utils.artifacts import read_json, sha256_file
 
 DEMO_FILE = Path(__file__).parent / "configs" / "demo.toml"  # the one demo config
 
 
 def demo_config(quick: bool = False) -> dict[str, Any]:
     """The demo pipeline (``configs/demo.toml``); ``quick``: a smaller catalog and fewer epochs on top of it."""
-    import tomllib
-
     cfg = tomllib.loads(DEMO_FILE.read_text())
     if quick:
         cfg["data"] = {"source": "synthetic", "synthetic": {"n_users": 300, "n_items": 120}}
@@ -291,7 +297,6 @@ class Pipeline:
         if use_pretrain:
             init = self.vqrec_pretrain(domains, mcfg, vcfg, tcfg, ecfg, pre_epochs, pre_minutes)
             mcfg = from_dict(VQRecConfig, {**to_dict(mcfg), **init_model_config(init)})
-        from sidrec.eval.evaluate import EvalConfig
 
         ks = tuple(int(k) for k in str(extra.get("ks", "10,50")).split(","))
         key = [to_dict(mcfg), to_dict(vcfg), to_dict(tcfg), ks, self.fps["data"], self.fps.get("embed"),
@@ -486,8 +491,6 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: st
 
 
 def _summary(p: Pipeline, stages: list[str], model: str) -> dict:
-    from sidrec.report import write_run_report
-
     runs = {s: p.dirs[s] for s in (*GENERATORS, "sasrec", "vqrec") if s in p.dirs}
     res: dict[str, Any] = {"dirs": {k: str(v) for k, v in p.dirs.items()}, "seconds": dict(p.seconds),
                            "fingerprints": dict(p.fps), "model": model, "seed": p.seed}

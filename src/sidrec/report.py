@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+
 from sidrec.utils.artifacts import read_json
 
 
 def _curves(runs: dict[str, Path], out: Path) -> str | None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     drawn = False

@@ -13,13 +13,18 @@ the published figure and the ratio to it, a link to the recipe) with one plot pe
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from sidrec import __version__
 from sidrec.errors import SidrecError
@@ -47,8 +52,6 @@ def commit() -> str:
 
 
 def versions() -> dict[str, str]:
-    import torch
-
     return {"sidrec": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__}
 
@@ -169,17 +172,12 @@ def _table_md(table: str, rows: list[dict], link_root: Path, out_dir: Path) -> l
 
 
 def _rel(target: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(target, start).replace(os.sep, "/")
 
 
 def _plot(table: str, rows: list[dict], out: Path) -> Path | None:
     """Ours (mean, min-max over seeds) vs the published figure, R@10 (or the first metric) per row."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     summ = summarise(rows)
     metric = "recall@10" if any("recall@10" in s["stats"] for s in summ) else (_metric_columns(rows) or [None])[0]
@@ -303,10 +301,6 @@ def write_bench(bench: str, result: Any, results: str | Path | None, *, variant:
     """Append a benchmark's rows to RESULTS/bench-<bench>.jsonl, each with ``bench``, ``variant``, ``gpu`` (or
     "cpu"), ``versions``, ``commit`` and the command line; returns the rows. ``variant``: a value, or a function
     of the row. ``results`` None: nothing written."""
-    import sys
-
-    import torch
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     rows = []
     for r in flatten(result):

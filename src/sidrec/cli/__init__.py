@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,14 @@ from sidrec.cli import gen as gen_cmd
 from sidrec.cli import tokens as tokens_cmd
 from sidrec.cli import train as train_cmd
 from sidrec.cli.common import console
+from sidrec.data.dataset import load_dataset
 from sidrec.errors import SidrecError
+from sidrec.eval.evaluate import EvalConfig, evaluate_predictions, write_metrics
+from sidrec.tokenizers.registry import TOKENIZERS
+from sidrec.train.generator import distributed_trainers
+from sidrec.utils.dist import setup
+from sidrec.utils.log import use_rich
+from sidrec.utils.threads import configure_threads
 
 app = typer.Typer(name="sidrec", help="Generative recommendation with semantic item IDs.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -38,8 +46,6 @@ app.command()(gen_cmd.results)
 def _global(threads: Annotated[Optional[int], typer.Option(
         "--threads", help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores not already busy)")] = None):
     """Generative recommendation with semantic item IDs."""
-    from sidrec.utils.threads import configure_threads
-
     if threads is not None and threads < 1:
         raise SidrecError(f"--threads {threads}: must be at least 1")
     world = os.environ.get("WORLD_SIZE", "1")
@@ -48,8 +54,6 @@ def _global(threads: Annotated[Optional[int], typer.Option(
         argv = sys.argv[1:]
         method = next((a.split("=", 1)[1] for a in argv if a.startswith("--method=")),
                       argv[argv.index("--method") + 1] if "--method" in argv[:-1] else "rqvae")  # tokenize's default
-        from sidrec.tokenizers.registry import TOKENIZERS
-        from sidrec.train.generator import distributed_trainers
 
         tokenize_ok = args[:1] == ["tokenize"] and method in TOKENIZERS and TOKENIZERS[method].distributed
         trainers = distributed_trainers()
@@ -58,11 +62,9 @@ def _global(threads: Annotated[Optional[int], typer.Option(
                               f"{'|'.join(sorted(trainers))}` and `sidrec tokenize --method "
                               f"{'|'.join(t for t, sp in TOKENIZERS.items() if sp.distributed)}` "
                               f"run distributed; run this command once")
-        from sidrec.utils.dist import setup
 
         setup()
     configure_threads(threads)
-    from sidrec.utils.log import use_rich
 
     use_rich(console)  # library progress lines ("sidrec" logger) print through rich
 
@@ -78,11 +80,6 @@ def evaluate(data: Annotated[Path, typer.Option(help="prepared dataset directory
 
     Example: sidrec evaluate --data data/beauty --predictions preds.jsonl --k 5,10 --out metrics.json
     """
-    import json
-
-    from sidrec.data.dataset import load_dataset
-    from sidrec.eval.evaluate import EvalConfig, evaluate_predictions, write_metrics
-
     try:
         ks = tuple(int(x) for x in k.split(",") if x)
     except ValueError:

@@ -10,7 +10,13 @@ import typer
 
 from sidrec.cli.common import console, layered, print_table
 from sidrec.cli.train import ConfigOpt, SetOpt
+from sidrec.data.dataset import load_dataset
+from sidrec.embeddings.text import EmbedConfig
 from sidrec.errors import SidrecError
+from sidrec.eval.coldstart import ColdStartConfig
+from sidrec.eval.coldstart import evaluate_coldstart as run
+from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_spec
+from sidrec.train.coldstart import coldstart_models, coldstart_spec
 
 
 def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared dataset directory (with item text)")],
@@ -65,12 +71,6 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
       sidrec evaluate-coldstart data/beauty --out runs/beauty-cold --epsilon 0.1 --epsilon 0.3
       sidrec evaluate-coldstart data/scientific --model vqrec --init runs/vq-pre --out runs/sci-cold-vq
     """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.embeddings.text import EmbedConfig
-    from sidrec.eval.coldstart import ColdStartConfig, evaluate_coldstart as run
-    from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_spec
-    from sidrec.train.coldstart import coldstart_models, coldstart_spec
-
     spec = coldstart_spec(model)
     if spec.tokenizer and (tokenizer_spec(method).inputs != ("embeddings",) or not tokenizer_spec(method).encodes):
         raise SidrecError(f"--method {method}: the cold-start protocol fits the tokenizer on the seen items from "

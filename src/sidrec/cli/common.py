@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from sidrec.config import load_file, parse_overrides, route
+from sidrec.config import load_file, parse_overrides, route, to_dict
 
 console = Console(stderr=True)
 out_console = Console()
@@ -41,10 +42,6 @@ def print_table(rows: list[list[str]], title: str = "") -> None:
 
 def toml_lines(section: str, cfg: Any) -> list[str]:
     """A resolved config as a TOML section (None values as comments): `--config FILE` reads it back."""
-    import json
-
-    from sidrec.config import to_dict
-
     lines = [f"[{section}]"]
     for k, v in to_dict(cfg).items():
         lines.append(f"# {k} = none" if v is None else f"{k} = {json.dumps(v)}")
@@ -53,8 +50,6 @@ def toml_lines(section: str, cfg: Any) -> list[str]:
 
 def announce(**cfgs: Any) -> None:
     """Print the resolved configs a run will use (the run records them in RUN/config.json too)."""
-    from sidrec.config import to_dict
-
     parts = [f"{name}: " + ", ".join(f"{k}={v}" for k, v in to_dict(c).items()) for name, c in cfgs.items()]
     out_console.print("config " + " | ".join(parts), highlight=False, markup=False, soft_wrap=True)  # stdout:
     # stderr stays the log and, for a user mistake, its one error line

@@ -8,15 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from sidrec.cli.common import layered, out_console, toml_lines
+from sidrec.config import merge, to_dict
 from sidrec.errors import SidrecError
+from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_for
+from sidrec.train.generator import GENERATORS, TRAINERS, trainer_sections
 
 app = typer.Typer(help="Show resolved configs.", no_args_is_help=True)
 
 
 def kinds() -> list[str]:
-    from sidrec.tokenizers.registry import TOKENIZERS
-    from sidrec.train.generator import GENERATORS, TRAINERS
-
     return [*GENERATORS, *TRAINERS, *(t for t in TOKENIZERS if t != "published")]
 
 
@@ -33,8 +33,6 @@ def show(kind: Annotated[str, typer.Argument(help="tiger | lcrec | sasrec | vqre
       sidrec config show tiger --preset letter
       sidrec config show letter --set cf_weight=0.02
     """
-    from sidrec.train.generator import GENERATORS, TRAINERS, trainer_sections
-
     if kind not in kinds():
         raise SidrecError(f"config show {kind!r}: choose one of {', '.join(kinds())}")
     spec = GENERATORS.get(kind)
@@ -50,9 +48,6 @@ def show(kind: Annotated[str, typer.Argument(help="tiger | lcrec | sasrec | vqre
         cfgs = layered([c for _, c in sections], config, set_, given, defaults=defaults)
         names = tuple(n for n, _ in sections)
     else:
-        from sidrec.config import merge, to_dict
-        from sidrec.tokenizers.registry import tokenizer_for
-
         _, default = tokenizer_for(kind)
         cfgs = layered([type(default)], config, set_, {}, defaults=to_dict(default))
         cfgs, names = [merge(type(default), to_dict(cfgs[0]))], ("tokenize",)

@@ -9,6 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from sidrec.cli.common import console, print_table
+from sidrec.config import parse_overrides
+from sidrec.data.dataset import load_dataset
+from sidrec.data.download import DATASETS
+from sidrec.data.download import download as dl
+from sidrec.data.prepare import PrepareConfig
+from sidrec.data.prepare import prepare as prep
+from sidrec.data.sources import read_source
 
 app = typer.Typer(help="Get, prepare and inspect datasets.", no_args_is_help=True)
 
@@ -21,8 +28,6 @@ def download(name: Annotated[str, typer.Argument(help="dataset name, e.g. amazon
 
     Example: sidrec data download amazon2014-beauty
     """
-    from sidrec.data.download import DATASETS, download as dl
-
     if list_:
         for k, v in DATASETS.items():
             typer.echo(f"{k:28s} {v[0].source:14s} {' '.join(r.url for r in v)}")
@@ -48,10 +53,6 @@ def prepare(source: Annotated[str, typer.Argument(help="amazon2014 amazon2018 am
 
     Example: sidrec data prepare s3rec --input ../shared/data/amazon2014-beauty/s3rec-format/Beauty.txt.gz --out data/beauty
     """
-    from sidrec.config import parse_overrides
-    from sidrec.data.prepare import PrepareConfig, prepare as prep
-    from sidrec.data.sources import read_source
-
     syn = parse_overrides([s for s in synthetic.split(",") if s])
     if seed is not None:
         syn["seed"] = seed
@@ -79,8 +80,6 @@ def stats(dataset: Annotated[Path, typer.Argument(help="prepared dataset directo
 
     Example: sidrec data stats data/beauty
     """
-    from sidrec.data.dataset import load_dataset
-
     ds = load_dataset(dataset)
     if json_:
         typer.echo(json.dumps(ds.stats, indent=2))

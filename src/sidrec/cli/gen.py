@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from sidrec.cli.common import console, print_table
+from sidrec.config import load_file
 from sidrec.errors import SidrecError
+from sidrec.eval.evaluate import metrics_table
+from sidrec.pipeline import demo_config, run_pipeline
+from sidrec.recipes import load_recipe, run_recipe
+from sidrec.results import render
+from sidrec.serving.app import configure_logging
+from sidrec.serving.batcher import ServeConfig
+from sidrec.serving.recommender import load_recommender, read_new_items
 
 
 def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run directory")],
@@ -43,8 +52,6 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
       sidrec recommend demo-out/tiger --history i12 --new-items new.csv --sample-temperature 1.5
       sidrec recommend runs/vq-sci --history B0001 --new-items new.csv --k 10
     """
-    from sidrec.serving.recommender import load_recommender, read_new_items
-
     if sample_temperature < 0:
         raise SidrecError(f"--sample-temperature {sample_temperature}: must be 0 (beam search) or positive")
     rec = load_recommender(run, device=device)
@@ -89,8 +96,6 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
     except ImportError:
         raise SidrecError("serving needs the 'serve' extra: pip install 'sidrec[serve]'") from None
 
-    from sidrec.serving.batcher import ServeConfig
-
     for name, v in (("--max-batch", max_batch), ("--max-queue", max_queue), ("--max-history", max_history),
                     ("--max-k", max_k), ("--max-body", max_body), ("--max-depth", max_depth),
                     ("--max-new-items", max_new_items)):
@@ -100,9 +105,6 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
         raise SidrecError("--max-wait-ms must be >= 0 and --queue-timeout > 0")
     if log_format not in ("text", "json"):
         raise SidrecError(f"--log-format {log_format!r}: choose text or json")
-    import logging
-
-    from sidrec.serving.app import configure_logging
 
     cfg = ServeConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, queue_timeout_s=queue_timeout,
                       max_history=max_history, max_k=max_k, max_body_bytes=max_body, max_depth=max_depth,
@@ -126,8 +128,6 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("dem
 
     Example: sidrec demo --out demo-out
     """
-    from sidrec.pipeline import demo_config, run_pipeline
-
     res = run_pipeline({**demo_config(quick), "seed": seed}, out, log=console.print)
     _show(res)
 
@@ -159,10 +159,6 @@ def run(config: Annotated[Path, typer.Argument(help="a recipe (TOML/YAML with a 
     Several seeds side by side, one GPU each (they share WORK; a stage one of them is computing is waited for):
       for s in 0 1; do CUDA_VISIBLE_DEVICES=$s sidrec run RECIPE --seed $s & done; wait
     """
-    from sidrec.config import load_file
-    from sidrec.pipeline import run_pipeline
-    from sidrec.recipes import load_recipe, run_recipe
-
     cfg = load_file(config)
     if "recipe" not in cfg:
         target = out or cfg.pop("out", None)
@@ -196,16 +192,12 @@ def results(folder: Annotated[Path, typer.Argument(help="results folder (RESULTS
 
     Example: sidrec results experiments/results     (writes experiments/RESULTS.md and experiments/plots/)
     """
-    from sidrec.results import render
-
     target = out or folder.parent / "RESULTS.md"
     render(folder, target, about=about or folder.parent / "tables.toml")
     console.print(f"wrote {target}")
 
 
 def _show(res: dict) -> None:
-    from sidrec.eval.evaluate import metrics_table
-
     print_table(metrics_table(res["test"], (5, 10, 20)), "test (full ranking, leave-one-out)")
     for name, how in res.get("training", {}).items():
         console.print(f"{name}: {how}", highlight=False)

@@ -9,6 +9,13 @@ import typer
 
 from sidrec.cli.common import console, print_table
 from sidrec.cli.train import ConfigOpt, SetOpt
+from sidrec.config import load_file, parse_overrides
+from sidrec.data.dataset import load_dataset
+from sidrec.embeddings.text import EmbedConfig, embed_dataset
+from sidrec.errors import SidrecError
+from sidrec.eval.checks import ranking_check
+from sidrec.tokenizers.registry import tokenizer_spec
+from sidrec.tokenizers.stage import tokenize as run_tokenize
 
 
 def embed(data: Annotated[Path, typer.Argument(help="prepared dataset directory")],
@@ -22,9 +29,6 @@ def embed(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
 
     Example: sidrec embed data/yelp --encoder minilm --out runs/yelp-minilm
     """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.embeddings.text import EmbedConfig, embed_dataset
-
     ds = load_dataset(data)
     emb = embed_dataset(ds, out, EmbedConfig(encoder=encoder, dim=dim, batch_size=batch_size, device=device, seed=seed),
                         log=console.print)
@@ -48,13 +52,6 @@ def tokenize(data: Annotated[Path, typer.Argument(help="prepared dataset directo
 
     Example: sidrec tokenize data/yelp --method letter --embeddings runs/yelp-minilm --cf runs/sasrec32 --out runs/yelp-letter
     """
-    from sidrec.config import load_file, parse_overrides
-    from sidrec.errors import SidrecError
-    from sidrec.data.dataset import load_dataset
-    from sidrec.eval.checks import ranking_check
-    from sidrec.tokenizers.registry import tokenizer_spec
-    from sidrec.tokenizers.stage import tokenize as run_tokenize
-
     ds = load_dataset(data)
     ov = {}
     if config:

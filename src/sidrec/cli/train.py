@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from sidrec.cli.common import announce, console, layered, print_table
+from sidrec.data.dataset import load_dataset
+from sidrec.embeddings.text import EmbedConfig
 from sidrec.errors import SidrecError
+from sidrec.eval.evaluate import EvalConfig, metrics_table
+from sidrec.models.lcrec import LCRecConfig
+from sidrec.models.sasrec import SASRecConfig
+from sidrec.models.tiger import TIGERConfig
+from sidrec.models.vqrec import VQRecConfig
+from sidrec.train.config import (
+    LCREC_TRAIN_DEFAULTS,
+    SASREC_TRAIN_DEFAULTS,
+    TRAIN_PRESETS,
+    TrainConfig,
+    default,
+)
+from sidrec.train.generator import GENERATORS
+from sidrec.train.lcrec import TRAIN_DEFAULTS, train_lcrec
+from sidrec.train.sasrec import train_sasrec
+from sidrec.train.tiger import train_tiger
+from sidrec.train.vqrec import (
+    VQREC_EVAL_KS,
+    VQREC_TRAIN_DEFAULTS,
+    VQRecTrainConfig,
+    finetune_vqrec,
+    init_model_config,
+    pretrain_vqrec,
+)
 
 app = typer.Typer(help="Train models.", no_args_is_help=True)
 
@@ -37,11 +65,6 @@ def sasrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory
 
     Example: sidrec train sasrec data/beauty --out runs/sasrec-beauty --dim 64
     """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.models.sasrec import SASRecConfig
-    from sidrec.train.loop import TrainConfig
-    from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
-
     ds = load_dataset(data)
     mcfg, tcfg = layered([SASRecConfig, TrainConfig], config, set_,
                          dict(dim=dim, n_layers=n_layers, n_heads=n_heads, dropout=dropout, max_history=max_history,
@@ -57,7 +80,6 @@ def show_metrics(rows: dict[str, dict | None], title: str) -> None:
     """The test table (rank 0 only under torchrun: other ranks return no test metrics)."""
     if any(r is None for r in rows.values()):
         return
-    from sidrec.eval.evaluate import metrics_table
 
     print_table(metrics_table(rows, (5, 10, 20)), title)
 
@@ -96,11 +118,6 @@ def tiger(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
 
     Example: sidrec train tiger data/beauty --tokens runs/beauty-letter --out runs/beauty-tiger --batch-size 1024
     """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.models.tiger import TIGERConfig
-    from sidrec.train.loop import TrainConfig
-    from sidrec.train.tiger import TRAIN_PRESETS, train_tiger
-
     ds = load_dataset(data)
     mcfg, tcfg = layered([TIGERConfig, TrainConfig], config, set_,
                          dict(preset=preset, temperature=temperature, user_tokens=user_tokens, epochs=epochs,
@@ -148,14 +165,6 @@ def vqrec(data: Annotated[Optional[Path], typer.Argument(help="target dataset (f
       sidrec train vqrec data/scientific --init runs/vq-pre --out runs/vq-sci
       sidrec train vqrec data/scientific --out runs/vq-scratch          (no pre-training)
     """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.embeddings.text import EmbedConfig
-    from sidrec.eval.evaluate import EvalConfig, metrics_table
-    from sidrec.models.vqrec import VQRecConfig
-    from sidrec.train.loop import TrainConfig
-    from sidrec.train.vqrec import (VQREC_EVAL_KS, VQREC_TRAIN_DEFAULTS, VQRecTrainConfig, finetune_vqrec, init_model_config,
-                                    pretrain_vqrec)
-
     if bool(pretrain) == (data is not None):
         raise SidrecError("give either --pretrain DIR [--pretrain DIR ...] (pre-training) or a target DIR "
                           "(fine-tuning / training from scratch), not both")
@@ -227,11 +236,6 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
     Example: sidrec train lcrec data/beauty --tokens runs/beauty-letter --model smollm2-135m --align-ratio 0.25
     --out runs/beauty-lcrec  (LoRA r 8 on all linear layers; the run keeps the adapter and the ID-token rows)
     """
-    from sidrec.data.dataset import load_dataset
-    from sidrec.models.lcrec import LCRecConfig
-    from sidrec.train.lcrec import TRAIN_DEFAULTS, train_lcrec
-    from sidrec.train.loop import TrainConfig
-
     ds = load_dataset(data)
     mcfg, tcfg = layered([LCRecConfig, TrainConfig], config, set_,
                          dict(model=model, temperature=temperature, max_history=max_history, epochs=epochs,
@@ -253,10 +257,6 @@ PARAM_KEY = {"select": "select_metric", "compile_": "compile"}
 def show_defaults(func, defaults: dict | None = None, presets: dict[str, dict] | None = None) -> None:
     """Append ``(default: ...)`` (or the value per preset) to the help of ``func``'s options that default to None
     because a preset or a trainer's defaults decide them (sidrec.train.config is their one place)."""
-    import typing
-
-    from sidrec.train.config import TrainConfig, default
-
     hints = typing.get_type_hints(func, include_extras=True)
     func.__annotations__ = hints  # evaluated once here, so typer reads the help edited below
     for name, hint in hints.items():
@@ -278,8 +278,6 @@ def show_defaults(func, defaults: dict | None = None, presets: dict[str, dict] |
 
 
 def _register_defaults() -> None:
-    from sidrec.train.config import LCREC_TRAIN_DEFAULTS, SASREC_TRAIN_DEFAULTS, TRAIN_PRESETS
-
     show_defaults(sasrec, SASREC_TRAIN_DEFAULTS)
     show_defaults(tiger, presets=TRAIN_PRESETS)
     show_defaults(lcrec, LCREC_TRAIN_DEFAULTS)
@@ -293,8 +291,6 @@ SIMPLE = (int, float, str, bool)
 
 
 def _option_type(tp) -> type | None:
-    import typing
-
     args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is not None else [tp]
     return args[0] if len(args) == 1 and args[0] in SIMPLE else None
 
@@ -302,11 +298,6 @@ def _option_type(tp) -> type | None:
 def generator_command(spec):
     """`sidrec train NAME DATA --tokens TOK --out RUN ...`: each field of the generator's config is an option
     (`--field-name`), with the shared training options, `--config` and `--set`."""
-    import inspect
-    import typing
-
-    from sidrec.train.config import TrainConfig, default
-
     P = inspect.Parameter
     params = [P("data", P.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(help="prepared dataset directory")]),
               P("tokens", P.KEYWORD_ONLY, default=Path("runs/tokens"),
@@ -336,8 +327,6 @@ def generator_command(spec):
                P("set_", P.KEYWORD_ONLY, default=None, annotation=SetOpt)]
 
     def command(**kw):
-        from sidrec.data.dataset import load_dataset
-
         ds = load_dataset(kw["data"])
         given = {k: kw[k] for k in (*model_fields, *shared)}
         mcfg, tcfg = layered([spec.config, TrainConfig], kw["config"], kw["set_"], given,
@@ -358,8 +347,6 @@ def generator_command(spec):
 
 def add_generator_commands() -> None:
     """Register `sidrec train NAME` for each generator in the registry that has no command yet."""
-    from sidrec.train.generator import GENERATORS
-
     have = {c.name or c.callback.__name__ for c in app.registered_commands}
     for name, spec in GENERATORS.items():
         if name not in have:

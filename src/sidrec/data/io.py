@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import csv
 import gzip
 import io
 import json
@@ -12,14 +13,12 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from sidrec.errors import SidrecError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 def check_file(path: str | Path) -> Path:
@@ -112,9 +111,6 @@ def atomic_dir(out: str | Path):
 
 def _delimiter(p: Path) -> str:
     """The csv delimiter (',' / tab / ';' / '|'), sniffed from the first 64 KB (gzip ok)."""
-    import csv
-    import gzip
-
     opener = gzip.open if p.name.endswith(".gz") else open
     with opener(p, "rt", errors="replace") as f:
         head = f.read(1 << 16)
@@ -137,8 +133,6 @@ def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[
     chunks of ``CSV_CHUNK_ROWS`` rows and only the kept columns of each chunk stay in memory: ``categorical``
     ones dictionary-encoded (ids: 4 bytes a row instead of a Python string), ``convert[name](series,
     first_row)`` applied per chunk (e.g. times to floats; ``first_row`` = the chunk's 0-based data row)."""
-    import pandas as pd
-
     p = check_file(p)
     try:
         if p.suffix == ".parquet":
@@ -180,8 +174,6 @@ def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[
 
 def _finish(df: pd.DataFrame, categorical, convert, first: int = 0) -> pd.DataFrame:
     """``convert`` and dictionary encoding (``_encode``) applied to the columns of one table or chunk."""
-    import pandas as pd
-
     df = df.copy()
     for c in df.columns:
         if convert and c in convert:
@@ -194,8 +186,6 @@ def _finish(df: pd.DataFrame, categorical, convert, first: int = 0) -> pd.DataFr
 
 def _encode(col: pd.Series, cats: pd.Index | None) -> tuple[np.ndarray, pd.Index]:
     """int32 codes of ``col`` into ``cats`` (grown by the values not seen before; missing = -1)."""
-    import pandas as pd
-
     code, uniq = pd.factorize(col)
     uniq = pd.Index(uniq.astype(str), dtype=object)
     if cats is None:

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from sidrec.decoding.trie import Trie, build_trie
+from sidrec.embeddings.text import embed_new_texts
 from sidrec.errors import SidrecError
+from sidrec.tokenizers.base import APPENDED
 from sidrec.utils.artifacts import read_json
 
 
@@ -21,8 +23,6 @@ def new_item_ids(run: Path | None, tokenizer, texts: list[str], vocab_sizes: lis
                  emb: np.ndarray | None = None):
     """(base codes, unique IDs) of new items; one clear error when the run cannot give them IDs. ``emb``:
     their text embeddings when the caller has them already (else embedded here)."""
-    from sidrec.embeddings.text import embed_new_texts
-
     if run is None or not (Path(run) / "embeddings" / "embeddings.json").is_file():
         raise SidrecError(f"{run}: this run does not keep its text encoder (trained before sidrec 0.3, or "
                           f"its tokens were not made from text); new items cannot get IDs")
@@ -49,8 +49,6 @@ def grown(model, tokenizer, base: np.ndarray, sids: np.ndarray, level_sizes: lis
 
 def collision_suffix(run: Path | None) -> bool:
     """Whether the run's IDs end with an appended collision position (left out of prefix scores)."""
-    from sidrec.tokenizers.base import APPENDED
-
     p = Path(run) / "tokens" / "tokenizer.json" if run else None
     meta = read_json(p) if p and p.is_file() else {}
     return meta.get("config", {}).get("collision", "append") in APPENDED and \

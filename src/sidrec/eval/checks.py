@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
+from sidrec.models.sasrec import load_sasrec
+
 
 def ranking_check(z_hat: np.ndarray, sasrec_run: str | Path, ds, device: str = "cpu") -> dict | None:
     """LETTER's ranking experiment: SASRec with its item embeddings replaced by the quantized ones.
 
     None (no check) when ``sasrec_run`` is not a whole SASRec run (an embeddings file, or a run folder that kept
     only ``item_emb.npy``): the CF embeddings are enough to fit LETTER, the check also needs the model."""
-    from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
-    from sidrec.models.sasrec import load_sasrec
-
     run = Path(sasrec_run)
     if not (run / "model.safetensors").is_file() or not (run / "config.json").is_file():
         return None

@@ -27,6 +27,7 @@ which is the same computation as a left-padded prompt.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata as md
 import inspect
 import os
 import shutil
@@ -105,7 +106,6 @@ def resolve_backbone(name: str) -> tuple[Path, str]:
     fingerprint. One clear line when it is missing or not a causal LM."""
     if name in PRETRAINED:
         dist_name, rel, sha = PRETRAINED[name]
-        import importlib.metadata as md
 
         try:
             gguf = Path(md.distribution(dist_name).locate_file(rel))

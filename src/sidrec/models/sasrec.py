@@ -13,6 +13,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sidrec.config import from_dict
 from sidrec.utils.artifacts import load_model_weights, read_json, verify
 
 
@@ -93,8 +95,6 @@ class SASRec(nn.Module):
 
 
 def load_sasrec(run: str | Path, device: torch.device | str = "cpu") -> SASRec:
-    from sidrec.config import from_dict
-
     verify(Path(run))
     cfg = read_json(Path(run) / "config.json")["model"]
     m = SASRec(from_dict(SASRecConfig, cfg))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sidrec.errors import SidrecError
 from sidrec.models.encdec import EncoderDecoder, hf_key, hf_to_lean
 from sidrec.utils.artifacts import load_safetensors
 
@@ -48,8 +49,6 @@ class TIGERConfig:
     spare_suffixes: int = 16  # room on the collision level for items added after training (cold start)
 
     def __post_init__(self):
-        from sidrec.errors import SidrecError
-
         if self.preset not in PRESETS:
             raise SidrecError(f"unknown TIGER preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -27,9 +27,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from sidrec.models.sasrec import Block
+from sidrec.utils.dist import gather_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,8 +87,6 @@ def gumbel_sinkhorn(logits: torch.Tensor, *, tau: float, iters: int, noise: floa
 
 def hard_permutation(scores: torch.Tensor) -> torch.Tensor:
     """The permutation matrix of maximum total score for each (M, M) slice (Hungarian algorithm)."""
-    from scipy.optimize import linear_sum_assignment
-
     s = scores.detach().float().cpu().numpy()
     out = np.zeros_like(s, dtype=np.float32)
     for k in range(s.shape[0]):  # one assignment per code table (D of them), not per item
@@ -224,8 +224,6 @@ class VQRec(nn.Module):
         Under torchrun the negatives are the targets of the whole global batch (gathered from every rank, the
         gradient flowing back to their rank), as in one process.
         """
-        from sidrec.utils.dist import gather_rows
-
         tables = self.tables()
         h = self.forward(seq, tables)
         mask = targets > 0

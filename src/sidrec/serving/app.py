@@ -21,6 +21,7 @@ items than allowed 422. Every request is logged (``sidrec.access``: method, path
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -239,8 +239,6 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
 
     @app.post("/items")
     async def add_items(req: NewItems) -> dict:
-        import asyncio
-
         if len(req.items) > cfg.max_new_items:
             raise HTTPException(422, f"{len(req.items)} new items in one request: the limit is {cfg.max_new_items}")
         try:  # on the torch thread, between decodes (the catalog swap itself is atomic)

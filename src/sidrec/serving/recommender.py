@@ -16,8 +16,15 @@ import pandas as pd
 import torch
 
 from sidrec.data.dataset import load_dataset
+from sidrec.data.io import check_file, column, iter_records, read_table, require
+from sidrec.decoding.beam import generate, merge_new_items, prefix_scores, trim_history
+from sidrec.decoding.newitems import collision_suffix, grown, neighbour_scores, new_item_ids, unit_rows
+from sidrec.embeddings.text import embed_new_texts
 from sidrec.errors import SidrecError
+from sidrec.tokenizers.opq import OPQTokenizer
+from sidrec.tokenizers.registry import load_tokenizer
 from sidrec.train.generator import load_generator  # noqa: F401  (also the serving API's name)
+from sidrec.train.vqrec import load_vqrec
 from sidrec.utils.artifacts import load_npy, read_json, read_parquet
 
 
@@ -118,7 +125,6 @@ class Recommender(_Catalog):
     def __init__(self, model, trie, ds=None, device: str = "cpu", *, items: pd.DataFrame | None = None,
                  name: str = "", run: str | Path | None = None):
         self.model, self.device, self.run = model, device, Path(run) if run is not None else None
-        from sidrec.decoding.newitems import collision_suffix
 
         self.kind = model.kind
         self._tokenizer = None
@@ -147,8 +153,6 @@ class Recommender(_Catalog):
     def recommend_batch(self, histories: list[list[str]], ks: list[int], beam: int = 0) -> list[list[dict]]:
         """Several users in one trie-constrained beam search of width max(beam or 20, max k); each answer is
         what ``recommend`` gives that user alone (the top-k of a beam search is a prefix of its top-k')."""
-        from sidrec.decoding.beam import generate, trim_history
-
         cat = self.cat
         H = self.model.cfg.max_history
         hist = np.vstack([self._history_indices(cat, h, k, H) for h, k in zip(histories, ks)])
@@ -183,9 +187,6 @@ class Recommender(_Catalog):
         slots, after the best decoded items (the cold-start table's better mode: a kernel spreads a decoded
         item's probability over many new items, so they rarely beat the decoded ones). With 0 new items
         compete through the trie like any other."""
-        from sidrec.decoding.beam import generate, merge_new_items, prefix_scores, trim_history
-        from sidrec.decoding.newitems import neighbour_scores
-
         if not 0.0 <= epsilon <= 1.0:
             raise SidrecError(f"epsilon {epsilon}: must lie in [0, 1]")
         if new_rule not in NEW_RULES:
@@ -217,10 +218,6 @@ class Recommender(_Catalog):
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
         """Give new items IDs from their text and make them recommendable at once; all or nothing."""
-        from sidrec.decoding.newitems import grown, new_item_ids, unit_rows
-        from sidrec.embeddings.text import embed_new_texts
-        from sidrec.tokenizers.registry import load_tokenizer
-
         with self._lock:
             cat = self.cat
             ids = self._check_new(cat, ids, texts)
@@ -246,7 +243,6 @@ class Recommender(_Catalog):
         p = self.run / "embeddings" / "item_emb.npy"
         if not p.is_file():
             return None
-        from sidrec.decoding.newitems import unit_rows
 
         v = load_npy(p)
         if len(v) != len(cat.ids) + 1:
@@ -264,8 +260,6 @@ class VQRecRecommender(_Catalog):
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu") -> VQRecRecommender:
-        from sidrec.train.vqrec import load_vqrec
-
         model, meta = load_vqrec(run, device)
         if meta.get("stage") != "finetune" or len(meta["domains"]) != 1:
             raise SidrecError(f"{run}: a pre-trained VQ-Rec run has no single catalog to recommend from; "
@@ -274,9 +268,6 @@ class VQRecRecommender(_Catalog):
 
     def add_items(self, ids: list[str], texts: list[str], titles: list[str] | None = None) -> None:
         """Make items known only by their text recommendable (cold start), without retraining."""
-        from sidrec.embeddings.text import embed_new_texts
-        from sidrec.tokenizers.opq import OPQTokenizer
-
         with self._lock:
             cat = self.cat
             ids = self._check_new(cat, ids, texts)
@@ -326,8 +317,6 @@ def load_recommender(run: str | Path, device: str = "cpu") -> Recommender | VQRe
 
 def read_new_items(path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """New items for cold start from a csv (columns item_id, text[, title]) or jsonl file: (ids, texts, titles)."""
-    from sidrec.data.io import check_file, column, iter_records, read_table, require
-
     p = check_file(path)
     if p.name.endswith((".jsonl", ".jsonl.gz", ".json")):
         rows = []

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from sidrec.config import from_dict, to_dict
 from sidrec.errors import SidrecError
-from sidrec.tokenizers.collisions import append_position, collision_stats, sinkhorn_reassign
-from sidrec.utils.log import info as log_info
+from sidrec.tokenizers.collisions import append_position, collision_stats, extend_ids, sinkhorn_reassign
 from sidrec.utils.artifacts import load_npy, read_json, verify
+from sidrec.utils.log import info as log_info
 
 APPENDED = ("append", "sinkhorn-append")  # collision modes whose IDs end with a suffix position (unique IDs)
 
@@ -75,8 +77,6 @@ class ItemTokenizer(ABC):
         """Unique IDs for new items (n, L) next to the fitted ones: with an appended collision position
         (``APPENDED`` modes), the suffix continues after the largest one already used by the same code prefix
         (training's rule)."""
-        from sidrec.tokenizers.collisions import extend_ids
-
         mode = getattr(self.cfg, "collision", "append")
         if mode not in APPENDED:
             raise SidrecError(f"new items need collision handling 'append' or 'sinkhorn-append' (an appended "
@@ -86,8 +86,6 @@ class ItemTokenizer(ABC):
     @classmethod
     def load(cls, path: str | Path) -> ItemTokenizer:
         """A fitted tokenizer from its tokens directory (codes, IDs, config and weights)."""
-        from sidrec.config import from_dict
-
         p = Path(path)
         ids = SemanticIDs(p)
         if ids.meta.get("method") != cls.method:
@@ -133,10 +131,6 @@ class ItemTokenizer(ABC):
         return [self.cfg.codebook_size] * self.codes_.shape[1]
 
     def save(self, out: str | Path, item_ids: list[str] | None = None) -> None:
-        import pandas as pd
-
-        from sidrec.config import to_dict
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "codes.npy", self.sids_)

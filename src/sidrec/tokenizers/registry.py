@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidrec.errors import SidrecError
+from sidrec.tokenizers.base import SemanticIDs
+from sidrec.tokenizers.letter import LETTERTokenizer
+from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer
+from sidrec.tokenizers.published import PublishedConfig, PublishedTokenizer
+from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
+from sidrec.tokenizers.rqvae import PRESETS, RQVAETokenizer
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,11 @@ def tokenizer_for(method: str):
 def load_tokenizer(path):
     """The fitted tokenizer of a tokens directory, whatever its method (it can ``encode`` new items
     unless the method cannot)."""
-    from sidrec.tokenizers.base import SemanticIDs
-
     method = SemanticIDs(path).meta.get("method", "")
     return tokenizer_for(method)[0].load(path)
 
 
 def _builtin() -> None:
-    from sidrec.tokenizers.letter import LETTERTokenizer
-    from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer
-    from sidrec.tokenizers.published import PublishedConfig, PublishedTokenizer
-    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
-    from sidrec.tokenizers.rqvae import PRESETS, RQVAETokenizer
-
     register_tokenizer(TokenizerSpec("rqvae", RQVAETokenizer, PRESETS["tiger"], by_epochs=True, distributed=True,
                                      about="TIGER's RQ-VAE"))
     register_tokenizer(TokenizerSpec("letter", LETTERTokenizer, PRESETS["letter"], inputs=("embeddings", "cf"),

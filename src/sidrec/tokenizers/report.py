@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from sidrec.tokenizers.collisions import group_ids
 
 
 def usage(codes: np.ndarray, sizes: list[int]) -> list[dict]:
@@ -92,18 +96,13 @@ def build_report(tok, *, cf: np.ndarray | None = None) -> dict:
         "warnings": degenerate_warnings(base, sizes, tok.collisions_before_, per_level) if tok.method != "published" else [],
     }
     if tok.collisions_after_["rate"] > 0:
-        from sidrec.tokenizers.collisions import group_ids
-
         inv, counts = group_ids(tok.sids_)
         rep["items_not_unique"] = (np.flatnonzero(counts[inv] > 1) + 1).tolist()[:1000]
     return rep
 
 
 def plot_report(tok, rep: dict, out: Path) -> list[str]:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     files = []
     fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -15,8 +15,9 @@ from sidrec.embeddings.text import load_embeddings
 from sidrec.errors import SidrecError
 from sidrec.tokenizers.registry import TOKENIZERS, tokenizer_for, tokenizer_spec
 from sidrec.tokenizers.report import write_report
-from sidrec.utils.log import info as log_info
+from sidrec.utils import dist
 from sidrec.utils.artifacts import write_manifest
+from sidrec.utils.log import info as log_info
 
 
 def train_item_mask(ds: Dataset) -> np.ndarray:
@@ -39,7 +40,6 @@ def tokenize(ds: Dataset, out: str | Path, *, method: str, embeddings: str | Pat
     tok_cls, default = tokenizer_for(method)
     cfg = merge(type(default), to_dict(default), overrides or {})
     tok = tok_cls(cfg)
-    from sidrec.utils import dist
 
     if dist.world() > 1 and not tokenizer_spec(method).distributed:
         raise SidrecError(f"--method {method} does not train under torchrun: run it once (distributed: "
@@ -67,7 +67,6 @@ def _write(tok, ds: Dataset, out: Path, *, embeddings, cf_run, cf, check) -> dic
         meta = json.loads((tmp / "tokenizer.json").read_text())
         meta.update(dataset=str(ds.path), dataset_fingerprint=ds.fingerprint, embeddings=str(embeddings) if embeddings else None,
                     cf_run=str(cf_run) if cf_run else None)
-        from sidrec.utils import dist
 
         if dist.world() > 1:
             meta["world_size"] = dist.world()

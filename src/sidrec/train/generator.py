@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sidrec.errors import SidrecError
+from sidrec.models.lcrec import LCRecConfig
+from sidrec.models.sasrec import SASRecConfig
+from sidrec.models.tiger import TIGERConfig
+from sidrec.models.vqrec import VQRecConfig
 from sidrec.train.config import LCREC_TRAIN_DEFAULTS, SASREC_TRAIN_DEFAULTS, TRAIN_PRESETS, TrainConfig
+from sidrec.train.lcrec import load_lcrec, train_lcrec
+from sidrec.train.tiger import load_tiger, train_tiger
+from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig
 from sidrec.utils.artifacts import read_json
 
 
@@ -104,14 +111,6 @@ def distributed_trainers() -> set[str]:
 
 
 def _builtin() -> None:
-    from sidrec.models.lcrec import LCRecConfig
-    from sidrec.models.sasrec import SASRecConfig
-    from sidrec.models.tiger import TIGERConfig
-    from sidrec.models.vqrec import VQRecConfig
-    from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig
-    from sidrec.train.lcrec import load_lcrec, train_lcrec
-    from sidrec.train.tiger import load_tiger, train_tiger
-
     register_generator(GeneratorSpec("tiger", TIGERConfig, train_tiger, load_tiger, presets=TRAIN_PRESETS,
                                      default_preset="tiger", about="TIGER: a T5 encoder-decoder over semantic IDs"))
     register_generator(GeneratorSpec("lcrec", LCRecConfig, train_lcrec, load_lcrec, defaults=LCREC_TRAIN_DEFAULTS,

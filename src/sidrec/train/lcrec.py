@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from sidrec.config import from_dict
+from sidrec.config import from_dict, merge
 from sidrec.data.dataset import Dataset
 from sidrec.decoding.trie import build_trie
+from sidrec.errors import SidrecError
 from sidrec.models.lcrec import LCRec, LCRecConfig
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.config import LCREC_TRAIN_DEFAULTS as TRAIN_DEFAULTS
@@ -40,8 +41,6 @@ def train_lcrec(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: LCR
     """Same stage as TIGER's (``train_generator``): every training prefix, length buckets, early stopping,
     test decoded once with the shared trie-constrained beam search. With ``align_ratio`` > 0 the item <->
     ID alignment tasks run on the dataset's item text."""
-    from sidrec.config import merge
-
     train_cfg = train_cfg or merge(TrainConfig, TRAIN_DEFAULTS)
     text = item_text(ds) if model_cfg.align_ratio > 0 else None
     # torch.compile is opt-in here (--compile): equal to eager on CPU (tests/test_lcrec.py), not yet measured
@@ -56,8 +55,6 @@ def load_lcrec(run: str | Path, device: torch.device | str = "cpu"):
     model, trie = build_lcrec(cfg, ids)
     want = conf.get("backbone_fingerprint")
     if want and model.fingerprint != want:
-        from sidrec.errors import SidrecError
-
         raise SidrecError(f"{run}: trained on backbone {cfg.model} with fingerprint {want[:12]}..., the one found "
                           f"now is {model.fingerprint[:12]}...")
     load_weights(model, run / "model.safetensors", device)

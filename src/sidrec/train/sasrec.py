@@ -14,11 +14,11 @@ from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
 from sidrec.models.sasrec import SASRec, SASRecConfig
 from sidrec.train.config import SASREC_TRAIN_DEFAULTS  # noqa: F401 (re-exported)
 from sidrec.train.loop import TrainConfig, fit
+from sidrec.utils import dist
+from sidrec.utils.artifacts import write_manifest
+from sidrec.utils.log import info as log_info
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
-from sidrec.utils.log import info as log_info
-from sidrec.utils.artifacts import write_manifest
-
 
 
 def sequence_batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
@@ -38,7 +38,6 @@ def train_sasrec(ds: Dataset, out: str | Path, model_cfg: SASRecConfig, train_cf
     device = pick_device(train_cfg.device)
     model_cfg = SASRecConfig(**{**to_dict(model_cfg), "n_items": ds.n_items})
     eval_cfg = eval_cfg or EvalConfig(max_history=model_cfg.max_history)
-    from sidrec.utils import dist
 
     same = {"kind": "sasrec", "model": to_dict(model_cfg), "dataset_fingerprint": ds.fingerprint}
     if train_cfg.resume:

@@ -4,6 +4,7 @@ reading of a generator run (``read_run``). A generator plugs in a ``build(model_
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,16 +18,16 @@ from sidrec.decoding.beam import generate, trim_history
 from sidrec.decoding.trie import Trie
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists
+from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
 from sidrec.models.tiger import TIGER
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.loop import TrainConfig, fit
+from sidrec.utils import dist
+from sidrec.utils.artifacts import load_npy, read_json, sha256_file, verify, write_manifest
+from sidrec.utils.log import info as log_info
 from sidrec.utils.progress import progress
 from sidrec.utils.runinfo import check_resumable, data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
-from sidrec.utils.log import info as log_info
-from sidrec.utils.artifacts import load_npy, read_json, sha256_file, verify, write_manifest
-
-
 
 
 def id_sizes(ids: SemanticIDs, spare_suffixes: int) -> list[int]:
@@ -176,7 +177,6 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
         raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
-    from sidrec.utils import dist
 
     model, trie = build(model_cfg, ids)
     backbone = {"backbone_fingerprint": model.fingerprint} if hasattr(model, "fingerprint") else {}
@@ -218,7 +218,6 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
         if vrows is not None:  # score only the sampled users (recorded in the results)
             sub = ranked[vrows]
             _, _, tg = ds.eval_inputs("valid", 1)
-            from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
 
             return {"split": "valid", "users": len(vrows),
                     **metrics_from_ranks(ranks_from_lists(sub, tg[vrows]), ks)}
@@ -253,8 +252,6 @@ def _bundle(out: Path, ids: SemanticIDs, ds: Dataset) -> None:
     new items can be encoded), RUN/embeddings (the text encoder's settings: embeddings.json, a fitted tf-idf
     model, and the catalog's vectors in half precision for the cold-start "neighbours" rule) and RUN/items.parquet (item_id, title, text), so the run works after its tokens,
     embeddings and dataset directories move."""
-    import shutil
-
     (out / "tokens").mkdir(parents=True, exist_ok=True)
     for f in ("codes.npy", "tokenizer.json", "base_codes.npy", "model.safetensors", "centroids.npy", "opq.faiss"):
         if (ids.path / f).is_file() and (ids.path / f).resolve() != (out / "tokens" / f).resolve():

@@ -14,12 +14,14 @@ Run directory (pre-training and fine-tuning alike):
 from __future__ import annotations
 
 import json
-from dataclasses import replace, dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from safetensors.torch import save_model
 
 from sidrec.config import from_dict, to_dict
 from sidrec.data.dataset import Dataset
@@ -27,15 +29,17 @@ from sidrec.embeddings.text import EmbedConfig, embed_dataset, load_embeddings
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_scorer
 from sidrec.models.vqrec import VQRec, VQRecConfig
+from sidrec.tokenizers.base import SemanticIDs
 from sidrec.tokenizers.collisions import collision_stats
 from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer
-from sidrec.train.loop import TrainConfig, fit
-from sidrec.utils.runinfo import data_info, write_run_info
-from sidrec.train.sasrec import sequence_batches
-from sidrec.utils.seeding import pick_device, seed_everything
 from sidrec.tokenizers.stage import train_item_mask
-from sidrec.utils.log import info as log_info
+from sidrec.train.loop import TrainConfig, fit
+from sidrec.train.sasrec import sequence_batches
+from sidrec.utils import dist
 from sidrec.utils.artifacts import load_model_weights, load_npy, read_json, verify, write_manifest
+from sidrec.utils.log import info as log_info
+from sidrec.utils.runinfo import data_info, write_run_info
+from sidrec.utils.seeding import pick_device, seed_everything
 
 VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
 VQREC_EVAL_KS = (10, 50)
@@ -121,7 +125,6 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
     embeddings = embeddings or [None] * len(datasets)
     if len(embeddings) != len(datasets):
         raise SidrecError(f"got {len(embeddings)} --embeddings for {len(datasets)} --pretrain datasets")
-    from sidrec.utils import dist
 
     codes = offsets = None
     if dist.is_main():  # torchrun: rank 0 embeds, fits OPQ and writes; the others receive the codes
@@ -168,7 +171,6 @@ def pretrain_vqrec(datasets: list[Dataset], out: str | Path, model_cfg: VQRecCon
               loss_fn=lambda m, b: m.contrastive_loss(b[0], b[1], rho=vq_cfg.rho), validate=validate, log=log)
     if not dist.is_main():  # rank 0 writes
         return {"model": "vqrec", "stage": "pretrain", "rank": dist.rank(), "best_epoch": res.best_epoch}
-    from safetensors.torch import save_model
 
     save_model(model, str(out / "model.safetensors"))
     metrics = {"model": "vqrec", "stage": "pretrain", "validation": res.best_validation, "best_epoch": res.best_epoch,
@@ -193,8 +195,6 @@ def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: 
         rng = np.random.default_rng(seed)
         codes = rng.integers(0, M, size=(ds.n_items, D))
     elif tokens is not None:
-        from sidrec.tokenizers.base import SemanticIDs
-
         sid = SemanticIDs(tokens)
         sid.check_dataset(ds)
         base = load_npy(sid.path / "base_codes.npy") if (sid.path / "base_codes.npy").is_file() else sid.codes
@@ -203,7 +203,6 @@ def _target_codes(ds: Dataset, emb: np.ndarray, model_cfg: VQRecConfig, vq_cfg: 
                               f"the model expects {D} codes per item in [0, {M})")
         codes = base
         if (sid.path / "opq.faiss").is_file():  # keep the encoder of new items' text (cold start)
-            import shutil
 
             shutil.copytree(sid.path, out / "opq", dirs_exist_ok=True)
     else:

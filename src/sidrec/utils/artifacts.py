@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model
 
 from sidrec.errors import SidrecError
 
@@ -78,26 +87,18 @@ def read_json(path: str | Path) -> Any:
 
 
 def load_npy(path: str | Path, **kw):
-    import numpy as np
-
     path = Path(path)
     with _reading(path, "npy", (ValueError, OSError, EOFError)):
         return np.load(path, **kw)
 
 
 def read_parquet(path: str | Path, **kw):
-    import pandas as pd
-    import pyarrow as pa
-
     path = Path(path)
     with _reading(path, "parquet", (pa.ArrowException, OSError, ValueError)):
         return pd.read_parquet(path, **kw)
 
 
 def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     with _reading(path, "safetensors", (SafetensorError, OSError, ValueError, RuntimeError)):
         return load_file(str(path), device=str(device))
@@ -105,20 +106,12 @@ def load_safetensors(path: str | Path, device: str = "cpu") -> dict:
 
 def load_model_weights(model, path: str | Path, device: str = "cpu", strict: bool = True):
     """``safetensors.torch.load_model`` with a damaged file as one line; returns (missing, unexpected)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
     path = Path(path)
     with _reading(path, "safetensors", (SafetensorError, OSError)):
         return load_model(model, str(path), strict=strict, device=str(device))
 
 
 def torch_load(path: str | Path, **kw):
-    import pickle
-    import zipfile
-
-    import torch
-
     path = Path(path)
     with _reading(path, "checkpoint", (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError,
                                        ValueError), must_exist=False):

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 ARTIFACTS = "artifacts"
 
 
@@ -41,8 +43,6 @@ def persistent_compile_caches() -> Path:
 
 
 def _versions() -> dict[str, Any]:
-    import torch
-
     info: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda}
     try:
         import triton
@@ -81,8 +81,6 @@ class CompileArtifacts:
         self.loaded = False
 
     def load(self) -> bool:
-        import torch
-
         if not self.path.exists():
             return False
         quiet = logging.getLogger("torch.compiler._cache")  # it logs a traceback for a damaged file
@@ -103,8 +101,6 @@ class CompileArtifacts:
         return True
 
     def save(self) -> Path | None:
-        import torch
-
         try:
             saved = torch.compiler.save_cache_artifacts()
         except Exception as e:

@@ -13,6 +13,9 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+from sidrec.errors import SidrecError
 
 
 def world() -> int:
@@ -37,8 +40,6 @@ def setup() -> int:
     if n > 1 and not dist.is_initialized():
         missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
         if missing:
-            from sidrec.errors import SidrecError
-
             raise SidrecError(f"WORLD_SIZE={n} but {', '.join(missing)} not set: start several processes with "
                               f"torchrun --nproc_per_node {n} -m sidrec ...")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -107,8 +108,6 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     top = max(sizes)
     pad = torch.cat([x, x.new_zeros((top - len(x), *x.shape[1:]))]) if top > len(x) else x
     if x.requires_grad:
-        from torch.distributed.nn.functional import all_gather as differentiable_all_gather
-
         parts = differentiable_all_gather(pad)
     else:
         parts = [torch.empty_like(pad) for _ in range(world())]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from rich.logging import RichHandler
+
 LOGGER = logging.getLogger("sidrec")
 LOGGER.addHandler(logging.NullHandler())
 
@@ -19,7 +21,6 @@ def use_rich(console) -> None:
     """Route the "sidrec" logger to a rich console (the CLI), once."""
     if any(getattr(h, "_sidrec", False) for h in LOGGER.handlers):
         return
-    from rich.logging import RichHandler
 
     h = RichHandler(console=console, show_time=False, show_level=False, show_path=False, markup=False)
     h._sidrec = True

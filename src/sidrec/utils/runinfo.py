@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas
 import torch
 
 from sidrec import __version__
+from sidrec.errors import SidrecError
 from sidrec.utils.artifacts import read_json
+from sidrec.utils.dist import world
 
 
 def versions() -> dict[str, str]:
-    import pandas
-
     return {"sidrec": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": np.__version__, "pandas": pandas.__version__, "platform": platform.platform()}
 
@@ -37,8 +38,6 @@ def check_resumable(run_dir: str | Path, identity: dict[str, Any]) -> None:
     new = json.loads(json.dumps(identity, default=str))  # as config.json holds it (tuples as lists, ...)
     diff = [k for k in new if k in old and old[k] != new[k]]
     if diff:
-        from sidrec.errors import SidrecError
-
         raise SidrecError(f"{run_dir}: holds a checkpoint trained with another {', '.join(diff)}; resume with the "
                           f"same inputs, or use a new --out (or delete {run_dir / 'checkpoint.pt'})")
 
@@ -52,7 +51,6 @@ def write_run_info(run_dir: str | Path, *, kind: str, config: dict[str, Any], da
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    from sidrec.utils.dist import world
 
     info["world_size"] = world()  # processes under torchrun (1 = single process)
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sidrec.config import from_dict
 from sidrec.data.schema import RawData
+from sidrec.data.sources import amazon, movielens, processed, recbole
+from sidrec.data.sources import synthetic as syn
+from sidrec.data.sources import tabular, yelp
 from sidrec.errors import SidrecError
 
 SOURCES = ("amazon2014", "amazon2018", "amazon2023", "s3rec", "letter", "unisrec", "recbole", "movielens",
@@ -14,14 +18,10 @@ SOURCES = ("amazon2014", "amazon2018", "amazon2023", "s3rec", "letter", "unisrec
 def read_source(source: str, inputs: list[str | Path], *, columns: dict[str, str] | None = None,
                 synthetic: dict | None = None) -> RawData:
     """Dispatch to the reader of ``source`` (an explicit registry, no string magic)."""
-    from sidrec.data.sources import amazon, movielens, processed, recbole, synthetic as syn, tabular, yelp
-
     if source not in SOURCES:
         raise SidrecError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
     paths = [Path(p) for p in inputs]
     if source == "synthetic":
-        from sidrec.config import from_dict
-
         return syn.generate(from_dict(syn.SyntheticConfig, synthetic or {}))
     if not paths:
         raise SidrecError(f"source {source!r} needs at least one --input file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pandas as pd
@@ -134,8 +135,6 @@ def read_minionerec(inputs: list[Path]) -> RawData:
     rows in file order), then the target of every row. With only the valid/test files (the train file
     is not in ../shared) this yields the last ~11 interactions per user: enough for a pre-training domain.
     """
-    import ast
-
     csvs = [p for p in inputs if p.name.endswith((".csv", ".csv.gz"))]
     item_files = [p for p in inputs if ".item." in p.name]
     if not csvs:
