@@ -15,7 +15,6 @@ from sidrec.eval.evaluate import metrics_table
 from sidrec.pipeline import demo_config, run_pipeline
 from sidrec.recipes import load_recipe, run_recipe
 from sidrec.results import render
-from sidrec.serving.app import configure_logging
 from sidrec.serving.batcher import ServeConfig
 from sidrec.serving.recommender import load_recommender, read_new_items
 
@@ -92,7 +91,7 @@ def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run 
     try:
         import uvicorn
 
-        from sidrec.serving.app import create_app
+        from sidrec.serving.app import configure_logging, create_app
     except ImportError:
         raise SidrecError("serving needs the 'serve' extra: pip install 'sidrec[serve]'") from None
 
