@@ -71,3 +71,56 @@ def test_library_logs_through_logging_not_stdout(caplog, capsys):
             np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
     assert any(r.name == "sidrec" and r.getMessage().startswith("rqkmeans:") for r in caplog.records)
     assert capsys.readouterr().out == ""
+
+
+OPTIONAL_EXTRAS = ("fastapi", "uvicorn", "httpx", "prometheus_client", "transformers", "peft", "faiss",
+                   "k_means_constrained", "sentence_transformers", "tensorboard", "openpyxl")
+
+
+def test_base_install_imports_without_optional_extras():
+    """The CLI, the pipeline and the library load with none of the optional extras installed (they are imported
+    where they are used, behind a "pip install 'sidrec[x]'" hint); every other import is at module top."""
+    import subprocess
+    import sys
+
+    code = f"""
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {OPTIONAL_EXTRAS!r}:
+            raise ImportError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Missing())
+import sidrec.cli, sidrec.pipeline, sidrec.recipes, sidrec.serving.recommender, sidrec.tokenizers.registry
+from sidrec.cli import main
+sys.argv = ["sidrec", "--help"]
+try:
+    main()
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "train" in r.stdout
+
+
+def test_no_imports_inside_functions_except_optional_extras():
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    mods = [node.module]
+                else:
+                    continue
+                for mod in mods:
+                    root = mod.split(".")[0]
+                    lazy_ok = root in OPTIONAL_EXTRAS or mod in {"torch.utils.tensorboard", "sidrec.serving.app"} \
+                        or root in {"triton"}
+                    if not lazy_ok:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} {mod}")
+    assert not found, found

@@ -9,6 +9,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from sidrec.errors import SidrecError
 
 T = TypeVar("T")
@@ -83,8 +85,6 @@ def load_file(path: str | Path) -> dict[str, Any]:
         if p.suffix == ".toml":
             return tomllib.loads(text)
         if p.suffix in (".yaml", ".yml"):
-            import yaml
-
             return yaml.safe_load(text) or {}
         return json.loads(text)
     except Exception as e:  # parser errors carry line numbers in their message

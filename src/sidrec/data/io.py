@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from sidrec.errors import SidrecError
 
@@ -137,8 +138,6 @@ def read_table(p: Path, columns: list[str] | None = None, *, categorical: tuple[
     try:
         if p.suffix == ".parquet":
             if columns:
-                import pyarrow.parquet as pq
-
                 have = set(pq.read_schema(p).names)
                 return _finish(pd.read_parquet(p, columns=[c for c in columns if c in have]), categorical, convert)
             return pd.read_parquet(p)

@@ -80,66 +80,14 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
     n_raw = len(inter)
     if n_raw == 0:
         raise SidrecError(f"{raw.source_files[0] if raw.source_files else source}: no interactions found")
-    missing = inter["user"].isna() | inter["item"].isna() | inter["time"].isna()
-    filtered["rows with missing user/item/time"] = int(missing.sum())
-    inter = inter[~missing] if missing.any() else inter
-    inter = inter.assign(_row=np.arange(len(inter)))
-    dedup = raw.dedup if cfg.dedup is None else cfg.dedup
-    if dedup:  # keep each (user, item)'s earliest row: chronological per user, file order breaking ties
-        u = pd.factorize(inter["user"])[0]  # integer codes: sorting 10^7 strings is what costs
-        inter = inter.iloc[np.lexsort((inter["_row"].to_numpy(), inter["time"].to_numpy(), u))]
-        before = len(inter)
-        inter = inter.drop_duplicates(["user", "item"], keep="first")
-        filtered["duplicate (user, item) rows"] = before - len(inter)
-    before = len(inter)
-    inter, rounds = kcore(inter, cfg.min_count)
-    filtered[f"below {cfg.min_count}-core ({rounds} rounds)"] = before - len(inter)
-    if cfg.min_count < 3:
-        codes = pd.factorize(inter["user"])[0]
-        uc = np.bincount(codes)[codes]
-        filtered["users with < 3 interactions (no leave-one-out split)"] = int((uc < 3).sum())
-        inter = inter[uc >= 3]
+    inter = _filter(inter, raw, cfg, filtered)
     if inter.empty:
         where = raw.source_files[0] if raw.source_files else source
         raise SidrecError(f"{where}: no interactions left after {cfg.min_count}-core filtering "
                           f"({n_raw} read); lower --min-count")
-
-    # ids may arrive dictionary-encoded (categorical, from the chunked csv reader) or as strings
-    users = pd.Index(np.asarray(inter["user"].unique(), dtype=object))
-    users = users[_natural_order(users)]
-    items = pd.Index(np.asarray(inter["item"].unique(), dtype=object))
-    items = items[_natural_order(items)]
-    uidx = pd.Series(np.arange(1, len(users) + 1), index=users)
-    iidx = pd.Series(np.arange(1, len(items) + 1), index=items)
-    # the output as plain arrays (no frame copies): chronological per user, file order breaking ties
-    u = np.asarray(inter["user"].map(uidx), dtype=np.int64)
-    it = np.asarray(inter["item"].map(iidx), dtype=np.int64)
-    t = inter["time"].to_numpy(np.float64)
-    order = np.lexsort((inter["_row"].to_numpy(), t, u))
+    users, items, inter_out, counts, split_code = _index_and_split(inter)
     del inter
-    u, it, t = u[order], it[order], t[order]
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    counts = np.diff(np.r_[starts, len(u)])
-    pos = np.arange(len(u)) - np.repeat(starts, counts)
-    back = np.repeat(counts, counts) - 1 - pos  # 0 = a user's last item (test), 1 = valid
-    split_code = np.where(back == 0, 2, np.where(back == 1, 1, 0))
-    split = np.array(["train", "valid", "test"], dtype=object)[split_code]
-    inter_out = pd.DataFrame({"user_idx": u, "item_idx": it, "time": t, "position": pos.astype(np.int64),
-                              "split": split})
-
-    meta = raw.items if raw.items is not None else pd.DataFrame({"item": []})
-    meta = meta.assign(item=meta["item"].astype(str)).drop_duplicates("item").set_index("item")
-    item_df = pd.DataFrame({"item_idx": np.arange(1, len(items) + 1), "item_id": items.astype(str)})
-    fields = [f for f in cfg.text_fields if f in meta.columns]
-    for f in fields:
-        item_df[f] = [clean_text(v) for v in meta[f].reindex(item_df["item_id"]).to_numpy()]
-    item_df["text"] = [". ".join(v for v in row if v) for row in item_df[fields].itertuples(index=False)] \
-        if fields else ""
-    extra = [c for c in meta.columns if c not in fields]
-    for c in extra:  # keep other metadata (e.g. price, synthetic ground truth) for inspection
-        item_df[c] = meta[c].reindex(item_df["item_id"]).to_numpy()
-        if item_df[c].dtype == object:
-            item_df[c] = [_flatten(v) for v in item_df[c]]
+    item_df, fields = _item_table(raw, items, cfg)
     has_text = item_df["text"].str.len() > 0
     user_df = pd.DataFrame({"user_idx": np.arange(1, len(users) + 1), "user_id": users.astype(str)})
 
@@ -172,6 +120,77 @@ def prepare(raw: RawData, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         write_manifest(tmp)
     return stats
+
+
+def _filter(inter: pd.DataFrame, raw: RawData, cfg: PrepareConfig, filtered: dict) -> pd.DataFrame:
+    """Rows with a missing field, duplicate (user, item) rows and the k-core's leftovers out; each count noted
+    in ``filtered``. Adds ``_row`` (file order, the tie-break of equal times)."""
+    missing = inter["user"].isna() | inter["item"].isna() | inter["time"].isna()
+    filtered["rows with missing user/item/time"] = int(missing.sum())
+    inter = inter[~missing] if missing.any() else inter
+    inter = inter.assign(_row=np.arange(len(inter)))
+    dedup = raw.dedup if cfg.dedup is None else cfg.dedup
+    if dedup:  # keep each (user, item)'s earliest row: chronological per user, file order breaking ties
+        u = pd.factorize(inter["user"])[0]  # integer codes: sorting 10^7 strings is what costs
+        inter = inter.iloc[np.lexsort((inter["_row"].to_numpy(), inter["time"].to_numpy(), u))]
+        before = len(inter)
+        inter = inter.drop_duplicates(["user", "item"], keep="first")
+        filtered["duplicate (user, item) rows"] = before - len(inter)
+    before = len(inter)
+    inter, rounds = kcore(inter, cfg.min_count)
+    filtered[f"below {cfg.min_count}-core ({rounds} rounds)"] = before - len(inter)
+    if cfg.min_count < 3:
+        codes = pd.factorize(inter["user"])[0]
+        uc = np.bincount(codes)[codes]
+        filtered["users with < 3 interactions (no leave-one-out split)"] = int((uc < 3).sum())
+        inter = inter[uc >= 3]
+    return inter
+
+
+def _index_and_split(inter: pd.DataFrame):
+    """Users and items numbered from 1 (natural order of their ids); the interactions chronological per user
+    with their leave-one-out split. Returns (users, items, interactions frame, per-user counts, split codes)."""
+    # ids may arrive dictionary-encoded (categorical, from the chunked csv reader) or as strings
+    users = pd.Index(np.asarray(inter["user"].unique(), dtype=object))
+    users = users[_natural_order(users)]
+    items = pd.Index(np.asarray(inter["item"].unique(), dtype=object))
+    items = items[_natural_order(items)]
+    uidx = pd.Series(np.arange(1, len(users) + 1), index=users)
+    iidx = pd.Series(np.arange(1, len(items) + 1), index=items)
+    # the output as plain arrays (no frame copies): chronological per user, file order breaking ties
+    u = np.asarray(inter["user"].map(uidx), dtype=np.int64)
+    it = np.asarray(inter["item"].map(iidx), dtype=np.int64)
+    t = inter["time"].to_numpy(np.float64)
+    order = np.lexsort((inter["_row"].to_numpy(), t, u))
+    u, it, t = u[order], it[order], t[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    counts = np.diff(np.r_[starts, len(u)])
+    pos = np.arange(len(u)) - np.repeat(starts, counts)
+    back = np.repeat(counts, counts) - 1 - pos  # 0 = a user's last item (test), 1 = valid
+    split_code = np.where(back == 0, 2, np.where(back == 1, 1, 0))
+    split = np.array(["train", "valid", "test"], dtype=object)[split_code]
+    inter_out = pd.DataFrame({"user_idx": u, "item_idx": it, "time": t, "position": pos.astype(np.int64),
+                              "split": split})
+
+    return users, items, inter_out, counts, split_code
+
+
+def _item_table(raw: RawData, items: pd.Index, cfg: PrepareConfig) -> tuple[pd.DataFrame, list[str]]:
+    """One row per item: its cleaned text fields, their join (``text``) and the other metadata columns."""
+    meta = raw.items if raw.items is not None else pd.DataFrame({"item": []})
+    meta = meta.assign(item=meta["item"].astype(str)).drop_duplicates("item").set_index("item")
+    item_df = pd.DataFrame({"item_idx": np.arange(1, len(items) + 1), "item_id": items.astype(str)})
+    fields = [f for f in cfg.text_fields if f in meta.columns]
+    for f in fields:
+        item_df[f] = [clean_text(v) for v in meta[f].reindex(item_df["item_id"]).to_numpy()]
+    item_df["text"] = [". ".join(v for v in row if v) for row in item_df[fields].itertuples(index=False)] \
+        if fields else ""
+    extra = [c for c in meta.columns if c not in fields]
+    for c in extra:  # keep other metadata (e.g. price, synthetic ground truth) for inspection
+        item_df[c] = meta[c].reindex(item_df["item_id"]).to_numpy()
+        if item_df[c].dtype == object:
+            item_df[c] = [_flatten(v) for v in item_df[c]]
+    return item_df, fields
 
 
 def _sha256(path: str) -> str | None:

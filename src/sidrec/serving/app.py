@@ -161,16 +161,10 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = None) -> FastAPI:
-    cfg = cfg or ServeConfig()
-    pool = torch_thread()  # every torch call of the server runs on this one thread (see Batcher)
-    rec = pool.submit(load_recommender, run, device=device).result()
-    app = FastAPI(title="sidrec", description=f"recommendations from {run}")
-    app.state.recommender = rec
-    reg, m = _metrics()
-
+def _decoder(rec):
+    """decode(batch): one decode call for requests that share a key (or one request alone); an error per
+    request."""
     def decode(batch: list[dict]) -> list:
-        """One decode call for requests that share a key (or one request alone); an error per request."""
         if len(batch) > 1:
             try:
                 return rec.recommend_batch([b["history"] for b in batch], [b["k"] for b in batch], batch[0]["beam"])
@@ -187,10 +181,11 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
                 out.append(e)
         return out
 
-    batcher = Batcher(decode, cfg, on_batch=m["batch"].observe, pool=pool)
-    m["queue"].set_function(batcher.depth)
+    return decode
 
-    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, depth=cfg.max_depth)
+
+def _measure(app, m: dict, cfg: ServeConfig) -> None:
+    """Count, time and (``access_log``) log every request."""
 
     @app.middleware("http")  # added after BodyLimit, so it wraps it: 413s are counted and logged too
     async def measure(request: Request, call_next):
@@ -205,6 +200,23 @@ def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = N
                             extra={"method": request.method, "path": request.url.path,
                                    "status": response.status_code, "latency_ms": round(seconds * 1e3, 2)})
         return response
+
+
+def create_app(run: str | Path, device: str = "cpu", cfg: ServeConfig | None = None) -> FastAPI:
+    cfg = cfg or ServeConfig()
+    pool = torch_thread()  # every torch call of the server runs on this one thread (see Batcher)
+    rec = pool.submit(load_recommender, run, device=device).result()
+    app = FastAPI(title="sidrec", description=f"recommendations from {run}")
+    app.state.recommender = rec
+    reg, m = _metrics()
+
+    decode = _decoder(rec)
+    batcher = Batcher(decode, cfg, on_batch=m["batch"].observe, pool=pool)
+    m["queue"].set_function(batcher.depth)
+
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, depth=cfg.max_depth)
+
+    _measure(app, m, cfg)
 
     @app.get("/health")
     def health() -> dict:

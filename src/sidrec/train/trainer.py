@@ -169,12 +169,7 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
         model_cfg = replace(model_cfg, max_history=int(ds.stats["config"]["max_history"]))
     ids = SemanticIDs(tokens)
     ids.check_dataset(ds)
-    known = {"loss"} | {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks}
-    if train_cfg.select_metric not in known:  # before any training, not after the first validation
-        raise SidrecError(f"selection metric {train_cfg.select_metric!r}: choose loss or one of "
-                          f"{', '.join(sorted(known - {'loss'}))}")
-    if beam < max(ks):
-        raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
+    _check_decode_options(train_cfg, ks, beam)
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
 
@@ -207,28 +202,53 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
     if valid_users and valid_users < ds.n_users:
         vrows = np.sort(np.random.default_rng(train_cfg.seed).choice(ds.n_users, valid_users, replace=False))
     ecfg = EvalConfig(ks=ks, max_history=model_cfg.max_history)
-    vloss = ValidationLoss(ds, model_cfg.max_history, batch_size=max(4096, train_cfg.batch_size), device=device) \
-        if train_cfg.select_metric == "loss" else None
-
-    def validate(m: TIGER) -> dict:
-        if train_cfg.select_metric == "loss":  # LETTER's signal: teacher-forced loss, no decoding
-            return {"split": "valid", "loss": vloss(m)}
-        ranked = decode_users(m, trie, ds, "valid", beam=beam, k=max(ks), batch_size=decode_batch, device=device,
-                              users=vrows)
-        if vrows is not None:  # score only the sampled users (recorded in the results)
-            sub = ranked[vrows]
-            _, _, tg = ds.eval_inputs("valid", 1)
-
-            return {"split": "valid", "users": len(vrows),
-                    **metrics_from_ranks(ranks_from_lists(sub, tg[vrows]), ks)}
-        return evaluate_lists(ranked, ds, "valid", ecfg)
-
+    validate = _validator(ds, trie, model_cfg, train_cfg, ecfg, beam, decode_batch, vrows, device)
     t0 = time.time()
     res = fit(model, cfg=train_cfg, run_dir=out, device=device, batches=batches, steps_per_epoch=batches.steps,
               loss_fn=lambda m, b: m(*b), validate=validate, log=log, compilable=compilable)
     train_seconds = time.time() - t0
     if not dist.is_main():  # rank 0 tests and writes
         return {"model": kind, "rank": dist.rank(), "best_epoch": res.best_epoch}
+    return _test_and_write(model, trie, ds, out, kind, res, train_seconds, n, tokens, ecfg, beam, decode_batch,
+                           vrows, device)
+
+
+def _check_decode_options(train_cfg: TrainConfig, ks: tuple[int, ...], beam: int) -> None:
+    """The selection metric and beam width are checked before any training, not after the first validation."""
+    known = {"loss"} | {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks}
+    if train_cfg.select_metric not in known:
+        raise SidrecError(f"selection metric {train_cfg.select_metric!r}: choose loss or one of "
+                          f"{', '.join(sorted(known - {'loss'}))}")
+    if beam < max(ks):
+        raise SidrecError(f"beam {beam} is smaller than the largest K {max(ks)}; use --beam >= K")
+
+
+def _validator(ds: Dataset, trie, model_cfg, train_cfg: TrainConfig, ecfg: EvalConfig, beam: int, decode_batch: int,
+               vrows: np.ndarray | None, device):
+    """validate(model): the teacher-forced validation loss (``select_metric`` "loss", LETTER's signal, no
+    decoding), or the validation users decoded (all, or the sample ``vrows``) and scored."""
+    ks = ecfg.ks
+    vloss = ValidationLoss(ds, model_cfg.max_history, batch_size=max(4096, train_cfg.batch_size), device=device) \
+        if train_cfg.select_metric == "loss" else None
+
+    def validate(m) -> dict:
+        if vloss is not None:
+            return {"split": "valid", "loss": vloss(m)}
+        ranked = decode_users(m, trie, ds, "valid", beam=beam, k=max(ks), batch_size=decode_batch, device=device,
+                              users=vrows)
+        if vrows is not None:  # score only the sampled users (recorded in the results)
+            _, _, tg = ds.eval_inputs("valid", 1)
+            return {"split": "valid", "users": len(vrows),
+                    **metrics_from_ranks(ranks_from_lists(ranked[vrows], tg[vrows]), ks)}
+        return evaluate_lists(ranked, ds, "valid", ecfg)
+
+    return validate
+
+
+def _test_and_write(model, trie, ds: Dataset, out: Path, kind: str, res, train_seconds: float, n: int, tokens,
+                    ecfg: EvalConfig, beam: int, decode_batch: int, vrows, device) -> dict:
+    """Decode the test users once with the best weights; write metrics.json, test_top.npy and the manifest."""
+    ks = ecfg.ks
     t1 = time.time()
     ranked = decode_users(model, trie, ds, "test", beam=beam, k=max(ks), batch_size=decode_batch, device=device)
     decode_seconds = time.time() - t1
