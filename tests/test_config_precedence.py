@@ -69,3 +69,21 @@ def test_one_name_per_concept_and_old_run_configs_still_load():
     assert from_dict(SASRecConfig, {"max_len": 30}).max_history == 30
     old = from_dict(VQRecConfig, {"n_codes": 8, "code_size": 64, "max_len": 40})
     assert (old.n_levels, old.codebook_size, old.max_history) == (8, 64, 40)
+
+
+def test_training_defaults_are_typed_read_only_deltas():
+    import pytest
+
+    from sidrec.train.config import LCREC_TRAIN_DEFAULTS, TRAIN_PRESETS, TrainConfig, delta
+
+    assert TRAIN_PRESETS["letter"]["batch_size"] == 1024 and LCREC_TRAIN_DEFAULTS["select_metric"] == "loss"
+    with pytest.raises(TypeError):
+        TRAIN_PRESETS["letter"]["batch_size"] = 64  # read-only: one place per default
+    with pytest.raises(TypeError, match="batch_sise"):
+        delta(batch_sise=64)
+    with pytest.raises(TypeError, match="schedule"):
+        delta(schedule="cosin")
+    with pytest.raises(TypeError, match="epochs"):
+        delta(epochs=2.5)
+    assert dict(delta(learning_rate=1, compile=None)) == {"learning_rate": 1, "compile": None}
+    assert TrainConfig(**TRAIN_PRESETS["strong"]).weight_decay == 0.035

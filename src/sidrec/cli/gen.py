@@ -131,7 +131,7 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("dem
     _show(res)
 
 
-def run(config: Annotated[Path, typer.Argument(help="a recipe (TOML/YAML with a [recipe] section) or a plain "
+def run(config: Annotated[Path, typer.Argument(help="a recipe (TOML/YAML with a \\[recipe] section) or a plain "
                                                    "pipeline config")],
         seed: Annotated[Optional[list[int]], typer.Option("--seed", help="seed(s) to run (repeatable; default: "
                                                           "the recipe's seeds, a plain config's seed)")] = None,

@@ -2,12 +2,16 @@
 CLI can show them in --help).
 
 ``TrainConfig``'s field defaults apply to every trainer; a trainer's defaults (``SASREC_TRAIN_DEFAULTS``,
-``LCREC_TRAIN_DEFAULTS``) and TIGER's presets (``TRAIN_PRESETS``) are deltas on top of them. Precedence
+``VQREC_TRAIN_DEFAULTS``, ``LCREC_TRAIN_DEFAULTS``) and TIGER's presets (``TRAIN_PRESETS``) are typed, read-only
+deltas on top of them (:func:`delta` checks every key and value against ``TrainConfig``). Precedence
 everywhere: TrainConfig < trainer defaults / preset < config file < --set < explicit options."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 
@@ -43,27 +47,60 @@ class TrainConfig:
     length_buckets: int = 4  # variable-length inputs (TIGER): batch similar lengths, this many widths; 1 = off
 
 
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {  # TIGER's training presets
-    "tiger": dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether ``value`` fits a field's type (int, float, str, bool, a Literal, an optional of those)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(h, value) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def delta(**changes: Any) -> Mapping[str, Any]:
+    """A typed, read-only delta on ``TrainConfig``'s defaults (a trainer's defaults or a preset): every key is a
+    field and every value fits its type, checked when the module loads, so a misspelt or mistyped default fails
+    at once instead of silently doing nothing."""
+    hints = typing.get_type_hints(TrainConfig)
+    names = {f.name for f in fields(TrainConfig)}
+    for key, value in changes.items():
+        if key not in names:
+            raise TypeError(f"training default {key!r} is not a TrainConfig field")
+        if not _accepts(hints[key], value):
+            raise TypeError(f"training default {key}={value!r} does not fit TrainConfig.{key}: {hints[key]}")
+    return types.MappingProxyType(dict(changes))
+
+
+TRAIN_PRESETS: Mapping[str, Mapping[str, Any]] = types.MappingProxyType({  # TIGER's training presets
+    "tiger": delta(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine", warmup_steps=1000,
                   weight_decay=0.0, patience=10, eval_every=2, lr_scale="sqrt"),
-    "small": dict(epochs=30, batch_size=256, learning_rate=3e-3, schedule="cosine", warmup_steps=100,
+    "small": delta(epochs=30, batch_size=256, learning_rate=3e-3, schedule="cosine", warmup_steps=100,
                   weight_decay=0.0, patience=5, eval_every=2, lr_scale="sqrt"),
-    "strong": dict(epochs=200, batch_size=256, learning_rate=3e-4, schedule="cosine", warmup_steps=10_000,
+    "strong": delta(epochs=200, batch_size=256, learning_rate=3e-4, schedule="cosine", warmup_steps=10_000,
                    weight_decay=0.035, patience=10, eval_every=2, lr_scale="sqrt"),
     # LETTER-TIGER's released recipe (LETTER-TIGER/run_train.sh + utils.py): 2 GPUs x 256 x 2 accumulation
     # = 1024 per step, lr 5e-4, weight decay 0.01, warm-up 1% of the steps, cosine, 200 epochs,
     # early stopping with patience 20 on the validation loss
-    "letter": dict(epochs=200, batch_size=1024, learning_rate=5e-4, schedule="cosine", warmup_ratio=0.01,
+    "letter": delta(epochs=200, batch_size=1024, learning_rate=5e-4, schedule="cosine", warmup_ratio=0.01,
                    weight_decay=0.01, patience=20, eval_every=1, select_metric="loss", lr_scale="none"),
-}
+})
 
-SASREC_TRAIN_DEFAULTS: dict[str, Any] = dict(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
-LCREC_TRAIN_DEFAULTS: dict[str, Any] = dict(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine",
-                                            warmup_ratio=0.01, weight_decay=0.01, patience=20, eval_every=1,
-                                            select_metric="loss", lr_scale="none")
+SASREC_TRAIN_DEFAULTS = delta(epochs=200, batch_size=256, learning_rate=1e-3, patience=10)
+VQREC_TRAIN_DEFAULTS = delta(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
+LCREC_TRAIN_DEFAULTS = delta(epochs=200, batch_size=256, learning_rate=1e-3, schedule="cosine",
+                             warmup_ratio=0.01, weight_decay=0.01, patience=20, eval_every=1,
+                             select_metric="loss", lr_scale="none")
 
 
-def default(key: str, defaults: dict[str, Any] | None = None) -> Any:
+def default(key: str, defaults: Mapping[str, Any] | None = None) -> Any:
     """A training option's default: the trainer's / preset's value, else TrainConfig's."""
     if defaults and key in defaults:
         return defaults[key]

@@ -33,6 +33,7 @@ from sidrec.tokenizers.base import SemanticIDs
 from sidrec.tokenizers.collisions import collision_stats
 from sidrec.tokenizers.opq import OPQConfig, OPQTokenizer
 from sidrec.tokenizers.stage import train_item_mask
+from sidrec.train.config import VQREC_TRAIN_DEFAULTS  # noqa: F401 (re-exported)
 from sidrec.train.loop import TrainConfig, fit
 from sidrec.train.sasrec import sequence_batches
 from sidrec.utils import dist
@@ -41,7 +42,6 @@ from sidrec.utils.log import info as log_info
 from sidrec.utils.runinfo import data_info, write_run_info
 from sidrec.utils.seeding import pick_device, seed_everything
 
-VQREC_TRAIN_DEFAULTS = dict(epochs=100, batch_size=256, learning_rate=1e-3, patience=10)
 VQREC_EVAL_KS = (10, 50)
 ARCHITECTURE = ("n_levels", "codebook_size", "dim", "n_layers", "n_heads", "inner", "max_history")  # must match the init run
 
