@@ -293,3 +293,78 @@ def test_compiled_lora_step_equals_eager():
     assert any(a.norm() > 0 for a in g_eager)
     for a, p in zip(g_eager, trained):
         assert (p.grad - a).norm() <= 1e-4 * a.norm() + 1e-7
+
+
+def test_bf16_base_weights_give_autocasts_loss_and_valid_lists():
+    """base_dtype bfloat16 (auto's choice on a GPU, forced here on the CPU): the frozen base linears are stored in
+    bf16, the adapter and the ID rows stay float32 and train; the loss and gradients are those of float32 base
+    weights under bf16 autocast (the old GPU step) within bf16 round-off; decoding under it returns only catalog
+    items; ``auto`` keeps float32 on the CPU."""
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:50]
+    users, hist, target = torch.arange(8), torch.randint(1, 51, (8, 5)), torch.randint(1, 51, (8,))
+    hist[0, :2] = 0
+    got = []
+    for base in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = LCRec(LCRecConfig(model="tiny-llama", max_history=5, dropout=0.0, hidden_size=64, num_hidden_layers=2,
+                                  finetune="lora", lora_dropout=0.0, base_dtype=base), [4, 4, 4], codes)
+        frozen = {p.dtype for n, p in model.named_parameters() if n.endswith("base_layer.weight")}
+        assert frozen == {getattr(torch, base)}
+        assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's amp on a GPU
+            loss = model(users, hist, target)
+        loss.backward()
+        got.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        if base == "bfloat16":
+            model.eval()
+            with torch.no_grad():
+                items, scores = generate(model, users, hist, Trie(codes, [4, 4, 4]), beam=10, k=5)
+            assert ((items >= 1) & (items <= 50)).all() and scores.dtype == torch.float32
+            model.to("cpu")  # a move keeps the choice
+            assert model.low_precision and next(p for n, p in model.named_parameters()
+                                                if "layers.0.mlp.down_proj.base_layer" in n).dtype == torch.bfloat16
+    (l32, g32), (l16, g16) = got
+    assert abs(l32 - l16) <= 2e-3 * abs(l32)
+    for a, b in zip(g32, g16):
+        assert (a - b).norm() <= 5e-2 * a.norm() + 1e-6
+    auto = LCRec(LCRecConfig(model="tiny-llama", max_history=5, finetune="lora"), [4, 4, 4], codes)
+    assert not auto.low_precision and all(p.dtype == torch.float32 for p in auto.parameters())
+
+
+def test_compiled_layers_give_eagers_loss_gradients_and_lists():
+    """Regional compilation (``compile_layers``, the GPU trainer's default): the compiled decoder layers give eager's
+    loss and gradients (float32 on the CPU, LoRA dropout off) on two history widths; eval passes and the KV-cached
+    decoding stay eager and return the same lists."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:50]
+    cfg = LCRecConfig(model="tiny-llama", max_history=5, dropout=0.0, hidden_size=32, num_hidden_layers=2,
+                      finetune="lora", lora_dropout=0.0)
+    model = LCRec(cfg, [4, 4, 4], codes)
+    users, hist, target = torch.arange(8), torch.randint(1, 51, (8, 5)), torch.randint(1, 51, (8,))
+    hist[0, :2] = 0
+    trained = [p for p in model.parameters() if p.requires_grad]
+    ref = []
+    for h in (hist, hist[:, 2:]):
+        loss = model(users, h, target)
+        loss.backward()
+        ref.append((loss.item(), [p.grad.clone() for p in trained]))
+        model.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        items, scores = generate(model, users, hist, Trie(codes, [4, 4, 4]), beam=10, k=5)
+    model.train()
+    assert model.compile_layers(dynamic=True) == 2
+    for h, (l_ref, g_ref) in zip((hist, hist[:, 2:]), ref):
+        loss = model(users, h, target)
+        loss.backward()
+        assert abs(loss.item() - l_ref) <= 1e-4 * abs(l_ref)
+        assert any(g.norm() > 0 for g in g_ref)
+        for a, p in zip(g_ref, trained):
+            assert (p.grad - a).norm() <= 1e-4 * a.norm() + 1e-7
+        model.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        items2, scores2 = generate(model, users, hist, Trie(codes, [4, 4, 4]), beam=10, k=5)
+    assert (items == items2).all() and torch.allclose(scores, scores2, atol=1e-5)

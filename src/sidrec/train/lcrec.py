@@ -16,13 +16,19 @@ from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.config import LCREC_TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from sidrec.train.loop import TrainConfig, load_weights
 from sidrec.train.trainer import id_sizes, read_run, train_generator
+from sidrec.utils.cache import persistent_compile_caches
+from sidrec.utils.seeding import pick_device
 
 SPARE_SUFFIXES = 16
 
 
-def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None):
+def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None, compile_layers: bool = False):
     sizes = id_sizes(ids, SPARE_SUFFIXES)
-    return LCRec(cfg, sizes, ids.codes, item_text), build_trie(ids.codes, sizes)
+    model = LCRec(cfg, sizes, ids.codes, item_text)
+    if compile_layers and not cfg.gradient_checkpointing:
+        persistent_compile_caches()
+        model.compile_layers()
+    return model, build_trie(ids.codes, sizes)
 
 
 def item_text(ds: Dataset) -> tuple[list[str], list[str]] | None:
@@ -43,10 +49,11 @@ def train_lcrec(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: LCR
     ID alignment tasks run on the dataset's item text."""
     train_cfg = train_cfg or merge(TrainConfig, TRAIN_DEFAULTS)
     text = item_text(ds) if model_cfg.align_ratio > 0 else None
-    # torch.compile is opt-in here (--compile): equal to eager on CPU (tests/test_lcrec.py), not yet measured
-    # on a card, where TIGER's default (CUDA graphs) would capture one graph per history width of a 135M model
-    return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="lcrec", build=partial(build_lcrec, item_text=text),
-                           compilable=train_cfg.compile is True, **kw)
+    # compiled by decoder layer (regional compilation: one layer's graph serves all of them, a cold start of
+    # seconds, not the minutes of a whole-model graph per history width); default on CUDA, --compile on the CPU
+    layers = bool(train_cfg.compile) or (train_cfg.compile is None and pick_device(train_cfg.device).type == "cuda")
+    return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="lcrec",
+                           build=partial(build_lcrec, item_text=text, compile_layers=layers), compilable=False, **kw)
 
 
 def load_lcrec(run: str | Path, device: torch.device | str = "cpu"):
