@@ -213,3 +213,66 @@ def test_vqrec_two_processes_follow_one(tmp_path):
     assert abs(two["test"]["recall@10"] - one["test"]["recall@10"]) <= 0.06
     assert json.loads((tmp_path / "two" / "ft" / "run.json").read_text())["world_size"] == 2
     assert (np.load(tmp_path / "two" / "pre" / "codes.npy") == np.load(tmp_path / "one" / "pre" / "codes.npy")).all()
+
+
+LCREC = dict(model="tiny-llama", hidden_size=32, num_hidden_layers=2, dropout=0.0, max_history=3)
+
+
+def _lcrec_worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epochs: int) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    from sidrec.data.dataset import load_dataset
+    from sidrec.models.lcrec import LCRecConfig
+    from sidrec.train.lcrec import train_lcrec
+    from sidrec.utils.dist import setup, teardown
+
+    setup()
+    try:
+        def log(s):
+            with open(f"{out}.rank{rank}.log", "a") as f:
+                f.write(s + "\n")
+
+        train_lcrec(load_dataset(data), tok, out, LCRecConfig(**LCREC), _train_cfg(epochs), beam=10, ks=(5, 10),
+                    log=log)
+    finally:
+        teardown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_lcrec_full_finetuning_sharded_with_fsdp_follows_one_process(tmp_path):
+    """LC-Rec under full fine-tuning on 2 processes is sharded with FSDP (each rank holds half of every weight, its
+    gradient and optimizer state): the training and validation loss of every epoch follow 1 process on the whole
+    batch; the best weights are gathered into one file that loads unsharded and gives rank 0's test lists; a
+    run stopped after 1 epoch resumes from its gathered checkpoint to the unbroken run's curve."""
+    pytest.importorskip("transformers")
+    from test_fast_trainer import _pattern_run
+
+    from sidrec.models.lcrec import LCRecConfig
+    from sidrec.train.lcrec import load_lcrec, train_lcrec
+    from sidrec.train.tiger import decode_users
+
+    ds = _pattern_run(tmp_path)
+    train_lcrec(ds, tmp_path / "tok", tmp_path / "one", LCRecConfig(**LCREC), _train_cfg(3), beam=10, ks=(5, 10),
+                log=lambda s: None)
+
+    def two(out, epochs):
+        mp.spawn(_lcrec_worker, args=(2, _free_port(), str(tmp_path / "ds"), str(tmp_path / "tok"), str(out), epochs),
+                 nprocs=2, join=True)
+
+    two(tmp_path / "two", 3)
+    a, b = _curve(tmp_path / "one"), _curve(tmp_path / "two")
+    assert [r["world_size"] for r in b] == [2] * 3 and a[-1]["loss"] < a[0]["loss"]
+    assert "sharded over 2 ranks (FSDP)" in (tmp_path / "two.rank0.log").read_text()
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-4)
+    np.testing.assert_allclose([r["validation"]["loss"] for r in b], [r["validation"]["loss"] for r in a], rtol=1e-4)
+    model, trie, _ = load_lcrec(tmp_path / "two")
+    assert model.finetune == "full"
+    again = decode_users(model, trie, ds, "test", beam=10, k=10, batch_size=64, device="cpu")
+    assert (again == np.load(tmp_path / "two" / "test_top.npy")[:, :10]).all()
+    two(tmp_path / "resumed", 1)
+    two(tmp_path / "resumed", 3)
+    np.testing.assert_allclose([r["loss"] for r in _curve(tmp_path / "resumed")], [r["loss"] for r in b], rtol=1e-5)

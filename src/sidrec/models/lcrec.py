@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import fully_shard
 
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import PAD, Vocab, ranking_guided_loss
@@ -311,6 +312,26 @@ class LCRec(nn.Module):
 
             layer.forward = forward
         return len(layers)
+
+    @property
+    def shardable(self) -> bool:
+        """Under torchrun, full fine-tuning shards with FSDP (``shard``); LoRA (megabytes to train) stays
+        data-parallel."""
+        return self.finetune == "full"
+
+    def shard(self) -> None:
+        """FSDP (``fully_shard``): each decoder layer its own unit, the rest (embeddings, final norm, head) the
+        LM's; call under torchrun, before the optimizer is made. Tied weights are remembered by name so the
+        gathered state saves as an unsharded model's does."""
+        groups: dict[int, list[str]] = {}
+        for name, p in self.named_parameters(remove_duplicate=False):
+            groups.setdefault(id(p), []).append(name)
+        self.tied_names = [g for g in groups.values() if len(g) > 1]
+        core = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        for layer in getattr(getattr(core, "model", None), "layers", []):
+            fully_shard(layer)
+        fully_shard(self.lm)
+        self.sharded = True
 
     def _autocast(self):
         """bf16 autocast around the LM when its base weights are bf16 (on the CPU too, for tests)."""

@@ -16,6 +16,7 @@ from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.config import LCREC_TRAIN_DEFAULTS as TRAIN_DEFAULTS
 from sidrec.train.loop import TrainConfig, load_weights
 from sidrec.train.trainer import id_sizes, read_run, train_generator
+from sidrec.utils import dist
 from sidrec.utils.cache import persistent_compile_caches
 from sidrec.utils.seeding import pick_device
 
@@ -25,7 +26,7 @@ SPARE_SUFFIXES = 16
 def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None, compile_layers: bool = False):
     sizes = id_sizes(ids, SPARE_SUFFIXES)
     model = LCRec(cfg, sizes, ids.codes, item_text)
-    if compile_layers and not cfg.gradient_checkpointing:
+    if compile_layers and not cfg.gradient_checkpointing and not (dist.world() > 1 and model.shardable):
         persistent_compile_caches()
         model.compile_layers()
     return model, build_trie(ids.codes, sizes)

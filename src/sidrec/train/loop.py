@@ -22,9 +22,9 @@ from safetensors.torch import save_file, save_model
 from sidrec.errors import SidrecError
 from sidrec.train.config import TrainConfig  # noqa: F401 (the trainers' config, re-exported)
 from sidrec.utils import dist
-from sidrec.utils.progress import progress
 from sidrec.utils.artifacts import load_model_weights, load_safetensors, torch_load
 from sidrec.utils.cache import CompileArtifacts, artifact_key, persistent_compile_caches
+from sidrec.utils.progress import progress
 
 CKPT = "checkpoint.pt"
 BEST = "model.safetensors"
@@ -43,6 +43,20 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
         save_file({n: t.contiguous() for n, t in weights(model).items()}, str(path))
     else:
         save_model(model, str(path))  # handles tied weights
+
+
+def sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is sharded over the ranks (FSDP; ``shard()`` sets ``sharded``)."""
+    return bool(getattr(model, "sharded", False))
+
+
+def save_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A sharded model's gathered state dict as ``save_weights`` writes the unsharded one (rank 0 writes): tied
+    weights once, under the name safetensors keeps (the first in sorted order), so ``load_weights`` reads it."""
+    if not dist.is_main():
+        return
+    drop = {n for group in getattr(model, "tied_names", []) for n in sorted(group)[1:]}
+    save_file({k: v.contiguous() for k, v in state.items() if k not in drop}, str(path))
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
@@ -147,9 +161,13 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
     main = dist.is_main()
     if not main:
         log = lambda s: None  # noqa: E731  (rank 0 reports)
+    if dist.world() > 1 and getattr(model, "shardable", False):
+        model.shard()  # FSDP: the weights, gradients and optimizer state split over the ranks
+        log(f"sharded over {dist.world()} ranks (FSDP)")
     step_model = Compiled(model, log, cfg.batch_size // dist.world(), cfg.compile_mode, dynamic=cfg.compile_dynamic,
                           cache=cfg.compile_cache and main) \
-        if compilable and (cfg.compile or (cfg.compile is None and device.type == "cuda")) else model
+        if compilable and not sharded(model) and (cfg.compile or (cfg.compile is None and device.type == "cuda")) \
+        else model
     opt, sched = make_optimizer(model, cfg, cfg.epochs * math.ceil(steps_per_epoch / max(1, cfg.accumulate)))
     state = _resume(model, opt, sched, run_dir / CKPT, device, log) if cfg.resume else _Progress()
     start_epoch, t0, reason = state.epoch, time.time(), ""
@@ -175,7 +193,10 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             reason = "time"
             break
     if (run_dir / BEST).exists():
-        load_weights(model, run_dir / BEST, device)
+        if sharded(model):
+            dist.load_full_state(model, load_safetensors(run_dir / BEST))
+        else:
+            load_weights(model, run_dir / BEST, device)
     reason = reason or ("patience" if stopped else "epochs")
     return FitResult(state.best_epoch, state.best_validation, state.history, start_epoch, time.time() - t0, reason)
 
@@ -184,12 +205,15 @@ def _resume(model: torch.nn.Module, opt, sched, ckpt_path: Path, device: torch.d
     """The model, optimizer, schedule and early-stopping state of the last checkpoint (a fresh state if none)."""
     if not ckpt_path.exists():
         return _Progress()
-    ck = torch_load(ckpt_path, map_location=device, weights_only=False)
-    if getattr(model, "save_trainable_only", False):
+    ck = torch_load(ckpt_path, map_location="cpu" if sharded(model) else device, weights_only=False)
+    if sharded(model):
+        dist.load_full_state(model, ck["model"], opt, ck["optimizer"])
+    elif getattr(model, "save_trainable_only", False):
         _load_partial(model, ck["model"], ckpt_path)
     else:
         model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
+    if not sharded(model):
+        opt.load_state_dict(ck["optimizer"])
     sched.load_state_dict(ck["scheduler"])
     log(f"resumed from {ckpt_path} after epoch {ck['epoch']}")
     return _Progress(ck["epoch"], ck["best"], ck["best_epoch"], ck["bad"], ck["history"], ck["best_validation"])
@@ -201,7 +225,7 @@ def _train_epoch(model, step_model, loss_fn, opt, sched, cfg: TrainConfig, devic
 
     torchrun: each rank trains on its slice of every global batch; gradients are averaged over ranks after
     backward (one flat all-reduce, whatever the trainer's loss function), so every rank takes the same step."""
-    W, acc = dist.world(), max(1, cfg.accumulate)
+    W, acc, fsdp = dist.world(), max(1, cfg.accumulate), sharded(model)
     use_amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout/sampling stream depends only on (seed, epoch)
     model.train()
@@ -214,16 +238,17 @@ def _train_epoch(model, step_model, loss_fn, opt, sched, cfg: TrainConfig, devic
         if batch is not None:  # None: fewer rows than ranks (an epoch's last remainder), skipped by every rank
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(step_model, batch)
-            # share: this rank's part of the global batch (the rank sum is the whole batch's mean)
-            (loss * (share / acc) if (W > 1 or acc > 1) else loss).backward()
+            # share: this rank's part of the global batch (the rank sum is the whole batch's mean); FSDP averages
+            # the ranks' gradients, hence x W for their sum
+            (loss * (share / acc * (W if fsdp else 1)) if (W > 1 or acc > 1) else loss).backward()
             total += loss.detach().float() * share  # stays on the device: no host sync per step
             n += 1
             pending += 1
         if pending and (pending == acc or i + 1 == steps_per_epoch):
-            if W > 1:
+            if W > 1 and not fsdp:
                 dist.average_gradients(model, 1.0)
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=not fsdp or None)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -238,7 +263,7 @@ def _validate_epoch(model, validate, cfg: TrainConfig, sign: float, state: _Prog
     """Validate (rank 0; the same decision on every rank), keep the best weights, count epochs without a gain."""
     model.eval()
     tv = time.time()
-    val = dist.broadcast(validate(model) if dist.is_main() else None)
+    val = dist.broadcast(validate(model) if dist.is_main() or sharded(model) else None)  # sharded: all run it
     rec["validate_seconds"] = round(time.time() - tv, 3)
     if cfg.select_metric not in val:
         raise SidrecError(f"selection metric {cfg.select_metric!r} is not among the validation results "
@@ -247,7 +272,9 @@ def _validate_epoch(model, validate, cfg: TrainConfig, sign: float, state: _Prog
     rec["validation"] = {k: v for k, v in val.items() if "@" in k or k == "loss"}
     if score > state.best:
         state.best, state.best_epoch, state.bad, state.best_validation = score, rec["epoch"], 0, val
-        if dist.is_main():
+        if sharded(model):
+            save_full_state(model, dist.full_state(model)[0], run_dir / BEST)
+        elif dist.is_main():
             save_weights(model, run_dir / BEST)
     else:
         state.bad += 1
@@ -260,13 +287,15 @@ def _record(model, opt, sched, cfg: TrainConfig, sign: float, state: _Progress, 
     val_txt = f"{cfg.select_metric} {v[cfg.select_metric]:.4f}  best {sign * state.best:.4f} (epoch {state.best_epoch})" \
         if cfg.select_metric in v else f"not validated (every {cfg.eval_every} epochs)"
     log(f"epoch {rec['epoch']}: loss {rec['loss']:.4f}  {val_txt}  {rec['seconds']:.1f}s")
+    msd, osd = dist.full_state(model, opt) if sharded(model) else (None, None)  # collective: before rank 0 goes on
     if not dist.is_main():
         return
     with (run_dir / "log.jsonl").open("a") as f:
         f.write(json.dumps(rec) + "\n")
     if cfg.tensorboard:
         _tensorboard_epoch(run_dir, rec)
-    torch.save({"model": weights(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+    torch.save({"model": weights(model) if msd is None else msd,
+                "optimizer": opt.state_dict() if osd is None else osd, "scheduler": sched.state_dict(),
                 "epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch, "bad": state.bad,
                 "history": state.history, "best_validation": state.best_validation}, run_dir / CKPT)
 

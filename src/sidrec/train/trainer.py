@@ -21,7 +21,7 @@ from sidrec.eval.evaluate import EvalConfig, evaluate_lists
 from sidrec.eval.metrics import metrics_from_ranks, ranks_from_lists
 from sidrec.models.tiger import TIGER
 from sidrec.tokenizers.base import SemanticIDs
-from sidrec.train.loop import TrainConfig, fit
+from sidrec.train.loop import TrainConfig, fit, sharded
 from sidrec.utils import dist
 from sidrec.utils.artifacts import load_npy, read_json, sha256_file, verify, write_manifest
 from sidrec.utils.log import info as log_info
@@ -207,6 +207,12 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
     res = fit(model, cfg=train_cfg, run_dir=out, device=device, batches=batches, steps_per_epoch=batches.steps,
               loss_fn=lambda m, b: m(*b), validate=validate, log=log, compilable=compilable)
     train_seconds = time.time() - t0
+    if sharded(model):  # FSDP: rank 0 tests on an unsharded copy of the best weights
+        state = dist.full_state(model)[0]
+        if dist.is_main():
+            model = build(model_cfg, ids)[0]
+            model.load_state_dict(state)
+            model.to(device)
     if not dist.is_main():  # rank 0 tests and writes
         return {"model": kind, "rank": dist.rank(), "best_epoch": res.best_epoch}
     return _test_and_write(model, trie, ds, out, kind, res, train_seconds, n, tokens, ecfg, beam, decode_batch,

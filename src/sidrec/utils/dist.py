@@ -4,6 +4,9 @@
 splits every global batch into equal per-rank slices, averages gradients (``average_gradients``, after
 backward, whatever the loss function), reduces the epoch loss,
 validates on rank 0 and broadcasts the decision, and only rank 0 writes files. One process: all no-ops.
+A model that says ``shardable`` (LC-Rec under full fine-tuning) is sharded with FSDP instead (its ``shard()``):
+each rank holds 1/W of the weights, gradients and optimizer state, FSDP reduces the gradients, every rank
+validates (the sharded forward is a collective) and whole state dicts are gathered to save (``full_state``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 
 from sidrec.errors import SidrecError
@@ -136,3 +146,23 @@ def total(t: torch.Tensor) -> torch.Tensor:
     t = t.clone()
     dist.all_reduce(t)
     return t
+
+
+# FSDP (PyTorch's fully_shard): full fine-tuning of a model too large for one GPU's weights + gradients + optimizer
+# state. The model shards itself (``model.shard()``: each block its own unit); these move whole state dicts in and
+# out of the shards (collectives: every rank calls them).
+def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
+    """The sharded model's (and optimizer's) full state dicts on the CPU (every rank gets them)."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(model, options=options)
+    osd = get_optimizer_state_dict(model, opt, options=options) if opt is not None else None
+    return msd, osd
+
+
+def load_full_state(model: torch.nn.Module, msd: dict, opt: torch.optim.Optimizer | None = None,
+                    osd: dict | None = None) -> None:
+    """Full state dicts (the same on every rank) into the sharded model (and optimizer)."""
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, msd, options=options)
+    if opt is not None and osd is not None:
+        set_optimizer_state_dict(model, opt, osd, options=options)
