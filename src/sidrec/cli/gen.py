@@ -1,4 +1,4 @@
-"""`sidrec recommend`, `sidrec serve`, `sidrec demo`, `sidrec run`, `sidrec results`."""
+"""`sidrec recommend`, `sidrec ensemble`, `sidrec serve`, `sidrec demo`, `sidrec run`, `sidrec results`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sidrec.recipes import load_recipe, run_recipe
 from sidrec.results import render
 from sidrec.serving.batcher import ServeConfig
 from sidrec.serving.recommender import load_recommender, read_new_items
+from sidrec.train.ensemble import evaluate_ensemble
 
 
 def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run directory")],
@@ -63,6 +64,31 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
                 [[str(i + 1), r["item"] + (" (new)" if r.get("new") else ""), f"{r['score']:.3f}", r["title"][:70]]
                  for i, r in enumerate(rows)],
                 f"top {k} for a history of {len(history)} items")
+
+
+def ensemble(runs: Annotated[list[Path], typer.Argument(help="two or more generator runs on the same IDs and data")],
+             out: Annotated[Path, typer.Option(help="folder for metrics.json and the top lists")],
+             weights: Annotated[str, typer.Option(help="comma-separated weight per run (default: equal)")] = "",
+             beam: Annotated[int, typer.Option(help="beam width")] = 20,
+             k: Annotated[str, typer.Option(help="cut-offs")] = "5,10,20",
+             split: Annotated[str, typer.Option(help="valid or test")] = "test",
+             decode_batch: Annotated[int, typer.Option(help="users per decoding batch")] = 256,
+             device: Annotated[str, typer.Option()] = "auto"):
+    """Decode several generator runs as one (e.g. two seeds of a recipe): each ID level's next-token
+    log-probabilities averaged over the runs, one trie-constrained beam search; scored like a run's test.
+
+    Example: sidrec ensemble runs/beauty-s0 runs/beauty-s1 --out runs/beauty-ens
+    """
+    try:
+        ks = tuple(int(x) for x in k.split(",") if x)
+        w = [float(x) for x in weights.split(",") if x] or None
+    except ValueError:
+        raise SidrecError(f"--k {k!r} / --weights {weights!r}: expected comma-separated numbers") from None
+    res = evaluate_ensemble(runs, out, weights=w, beam=beam, ks=ks, decode_batch=decode_batch, device=device,
+                            split=split)
+    rows = {f"run {i + 1}": m[split] for i, m in enumerate(res["members"]) if m[split]}
+    rows["ensemble"] = res[split]
+    print_table(metrics_table(rows, ks[:2]), f"{split}: {len(runs)} runs and their ensemble")
 
 
 def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run directory")],
