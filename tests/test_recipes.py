@@ -256,3 +256,25 @@ def test_training_curves_go_to_tensorboard_when_asked(tmp_path):
     from sidrec.train.loop import TrainConfig
 
     assert TrainConfig().tensorboard is False  # off by default
+
+
+@pytest.mark.slow
+def test_ensemble_stage_reuses_the_rows_run_and_trains_the_other_seed(smoke, tmp_path):
+    """[ensemble] members = 2: the seed's generator run is the plain recipe's own (cached, not retrained), the second
+    member is trained at seed + 1000, and the row holds the ensemble's test metrics with the members' beside them."""
+    work, rows, tmp = smoke
+    text = (EXP / "recipes/reproduce/instruments-released-ids-tiger.toml").read_text()
+    (tmp_path / "ens.toml").write_text(text.replace('table = "reproduce"', 'table = "beyond"') +
+                                       "\n[ensemble]\nmembers = 2\n")
+    base = rows["reproduce/instruments-released-ids-tiger"][0]
+    marker = work / "tiger" / base["fingerprints"]["tiger"] / "stage.json"
+    before = marker.stat().st_mtime_ns
+    r = run_recipe(tmp_path / "ens.toml", seed=0, work=work, data_root=tmp / "data", smoke=True)[0]
+    assert r["model"] == "ensemble" and r["fingerprints"]["tiger"] == base["fingerprints"]["tiger"]
+    assert marker.stat().st_mtime_ns == before  # the first member was not trained again
+    m = json.loads((work / "ensemble" / r["fingerprints"]["ensemble"] / "metrics.json").read_text())
+    first, second = (Path(x["run"]) for x in m["members"])
+    assert first == (work / "tiger" / base["fingerprints"]["tiger"]).resolve() and second != first
+    assert json.loads((second / "config.json").read_text())["train"]["seed"] == 1000
+    assert abs(m["members"][0]["test"]["recall@10"] - base["metrics"]["recall@10"]) < 1e-6
+    assert r["metrics"]["recall@10"] == round(m["test"]["recall@10"], 6)

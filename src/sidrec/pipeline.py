@@ -1,5 +1,5 @@
-"""Pipelines from declared stages: data -> embed -> sasrec -> tokenize -> generators (tiger, lcrec), VQ-Rec,
-cold start and diversity, each stage cached by a fingerprint of its config and its inputs' fingerprints.
+"""Pipelines from declared stages: data -> embed -> sasrec -> tokenize -> generators (tiger, lcrec) -> ensemble
+(several seeds of the generator decoded as one), VQ-Rec, cold start and diversity, each stage cached by a fingerprint of its config and its inputs' fingerprints.
 
 A config (TOML/YAML/JSON; a *recipe* when it has a ``[recipe]`` section) holds one section per stage. A stage
 runs when its section is there or a later stage needs it. Two layouts:
@@ -48,6 +48,7 @@ from sidrec.report import write_run_report
 from sidrec.tokenizers.registry import tokenizer_for, tokenizer_spec
 from sidrec.tokenizers.stage import tokenize
 from sidrec.train.coldstart import coldstart_models, coldstart_spec
+from sidrec.train.ensemble import evaluate_ensemble
 from sidrec.train.generator import GENERATORS, generator_spec, load_generator
 from sidrec.train.loop import TrainConfig
 from sidrec.train.sasrec import SASREC_TRAIN_DEFAULTS, train_sasrec
@@ -253,17 +254,34 @@ class Pipeline:
             cf_run=self.dirs.get("sasrec") if needs_cf else None, overrides=sec, log=self.log, check=ranking_check),
             label="tokens" if self.flat else None)
 
-    def generator(self, name: str, ds: Dataset) -> tuple[str, Path]:
+    def generator(self, name: str, ds: Dataset, seed: int | None = None) -> tuple[str, Path]:
         spec = generator_spec(name)
         sec = self.section(name)
         sec = {**spec.train_defaults(sec.get("preset")), **sec}
         if "preset" not in spec.config.__dataclass_fields__:
             sec.pop("preset", None)
-        sec["seed"] = self.stage_seed(name, sec)
+        sec["seed"] = self.stage_seed(name, sec) if seed is None else seed
         mcfg, tcfg, extra = _split(sec, (spec.config, TrainConfig), GEN_EXTRA, where=f"[{name}]")
         key = [to_dict(mcfg), to_dict(tcfg), extra, self.fps["tokenize"], self.fps["data"]]
         return self.stage(name, key, lambda d: spec.train(ds, self.dirs["tokenize"], d, mcfg, tcfg, log=self.log,
                                                           **extra))
+
+    def ensemble(self, ds: Dataset, gen: str) -> tuple[str, Path]:
+        """``members`` runs of the generator (this seed's, then seeds + i * ``seed_offset``, each its own cached
+        stage: the first is the plain recipe's run) decoded as one (``sidrec ensemble``)."""
+        sec = self.section("ensemble")
+        members, offset = int(sec.get("members", 2)), int(sec.get("seed_offset", 1000))
+        if members < 2:
+            raise SidrecError(f"[ensemble] members = {members}: an ensemble takes 2 runs or more")
+        fps, runs = [self.fps[gen]], [self.dirs[gen]]
+        for i in range(1, members):
+            fp, d = self.generator(gen, ds, seed=self.seed + i * offset)
+            fps.append(fp)
+            runs.append(d)
+        weights, beam = sec.get("weights"), int(sec.get("beam", 20))
+        return self.stage("ensemble", [fps, weights, beam], lambda d: evaluate_ensemble(
+            runs, d, weights=weights, beam=beam, decode_batch=int(sec.get("decode_batch", 256)),
+            device=sec.get("device", "auto")))
 
     def vqrec_pretrain(self, domains: list[dict], mcfg, vcfg, tcfg, ecfg, epochs, minutes) -> Path:
         """VQ-Rec pre-training on the ``domains`` (data sections; each prepared and embedded as its own cached
@@ -376,7 +394,7 @@ class Pipeline:
 def stages() -> tuple[str, ...]:
     """Every stage, in order; one per registered generator (read at call time: a generator registered later
     takes part)."""
-    return ("data", "embed", "sasrec", "tokenize", *GENERATORS, "vqrec", "coldstart", "diversity")
+    return ("data", "embed", "sasrec", "tokenize", *GENERATORS, "ensemble", "vqrec", "coldstart", "diversity")
 
 
 def sections() -> set[str]:
@@ -425,6 +443,7 @@ def validate(cfg: dict[str, Any], where: str = "pipeline config") -> None:
     check("coldstart", cs, _fields(ColdStartConfig, *model[cs.get("model", "tiger")].configs) |
           {"model", "method", "n_levels", "codebook_size", "preset", "pretrain", "pretrain_epochs",
            "pretrain_max_minutes"})
+    check("ensemble", cfg.get("ensemble", {}), {"members", "seed_offset", "weights", "beam", "decode_batch", "device"})
     check("diversity", cfg.get("diversity", {}),
           {"temperatures", "depth", "k", "beam", "decode_batch", "device", "seed"})
     for name, sec in (cfg.get("smoke") or {}).items():
@@ -445,6 +464,8 @@ def needed(cfg: dict) -> list[str]:
         have.add("sasrec")
     if have & {"vqrec", "coldstart"}:
         have.add("embed")
+    if "ensemble" in have and not have & set(GENERATORS):
+        raise SidrecError("[ensemble] decodes several runs of a generator: add a [tiger] or [lcrec] section")
     if "diversity" in have and not have & set(GENERATORS):
         raise SidrecError("[diversity] decodes a generator: add a [tiger] or [lcrec] section")
     return ["data", *[s for s in stages()[1:] if s in have]]
@@ -460,11 +481,12 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: st
     validate(cfg)
     rec = cfg.get("recipe", {})
     plan = needed(cfg)
-    models = {*GENERATORS, "vqrec", "sasrec"}
+    models = {*GENERATORS, "ensemble", "vqrec", "sasrec"}
     model = rec.get("model") or next((s for s in reversed(plan) if s in models),
                                      "coldstart" if "coldstart" in plan else plan[-1])
     # a recipe's seeds vary its model (and cold-start / diversity runs); a plain config's seed is every stage's
-    vary = tuple(rec.get("vary", [model, "coldstart", "diversity"])) if "recipe" in cfg else stages()
+    vary = tuple(rec.get("vary", [model, *GENERATORS, "coldstart", "diversity"] if model == "ensemble" else
+                         [model, "coldstart", "diversity"])) if "recipe" in cfg else stages()
     p = Pipeline(cfg=cfg, seed=int(cfg.get("seed", 0) if seed is None else seed),
                  work=Path(out if out is not None else work), flat=out is not None, vary=vary,
                  data_root=Path(data_root) if data_root is not None else None, smoke=smoke, log=log)
@@ -479,6 +501,8 @@ def run_pipeline(cfg: dict[str, Any], out: str | Path | None = None, *, work: st
             res = getattr(p, name)(ds)
         elif name in GENERATORS:
             res = p.generator(name, ds)
+        elif name == "ensemble":
+            res = p.ensemble(ds, next(g for g in GENERATORS if g in p.dirs))
         else:
             res = p.diversity(ds, next(g for g in GENERATORS if g in p.dirs))
         p.fps[name], p.dirs[name] = res
@@ -497,6 +521,7 @@ def _summary(p: Pipeline, stages: list[str], model: str) -> dict:
     if p.flat and runs:
         res.update(write_run_report(p.work, runs, p.dirs.get("tokenize"), title=f"sidrec pipeline: {p.dirs['data']}"))
     else:
+        runs.update({"ensemble": p.dirs["ensemble"]} if "ensemble" in p.dirs else {})
         res["test"] = {s: read_json(d / "metrics.json").get("test", {}) for s, d in runs.items()
                        if (d / "metrics.json").is_file()}
     return res
