@@ -368,3 +368,27 @@ def test_compiled_layers_give_eagers_loss_gradients_and_lists():
     with torch.no_grad():
         items2, scores2 = generate(model, users, hist, Trie(codes, [4, 4, 4]), beam=10, k=5)
     assert (items == items2).all() and torch.allclose(scores, scores2, atol=1e-5)
+
+
+def test_compiled_layers_fall_back_to_eager_in_one_line(monkeypatch):
+    """A backend that cannot compile (the first compiled call raises): one log line, then every layer runs eagerly
+    with eager's loss."""
+    import sidrec.models.lcrec as lcrec_mod
+
+    def broken(fn, **kw):
+        def call(*a, **k):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(lcrec_mod.torch, "compile", broken)
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:50]
+    torch.manual_seed(0)
+    model = LCRec(LCRecConfig(model="tiny-llama", max_history=5, dropout=0.0, hidden_size=32, num_hidden_layers=2,
+                              finetune="lora", lora_dropout=0.0), [4, 4, 4], codes)
+    users, hist, target = torch.arange(4), torch.randint(1, 51, (4, 5)), torch.randint(1, 51, (4,))
+    ref = model(users, hist, target).item()
+    lines = []
+    assert model.compile_layers(log=lines.append) == 2
+    assert abs(model(users, hist, target).item() - ref) < 1e-6 and abs(model(users, hist, target).item() - ref) < 1e-6
+    assert len(lines) == 1 and "no compiler here" in lines[0] and "eagerly" in lines[0]

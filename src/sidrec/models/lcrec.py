@@ -32,8 +32,10 @@ import inspect
 import os
 import shutil
 import string
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +201,10 @@ def load_backbone(cfg: LCRecConfig) -> tuple[nn.Module, object | None, str]:
     return lm, tok, fp
 
 
+def _dispatch(run, fast, eager, layer, *args, **kwargs):
+    return run(fast, eager, layer, args, kwargs)
+
+
 def level_token(level: int, code: int) -> str:
     return f"<{string.ascii_lowercase[level % 26]}_{code}>"
 
@@ -292,25 +298,40 @@ class LCRec(nn.Module):
                 w.data = w.data.to(dtype)
         self.low_precision = low
 
-    def compile_layers(self, mode: str | None = None, dynamic: bool | None = None) -> int:
+    def compile_layers(self, mode: str | None = None, dynamic: bool | None = None,
+                       log: Callable[[str], None] = lambda s: None) -> int:
         """Regional compilation for training: each decoder layer's forward runs through ``torch.compile`` while the
         model trains (eval passes, the KV-cached decoding among them, stay eager). The layers share one class, so
         the compiled code is built once and reused by all of them (PyTorch's regional compilation): a cold start of
         one layer's graph, not the whole 30-layer model's; the width dimension turns dynamic on the second history
         width seen. Inside, the LoRA adapters, casts, norms and activations fuse into few kernels. Returns the
-        number of layers wrapped (0: no decoder-layer list found, the model stays eager)."""
+        number of layers wrapped (0: no decoder-layer list found, the model stays eager). If the first compiled
+        call fails (no compiler, an unsupported platform), one line goes to ``log`` and every layer runs eagerly."""
         core = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
         layers = getattr(getattr(core, "model", None), "layers", None)
         if not isinstance(layers, nn.ModuleList):
             return 0
+        state = {"ok": True, "proven": False}  # proven: a compiled call has succeeded (later errors are real ones)
+
+        def run(fast, eager, layer, args, kwargs):
+            if not (state["ok"] and layer.training and torch.is_grad_enabled()):
+                return eager(*args, **kwargs)
+            if state["proven"]:
+                return fast(*args, **kwargs)
+            try:
+                out = fast(*args, **kwargs)
+            except Exception as e:  # compile errors surface on the first call
+                state["ok"] = False
+                log(f"torch.compile unavailable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''});"
+                    f" training eagerly (--no-compile silences this)")
+                return eager(*args, **kwargs)
+            state["proven"] = True
+            return out
+
         for layer in layers:
             eager = layer.forward
             fast = torch.compile(eager, mode=mode, dynamic=dynamic)
-
-            def forward(*args, _eager=eager, _fast=fast, _layer=layer, **kwargs):
-                return (_fast if _layer.training and torch.is_grad_enabled() else _eager)(*args, **kwargs)
-
-            layer.forward = forward
+            layer.forward = partial(_dispatch, run, fast, eager, layer)
         return len(layers)
 
     @property

@@ -18,17 +18,18 @@ from sidrec.train.loop import TrainConfig, load_weights
 from sidrec.train.trainer import id_sizes, read_run, train_generator
 from sidrec.utils import dist
 from sidrec.utils.cache import persistent_compile_caches
+from sidrec.utils.log import info as log_info
 from sidrec.utils.seeding import pick_device
 
 SPARE_SUFFIXES = 16
 
 
-def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None, compile_layers: bool = False):
+def build_lcrec(cfg: LCRecConfig, ids: SemanticIDs, item_text=None, compile_layers: bool = False, log=lambda s: None):
     sizes = id_sizes(ids, SPARE_SUFFIXES)
     model = LCRec(cfg, sizes, ids.codes, item_text)
     if compile_layers and not cfg.gradient_checkpointing and not (dist.world() > 1 and model.shardable):
         persistent_compile_caches()
-        model.compile_layers()
+        model.compile_layers(log=log)
     return model, build_trie(ids.codes, sizes)
 
 
@@ -50,11 +51,13 @@ def train_lcrec(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg: LCR
     ID alignment tasks run on the dataset's item text."""
     train_cfg = train_cfg or merge(TrainConfig, TRAIN_DEFAULTS)
     text = item_text(ds) if model_cfg.align_ratio > 0 else None
-    # compiled by decoder layer (regional compilation: one layer's graph serves all of them, a cold start of
-    # seconds, not the minutes of a whole-model graph per history width); default on CUDA, --compile on the CPU
+    # compiled by decoder layer (regional compilation: one layer's graph serves all of them, instead of a whole-model
+    # graph per history width, which did not finish warming up in 6 minutes on an H100); default on CUDA
     layers = bool(train_cfg.compile) or (train_cfg.compile is None and pick_device(train_cfg.device).type == "cuda")
     return train_generator(ds, tokens, out, model_cfg, train_cfg, kind="lcrec",
-                           build=partial(build_lcrec, item_text=text, compile_layers=layers), compilable=False, **kw)
+                           build=partial(build_lcrec, item_text=text, compile_layers=layers,
+                                         log=kw.get("log", log_info)),
+                           compilable=False, **kw)
 
 
 def load_lcrec(run: str | Path, device: torch.device | str = "cpu"):
