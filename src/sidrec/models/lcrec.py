@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.fsdp import fully_shard
 
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import PAD, Vocab, ranking_guided_loss
@@ -344,6 +343,8 @@ class LCRec(nn.Module):
         """FSDP (``fully_shard``): each decoder layer its own unit, the rest (embeddings, final norm, head) the
         LM's; call under torchrun, before the optimizer is made. Tied weights are remembered by name so the
         gathered state saves as an unsharded model's does."""
+        from torch.distributed.fsdp import fully_shard  # 1.2 s to import: only sharded runs pay it
+
         groups: dict[int, list[str]] = {}
         for name, p in self.named_parameters(remove_duplicate=False):
             groups.setdefault(id(p), []).append(name)

@@ -16,13 +16,6 @@ import os
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 
 from sidrec.errors import SidrecError
@@ -153,6 +146,12 @@ def total(t: torch.Tensor) -> torch.Tensor:
 # out of the shards (collectives: every rank calls them).
 def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
     """The sharded model's (and optimizer's) full state dicts on the CPU (every rank gets them)."""
+    from torch.distributed.checkpoint.state_dict import (  # sharded runs only
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd = get_model_state_dict(model, options=options)
     osd = get_optimizer_state_dict(model, opt, options=options) if opt is not None else None
@@ -162,6 +161,12 @@ def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None)
 def load_full_state(model: torch.nn.Module, msd: dict, opt: torch.optim.Optimizer | None = None,
                     osd: dict | None = None) -> None:
     """Full state dicts (the same on every rank) into the sharded model (and optimizer)."""
+    from torch.distributed.checkpoint.state_dict import (  # sharded runs only
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(model, msd, options=options)
     if opt is not None and osd is not None:
