@@ -216,8 +216,8 @@ def lcrec(data: Annotated[Path, typer.Argument(help="prepared dataset directory"
           accumulate: Annotated[Optional[int], typer.Option(help="gradient accumulation steps")] = None,
           gradient_checkpointing: Annotated[Optional[bool], typer.Option(
               "--gradient-checkpointing/--no-gradient-checkpointing", help="trade compute for memory")] = None,
-          compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the "
-                                                           "training step (opt-in: default eager)")] = None,
+          compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile each "
+                                                           "decoder layer for training (default: on CUDA)")] = None,
           temperature: Annotated[Optional[float], typer.Option(help="ranking-guided loss tau (1 = plain CE)")] = None,
           max_history: Annotated[Optional[int], typer.Option(help="history cut (default: the dataset's)")] = None,
           epochs: Annotated[Optional[int], typer.Option()] = None,
