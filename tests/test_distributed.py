@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from sidrec.models.tiger import TIGERConfig
 
 CFG = TIGERConfig(preset="custom", n_layers=1, d_model=32, n_heads=2, d_kv=16, d_ff=64, dropout=0.0, max_history=3)
+LCREC = dict(model="tiny-llama", hidden_size=32, num_hidden_layers=2, dropout=0.0, max_history=3)
 
 
 def _free_port() -> int:
@@ -21,19 +22,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epochs: int) -> None:
+def _worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epochs: int, kind: str = "tiger") -> None:
+    """One torchrun-style process training ``kind`` (tiger, or lcrec under full fine-tuning); logs to OUT.rankR.log."""
     import os
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     from sidrec.data.dataset import load_dataset
+    from sidrec.models.lcrec import LCRecConfig
+    from sidrec.train.lcrec import train_lcrec
     from sidrec.train.tiger import train_tiger
     from sidrec.utils.dist import setup, teardown
 
+    def log(s):
+        with open(f"{out}.rank{rank}.log", "a") as f:
+            f.write(s + "\n")
+
     setup()
     try:
-        train_tiger(load_dataset(data), tok, out, CFG, _train_cfg(epochs), beam=10, ks=(5, 10), log=lambda s: None)
+        if kind == "lcrec":
+            train_lcrec(load_dataset(data), tok, out, LCRecConfig(**LCREC), _train_cfg(epochs), beam=10, ks=(5, 10),
+                        log=log)
+        else:
+            train_tiger(load_dataset(data), tok, out, CFG, _train_cfg(epochs), beam=10, ks=(5, 10), log=log)
     finally:
         teardown()
 
@@ -215,31 +227,6 @@ def test_vqrec_two_processes_follow_one(tmp_path):
     assert (np.load(tmp_path / "two" / "pre" / "codes.npy") == np.load(tmp_path / "one" / "pre" / "codes.npy")).all()
 
 
-LCREC = dict(model="tiny-llama", hidden_size=32, num_hidden_layers=2, dropout=0.0, max_history=3)
-
-
-def _lcrec_worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epochs: int) -> None:
-    import os
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    from sidrec.data.dataset import load_dataset
-    from sidrec.models.lcrec import LCRecConfig
-    from sidrec.train.lcrec import train_lcrec
-    from sidrec.utils.dist import setup, teardown
-
-    setup()
-    try:
-        def log(s):
-            with open(f"{out}.rank{rank}.log", "a") as f:
-                f.write(s + "\n")
-
-        train_lcrec(load_dataset(data), tok, out, LCRecConfig(**LCREC), _train_cfg(epochs), beam=10, ks=(5, 10),
-                    log=log)
-    finally:
-        teardown()
-
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
@@ -260,8 +247,8 @@ def test_lcrec_full_finetuning_sharded_with_fsdp_follows_one_process(tmp_path):
                 log=lambda s: None)
 
     def two(out, epochs):
-        mp.spawn(_lcrec_worker, args=(2, _free_port(), str(tmp_path / "ds"), str(tmp_path / "tok"), str(out), epochs),
-                 nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ds"), str(tmp_path / "tok"), str(out), epochs,
+                                "lcrec"), nprocs=2, join=True)
 
     two(tmp_path / "two", 2)
     a, b = _curve(tmp_path / "one"), _curve(tmp_path / "two")

@@ -1,5 +1,6 @@
 """Pipelines from declared stages: data -> embed -> sasrec -> tokenize -> generators (tiger, lcrec) -> ensemble
-(several seeds of the generator decoded as one), VQ-Rec, cold start and diversity, each stage cached by a fingerprint of its config and its inputs' fingerprints.
+(several seeds of the generator decoded as one), VQ-Rec, cold start and diversity, each stage cached by a
+fingerprint of its config and its inputs' fingerprints.
 
 A config (TOML/YAML/JSON; a *recipe* when it has a ``[recipe]`` section) holds one section per stage. A stage
 runs when its section is there or a later stage needs it. Two layouts:
@@ -521,7 +522,8 @@ def _summary(p: Pipeline, stages: list[str], model: str) -> dict:
     if p.flat and runs:
         res.update(write_run_report(p.work, runs, p.dirs.get("tokenize"), title=f"sidrec pipeline: {p.dirs['data']}"))
     else:
-        runs.update({"ensemble": p.dirs["ensemble"]} if "ensemble" in p.dirs else {})
+        if "ensemble" in p.dirs:
+            runs["ensemble"] = p.dirs["ensemble"]
         res["test"] = {s: read_json(d / "metrics.json").get("test", {}) for s, d in runs.items()
                        if (d / "metrics.json").is_file()}
     return res

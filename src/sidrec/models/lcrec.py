@@ -200,8 +200,28 @@ def load_backbone(cfg: LCRecConfig) -> tuple[nn.Module, object | None, str]:
     return lm, tok, fp
 
 
-def _dispatch(run, fast, eager, layer, *args, **kwargs):
-    return run(fast, eager, layer, args, kwargs)
+class _CompiledLayers:
+    """The forward of every compiled decoder layer: the compiled one while training, the eager one otherwise, and
+    the eager one for good (one log line) if the first compiled call fails."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.ok, self.proven = log, True, False  # proven: a compiled call worked (later errors are real)
+
+    def __call__(self, fast, eager, layer, *args, **kwargs):
+        if not (self.ok and layer.training and torch.is_grad_enabled()):
+            return eager(*args, **kwargs)
+        if self.proven:
+            return fast(*args, **kwargs)
+        try:
+            out = fast(*args, **kwargs)
+        except Exception as e:  # compile errors surface on the first call
+            self.ok = False
+            first = str(e).splitlines()[0][:120] if str(e) else ""
+            self.log(f"torch.compile unavailable ({type(e).__name__}: {first}); training eagerly "
+                     f"(--no-compile silences this)")
+            return eager(*args, **kwargs)
+        self.proven = True
+        return out
 
 
 def level_token(level: int, code: int) -> str:
@@ -243,6 +263,8 @@ class LCRec(nn.Module):
         self.finetune = cfg.finetune if cfg.finetune != "auto" else ("lora" if is_pretrained(cfg.model) else "full")
         if self.finetune not in ("lora", "full"):
             raise SidrecError(f"finetune {cfg.finetune!r}: choose lora, full or auto")
+        if cfg.base_dtype not in ("auto", "bfloat16", "float32"):
+            raise SidrecError(f"base_dtype {cfg.base_dtype!r}: choose auto, bfloat16 or float32")
         new_rows = list(range(base, base + n_new))
         if self.finetune == "lora":
             from peft import LoraConfig, get_peft_model
@@ -283,8 +305,6 @@ class LCRec(nn.Module):
         if not hasattr(self, "item_tok") or self.finetune != "lora":
             return
         want = self.cfg.base_dtype
-        if want not in ("auto", "bfloat16", "float32"):
-            raise SidrecError(f"base_dtype {want!r}: choose auto, bfloat16 or float32")
         dev = self.item_tok.device
         low = want == "bfloat16" or (want == "auto" and dev.type == "cuda")
         dtype = torch.bfloat16 if low else torch.float32
@@ -306,32 +326,18 @@ class LCRec(nn.Module):
         width seen. Inside, the LoRA adapters, casts, norms and activations fuse into few kernels. Returns the
         number of layers wrapped (0: no decoder-layer list found, the model stays eager). If the first compiled
         call fails (no compiler, an unsupported platform), one line goes to ``log`` and every layer runs eagerly."""
-        core = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        layers = getattr(getattr(core, "model", None), "layers", None)
-        if not isinstance(layers, nn.ModuleList):
-            return 0
-        state = {"ok": True, "proven": False}  # proven: a compiled call has succeeded (later errors are real ones)
-
-        def run(fast, eager, layer, args, kwargs):
-            if not (state["ok"] and layer.training and torch.is_grad_enabled()):
-                return eager(*args, **kwargs)
-            if state["proven"]:
-                return fast(*args, **kwargs)
-            try:
-                out = fast(*args, **kwargs)
-            except Exception as e:  # compile errors surface on the first call
-                state["ok"] = False
-                log(f"torch.compile unavailable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''});"
-                    f" training eagerly (--no-compile silences this)")
-                return eager(*args, **kwargs)
-            state["proven"] = True
-            return out
-
+        layers = self._decoder_layers()
+        switch = _CompiledLayers(log)
         for layer in layers:
             eager = layer.forward
-            fast = torch.compile(eager, mode=mode, dynamic=dynamic)
-            layer.forward = partial(_dispatch, run, fast, eager, layer)
+            layer.forward = partial(switch, torch.compile(eager, mode=mode, dynamic=dynamic), eager, layer)
         return len(layers)
+
+    def _decoder_layers(self) -> list[nn.Module]:
+        """The backbone's decoder layers (``model.layers`` of HF causal LMs; empty when it has none)."""
+        core = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        layers = getattr(getattr(core, "model", None), "layers", None)
+        return list(layers) if isinstance(layers, nn.ModuleList) else []
 
     @property
     def shardable(self) -> bool:
@@ -349,17 +355,16 @@ class LCRec(nn.Module):
         for name, p in self.named_parameters(remove_duplicate=False):
             groups.setdefault(id(p), []).append(name)
         self.tied_names = [g for g in groups.values() if len(g) > 1]
-        core = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        for layer in getattr(getattr(core, "model", None), "layers", []):
+        for layer in self._decoder_layers():
             fully_shard(layer)
         fully_shard(self.lm)
         self.sharded = True
 
-    def _autocast(self):
-        """bf16 autocast around the LM when its base weights are bf16 (on the CPU too, for tests)."""
-        if getattr(self, "low_precision", False):
-            return torch.autocast(self.item_tok.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+    def _lm(self, **kw):
+        """The causal LM, under bf16 autocast when its base weights are bf16 (on the CPU too, for tests)."""
+        ctx = torch.autocast(self.item_tok.device.type, dtype=torch.bfloat16) if self.low_precision else nullcontext()
+        with ctx:
+            return self.lm(**kw)
 
     # prompts as tensors ------------------------------------------------------------------------------------
     def _ids(self, tok, text: str, special: bool = False) -> torch.Tensor:
@@ -422,8 +427,7 @@ class LCRec(nn.Module):
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, **kw):
         pos = (mask.long().cumsum(1) - 1).clamp(min=0)
-        with self._autocast():
-            return self.lm(input_ids=ids, attention_mask=mask.long(), position_ids=pos, **kw)
+        return self._lm(input_ids=ids, attention_mask=mask.long(), position_ids=pos, **kw)
 
     @property
     def _sharing(self) -> bool:
@@ -441,16 +445,14 @@ class LCRec(nn.Module):
 
         head = self.prefix if head is None else head
         B, P = ids.shape[0], head.numel()
-        with self._autocast():
-            first = self.lm(input_ids=head[None], position_ids=torch.arange(P, device=ids.device)[None],
-                            use_cache=True, logits_to_keep=1, **{self._cache_arg: DynamicCache()})
+        first = self._lm(input_ids=head[None], position_ids=torch.arange(P, device=ids.device)[None],
+                         use_cache=True, logits_to_keep=1, **{self._cache_arg: DynamicCache()})
         cache = getattr(first, self._cache_arg)
         cache.batch_repeat_interleave(B)
         full = torch.cat([torch.ones(B, P, dtype=torch.bool, device=ids.device), mask], 1)
         pos = P + (mask.long().cumsum(1) - 1).clamp(min=0)
-        with self._autocast():
-            out = self.lm(input_ids=ids, attention_mask=full.long(), position_ids=pos, use_cache=True,
-                          **{self._cache_arg: cache}, **kw)
+        out = self._lm(input_ids=ids, attention_mask=full.long(), position_ids=pos, use_cache=True,
+                       **{self._cache_arg: cache}, **kw)
         return out, full
 
     def _answer_logits(self, ids, mask, answer: torch.Tensor, amask: torch.Tensor | None = None,
@@ -525,9 +527,8 @@ class LCRec(nn.Module):
                 "pos": state["pos"].repeat_interleave(G, 0)}
         mask = torch.cat([state["mask"], torch.ones_like(tokens, dtype=torch.bool)], 1)
         pos = state["pos"] + 1
-        with self._autocast():
-            out = self.lm(input_ids=tokens, attention_mask=mask.long(), position_ids=pos[:, None], use_cache=True,
-                          logits_to_keep=1, **{self._cache_arg: state["cache"]})
+        out = self._lm(input_ids=tokens, attention_mask=mask.long(), position_ids=pos[:, None], use_cache=True,
+                       logits_to_keep=1, **{self._cache_arg: state["cache"]})
         return out.logits[:, -1].float(), {"cache": getattr(out, self._cache_arg), "mask": mask, "pos": pos}
 
     def decode_reorder(self, state: dict, index: torch.Tensor) -> dict:

@@ -31,10 +31,10 @@ def evaluate_ensemble(runs: list[str | Path], out: str | Path, *, weights: list[
     if beam < max(ks):
         raise SidrecError(f"--beam {beam} is smaller than the largest cut-off {max(ks)}")
     dev = pick_device(device)
-    confs = [read_json(r / "config.json") if (r / "config.json").is_file() else None for r in runs]
-    for r, c in zip(runs, confs):
-        if c is None:
+    for r in runs:
+        if not (r / "config.json").is_file():
             raise SidrecError(f"{r}: not a run directory (missing config.json)")
+    confs = [read_json(r / "config.json") for r in runs]
     for key, what in (("tokens_codes_sha256", "semantic IDs"), ("dataset_fingerprint", "dataset")):
         for r, c in zip(runs[1:], confs[1:]):
             if c.get(key) != confs[0].get(key):

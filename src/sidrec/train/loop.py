@@ -39,7 +39,15 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
-    if getattr(model, "save_trainable_only", False):
+    """Write what ``weights`` keeps. A sharded model (FSDP) is gathered first, a collective: every rank calls this,
+    rank 0 writes the unsharded layout (tied weights once, under the name safetensors keeps: the first in sorted
+    order), so ``load_weights`` reads it on any number of ranks."""
+    if sharded(model):
+        state = dist.full_state(model)[0]
+        if dist.is_main():
+            drop = {n for group in getattr(model, "tied_names", []) for n in sorted(group)[1:]}
+            save_file({k: v.contiguous() for k, v in state.items() if k not in drop}, str(path))
+    elif getattr(model, "save_trainable_only", False):
         save_file({n: t.contiguous() for n, t in weights(model).items()}, str(path))
     else:
         save_model(model, str(path))  # handles tied weights
@@ -50,17 +58,10 @@ def sharded(model: torch.nn.Module) -> bool:
     return bool(getattr(model, "sharded", False))
 
 
-def save_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """A sharded model's gathered state dict as ``save_weights`` writes the unsharded one (rank 0 writes): tied
-    weights once, under the name safetensors keeps (the first in sorted order), so ``load_weights`` reads it."""
-    if not dist.is_main():
-        return
-    drop = {n for group in getattr(model, "tied_names", []) for n in sorted(group)[1:]}
-    save_file({k: v.contiguous() for k, v in state.items() if k not in drop}, str(path))
-
-
 def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
-    if getattr(model, "save_trainable_only", False):
+    if sharded(model):  # every rank reads the whole file, FSDP keeps its shard
+        dist.load_full_state(model, load_safetensors(path))
+    elif getattr(model, "save_trainable_only", False):
         _load_partial(model, load_safetensors(path, device=str(device)), path)
     else:
         load_model_weights(model, str(path), device=str(device))
@@ -193,10 +194,7 @@ def fit(model: torch.nn.Module, *, cfg: TrainConfig, run_dir: str | Path, device
             reason = "time"
             break
     if (run_dir / BEST).exists():
-        if sharded(model):
-            dist.load_full_state(model, load_safetensors(run_dir / BEST))
-        else:
-            load_weights(model, run_dir / BEST, device)
+        load_weights(model, run_dir / BEST, device)
     reason = reason or ("patience" if stopped else "epochs")
     return FitResult(state.best_epoch, state.best_validation, state.history, start_epoch, time.time() - t0, reason)
 
@@ -272,9 +270,7 @@ def _validate_epoch(model, validate, cfg: TrainConfig, sign: float, state: _Prog
     rec["validation"] = {k: v for k, v in val.items() if "@" in k or k == "loss"}
     if score > state.best:
         state.best, state.best_epoch, state.bad, state.best_validation = score, rec["epoch"], 0, val
-        if sharded(model):
-            save_full_state(model, dist.full_state(model)[0], run_dir / BEST)
-        elif dist.is_main():
+        if dist.is_main() or sharded(model):  # sharded: gathering the weights takes every rank
             save_weights(model, run_dir / BEST)
     else:
         state.bad += 1
