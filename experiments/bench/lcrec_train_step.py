@@ -7,7 +7,8 @@ Variants of the training step (``--variants``, comma-separated; every one runs t
 - ``bf16-b512``, ``bf16-b1024``: and micro-batch 512, 1024;
 - ``bf16-nodropout``: ``bf16`` without LoRA dropout (what dropout's kernels cost);
 - ``bf16-layers``, ``bf16-b256-layers``, ... : and each decoder layer compiled (``LCRec.compile_layers``, the
-  trainer's default on a GPU: one layer's graph, shared by all 30);
+  trainer's default on a GPU: one layer's graph, shared by all 30); ``-nodropout``: LoRA dropout 0;
+  ``-cudagraphs``: the layers compiled in mode reduce-overhead (CUDA graphs);
 - ``bf16-b512-compiled``: the whole model compiled instead (one graph per history width; a very long cold start);
 - ``full-b128``, ``full-b512-layers``: full fine-tuning (every weight trained, float32 master weights, bf16
   autocast).
@@ -53,6 +54,10 @@ VARIANTS = {  # name -> (base_dtype, micro-batch, compiled, finetune)
     "bf16-b256-layers": ("bfloat16", 256, "layers", "lora"),
     "bf16-b512-layers": ("bfloat16", 512, "layers", "lora"),
     "bf16-b1024-layers": ("bfloat16", 1024, "layers", "lora"),
+    "bf16-b512-layers-nodropout": ("bfloat16", 512, "layers", "lora"),
+    "bf16-b1024-layers-nodropout": ("bfloat16", 1024, "layers", "lora"),
+    "bf16-b512-layers-cudagraphs-nodropout": ("bfloat16", 512, "layers-cudagraphs", "lora"),
+    "bf16-b1024-layers-cudagraphs-nodropout": ("bfloat16", 1024, "layers-cudagraphs", "lora"),
     "bf16-b512-compiled": ("bfloat16", 512, "model", "lora"),
     "full-b128": ("float32", 128, False, "full"),
     "full-b512-layers": ("float32", 512, "layers", "full"),
@@ -93,8 +98,8 @@ def train_variant(name, a, ds, ids, hist, target, users, dev, fixed) -> dict:
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=1e-4, fused=dev.type == "cuda")
     step_model = torch.compile(model, dynamic=False) if compiled == "model" else model
-    if compiled == "layers":
-        model.compile_layers()
+    if compiled and compiled.startswith("layers"):
+        model.compile_layers(mode="reduce-overhead" if compiled.endswith("cudagraphs") else None)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     model.eval()
     with torch.no_grad(), amp:  # the fixed batch's loss, dropout off
@@ -103,6 +108,8 @@ def train_variant(name, a, ds, ids, hist, target, users, dev, fixed) -> dict:
     batches = PrefixBatches(users, hist, target, batch_size=B, buckets=a.buckets, seed=0, device=dev)
 
     def step(b):
+        if compiled == "layers-cudagraphs":
+            torch.compiler.cudagraph_mark_step_begin()
         with amp:
             loss = step_model(*b)
         loss.backward()
@@ -225,6 +232,9 @@ def main() -> None:
         except torch.OutOfMemoryError as e:
             row = {"variant": name, "error": f"out of memory: {str(e).splitlines()[0][:100]}"}
             torch.cuda.empty_cache()
+        except Exception as e:  # a variant the backend cannot run (a compile mode, say): a row says why
+            row = {"variant": name, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
+            torch.cuda.empty_cache() if dev.type == "cuda" else None
         if name == "old" and "error" not in row:
             old = row
         if old and "error" not in row:
