@@ -147,8 +147,9 @@ def train_variant(name, a, ds, ids, hist, target, users, dev, fixed) -> dict:
     return row
 
 
-def profile(step, batches, dev, steps: int = 6) -> dict:
-    """Kernel time vs wall time over a few steps: the GPU's busy share (1 = never waiting for the host)."""
+def profile(step, batches, dev, steps: int = 6, top: int = 15) -> dict:
+    """Kernel time vs wall time over a few steps: the GPU's busy share (1 = never waiting for the host), and the
+    ``top`` kernels by GPU time (name, ms per step)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof
 
@@ -164,10 +165,14 @@ def profile(step, batches, dev, steps: int = 6) -> dict:
                     if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type))
     launches = sum(e.count for e in p.key_averages() if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
                                                                   "cudaLaunchKernelExC"))
+    kernels = sorted(((e.key, getattr(e, "self_device_time_total", 0)) for e in p.key_averages()
+                      if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type)),
+                     key=lambda kv: -kv[1])
     return {"profile_wall_ms_per_step": round(wall / steps * 1e3, 1),
             "profile_kernel_ms_per_step": round(kernel_us / steps / 1e3, 1),
             "profile_gpu_busy": round(kernel_us / 1e6 / wall, 3),
-            "profile_launches_per_step": round(launches / steps)}
+            "profile_launches_per_step": round(launches / steps),
+            "profile_top_kernels": [[k[:90], round(us / steps / 1e3, 2)] for k, us in kernels[:top] if us > 0]}
 
 
 def decode_variant(spec: str, a, ds, ids, dev) -> dict:
