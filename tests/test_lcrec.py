@@ -332,6 +332,36 @@ def test_bf16_base_weights_give_autocasts_loss_and_valid_lists():
     assert not auto.low_precision and all(p.dtype == torch.float32 for p in auto.parameters())
 
 
+def test_bf16_lora_layers_keep_no_float32_copies_of_their_input():
+    """Under bf16 base weights the LoRA layers' input is not cast to float32 (peft's default casts it to the
+    adapter's dtype; autocast casts it back for the matmul): the dropped input kept for the backward is bf16, so
+    the backward keeps fewer bytes; the loss is the same within bf16 round-off."""
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:50]
+    users, hist, target = torch.arange(8), torch.randint(1, 51, (8, 5)), torch.randint(1, 51, (8,))
+    torch.manual_seed(0)
+    model = LCRec(LCRecConfig(model="tiny-llama", max_history=5, dropout=0.0, hidden_size=64, num_hidden_layers=2,
+                              finetune="lora", lora_dropout=0.1, base_dtype="bfloat16"), [4, 4, 4], codes)
+    lora = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    assert lora
+
+    def saved(cast: bool) -> tuple[float, int]:
+        for m in lora:
+            m.cast_input_dtype_enabled = cast
+        kept = []
+        torch.manual_seed(1)  # the same dropout masks
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            loss = model(users, hist, target)
+        return loss.item(), sum(kept)
+
+    (l_cast, b_cast), (l_bf16, b_bf16) = saved(True), saved(False)
+    assert b_bf16 < 0.95 * b_cast  # the dropped input kept in bf16, not float32
+    assert abs(l_cast - l_bf16) <= 1e-2 * abs(l_cast)
+    model.to("cpu")  # every move settles the dtype and the flag again
+    assert not any(m.cast_input_dtype_enabled for m in lora)
+
+
 def test_compiled_layers_give_eagers_loss_gradients_and_lists():
     """Regional compilation (``compile_layers``, the GPU trainer's default): the compiled decoder layers give eager's
     loss and gradients (float32 on the CPU, LoRA dropout off) on two history widths; eval passes and the KV-cached

@@ -181,12 +181,15 @@ def test_summary_and_table_values_are_computed_from_the_rows(tmp_path):
     assert s["ratio"]["recall@10"] == pytest.approx(0.065 / 0.08) and s["ratio"]["ndcg@10"] == pytest.approx(0.625)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kernels = [[f"kernel_{i}_" + "x" * 50, 10.0 - i] for i in range(5)]  # a long list cell shows its head
     (tmp_path / "results" / "bench-speed.jsonl").write_text(json.dumps(
-        {"bench": "speed", "variant": "new", "samples_per_second": 79499.7, "gpu": "NVIDIA H200"}) + "\n")
+        {"bench": "speed", "variant": "new", "samples_per_second": 79499.7, "gpu": "NVIDIA H200",
+         "top": kernels}) + "\n")
     md = render(tmp_path / "results", tmp_path / "RESULTS.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("| [a]"))
     assert "0.0650 (0.0600-0.0700)" in line and "0.0250 (0.0200-0.0300)" in line and "81% / 62%" in line
-    assert "| new | 79,499.7 | NVIDIA H200 |" in md
+    assert "| new | 79,499.7 | NVIDIA H200 | " in md
+    assert '[["kernel_0_' + "x" * 31 + '…", 10.0], ' in md and "… +2 in the jsonl |" in md
     (tmp_path / "results" / "t.jsonl").write_text(json.dumps({"table": "t"}) + "\n")
     with pytest.raises(SidrecError, match=r"t\.jsonl:1: results row lacks"):
         render(tmp_path / "results", tmp_path / "RESULTS.md")

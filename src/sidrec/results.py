@@ -225,6 +225,13 @@ def _bench_cell(v: Any) -> str:
         if abs(v) < 1000:
             return f"{v:.4g}"
         return f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
+    if isinstance(v, list) and len(json.dumps(v)) > 120:  # a long list (a profile's kernel table, say): its head
+        def short(x):
+            return x[:40] + "…" if isinstance(x, str) and len(x) > 40 else short_list(x) if isinstance(x, list) else x
+
+        def short_list(xs):
+            return [short(x) for x in xs]
+        return json.dumps(short_list(v[:3]), ensure_ascii=False) + f" … +{len(v) - 3} in the jsonl" * (len(v) > 3)
     if isinstance(v, (dict, list)):
         return json.dumps(v)
     return str(v)

@@ -316,8 +316,8 @@ class LCRec(nn.Module):
                     and w.dtype != dtype:
                 w.data = w.data.to(dtype)
             if hasattr(mod, "cast_input_dtype_enabled"):  # peft's LoRA layers: under bf16 autocast their input
-                mod.cast_input_dtype_enabled = not low  # stays bf16 (the matmul casts it there anyway), not a float32
-                # copy per adapted module kept for the backward: a third less activation memory
+                mod.cast_input_dtype_enabled = not low  # stays bf16 (the matmul casts it there anyway): LoRA dropout
+                # keeps a bf16 copy for the backward, not a float32 one (SmolLM2: 6% less saved activation memory)
         self.low_precision = low
 
     def compile_layers(self, mode: str | None = None, dynamic: bool | None = None,
