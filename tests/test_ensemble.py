@@ -1,5 +1,6 @@
 """Several generator runs decoded as one: the ensemble's beam search is exact over the members' averaged
-per-level log-probabilities, and `sidrec ensemble` scores two seeds of a run on the test split."""
+per-level log-probabilities; runs on different IDs fuse at the item level, exactly over the union of their beams;
+`sidrec ensemble` scores two seeds of a run, or runs on two tokenizations, on the test split."""
 
 import json
 
@@ -9,6 +10,7 @@ import torch
 
 from sidrec.decoding.beam import generate
 from sidrec.decoding.ensemble import Ensemble
+from sidrec.decoding.fusion import candidate_scores, fused_generate, union_candidates
 from sidrec.decoding.trie import Trie
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
@@ -50,6 +52,50 @@ def test_ensemble_beam_search_equals_brute_force_product_of_experts():
         Ensemble([a, other])
 
 
+def _item_logprobs(model, users, hist, n):
+    """(B, n) log P(item | history) of every item, teacher-forced (the brute force)."""
+    rows = []
+    for u in range(len(users)):
+        logits, labels = model.teacher_forced(users[u:u + 1].expand(n), hist[u:u + 1].expand(n, -1),
+                                              torch.arange(1, n + 1))
+        rows.append(torch.log_softmax(logits, -1).gather(2, labels[..., None])[..., 0].sum(1))
+    return torch.stack(rows)
+
+
+def test_item_fusion_of_runs_on_different_ids_equals_brute_force():
+    """Two members on different codes of the same 50 items: every candidate's score is its teacher-forced
+    log-probability under each member; the fused top-k are the union of the members' own beams ranked by the
+    weighted sum (beam >= catalog: the whole catalog, ranked exactly); empty slots are -1."""
+    rng = np.random.default_rng(0)
+    codes_a = np.unique(rng.integers(0, 4, (300, 3)), axis=0)[:50]
+    codes_b = np.unique(rng.integers(0, 8, (600, 2)), axis=0)[:50]
+    codes_a, codes_b = codes_a[rng.permutation(50)], codes_b[rng.permutation(50)]
+    torch.manual_seed(0)
+    a = TIGER(TINY, Vocab([4, 4, 4]), codes_a).eval()
+    b = TIGER(TINY, Vocab([8, 8]), codes_b).eval()
+    ta, tb = Trie(codes_a, [4, 4, 4]), Trie(codes_b, [8, 8])
+    hist, users = torch.randint(1, 51, (4, 5)), torch.arange(4)
+    hist[0, :3] = 0
+    with torch.no_grad():
+        la, lb = _item_logprobs(a, users, hist, 50), _item_logprobs(b, users, hist, 50)
+        cand = torch.tensor([[3, 7, -1, 50], [1, -1, -1, -1], [2, 4, 6, 8], [50, 49, 48, 47]])
+        got = candidate_scores(a, users, hist, cand)
+        want = torch.where(cand > 0, la.gather(1, (cand - 1).clamp(min=0)), torch.tensor(float("-inf")))
+        assert torch.allclose(got, want, atol=1e-5)
+        items, scores = fused_generate([a, b], [ta, tb], [0.25, 0.75], users, [hist, hist], beam=50, k=10)
+        fused = 0.25 * la + 0.75 * lb
+        top = fused.topk(10, dim=1)
+        assert torch.equal(items, top.indices + 1) and torch.allclose(scores, top.values, atol=1e-4)
+        items, scores = fused_generate([a, b], [ta, tb], [0.5, 0.5], users, [hist, hist], beam=4, k=6)
+        own = [generate(m, users, hist, t, beam=4, k=4)[0] for m, t in ((a, ta), (b, tb))]
+        for u in range(4):
+            pool = sorted(set(own[0][u].tolist()) | set(own[1][u].tolist()))
+            exact = sorted(pool, key=lambda i: -float(0.5 * la[u, i - 1] + 0.5 * lb[u, i - 1]))[:6]
+            assert items[u, :len(exact)].tolist() == exact and (items[u, len(exact):] == -1).all()
+    u = union_candidates([torch.tensor([[3, 1, -1]]), torch.tensor([[1, 2, 3]])])
+    assert sorted(x for x in u[0].tolist() if x > 0) == [1, 2, 3] and (u == -1).sum() == 3
+
+
 @pytest.mark.slow
 def test_cli_ensembles_two_seeds(tmp_path, cli):
     """Two seeds of a TIGER run on the planted pattern: `sidrec ensemble` writes metrics.json (with the members'
@@ -76,7 +122,42 @@ def test_cli_ensembles_two_seeds(tmp_path, cli):
     assert len(members) == 2 and m["test"]["recall@5"] >= min(members) - 0.05 and m["test"]["recall@5"] > 0.8, (m["test"], members)
     top = np.load(tmp_path / "ens" / "test_top.npy")
     assert top.shape == (300, 10) and ((top >= 1) & (top <= 40)).all()
-    (tmp_path / "run1" / "config.json").write_text(json.dumps(
-        {**json.loads((tmp_path / "run1" / "config.json").read_text()), "tokens_codes_sha256": "0" * 64}))
-    code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "e2"))
-    assert code == 2 and "other semantic IDs" in err and "Traceback" not in err
+    assert m["fuse"] == "levels"
+    code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "e2"),
+                         "--fuse", "bogus")
+    assert code == 2 and "--fuse 'bogus'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_fuses_runs_on_two_tokenizations_at_the_item_level(tmp_path, cli):
+    """Runs on two different tokenizations of the planted pattern: `sidrec ensemble` fuses them by items (auto),
+    learns the pattern as its members do, returns valid lists; --fuse levels refuses them in one line."""
+    from conftest import pattern_dataset
+
+    from sidrec.data.dataset import load_dataset
+    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.tiger import train_tiger
+
+    pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
+    ds = load_dataset(tmp_path / "ds")
+    RQKMeansTokenizer(RQKMeansConfig(n_levels=3, codebook_size=4)).fit(
+        np.random.default_rng(5).normal(size=(ds.n_items, 8)).astype(np.float32), log=lambda s: None
+    ).save(tmp_path / "tok2")
+    cfg = TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0, max_history=3)
+    for i, tok in enumerate(("tok", "tok2")):
+        train_tiger(ds, tmp_path / tok, tmp_path / f"run{i}", cfg,
+                    TrainConfig(epochs=8, batch_size=64, learning_rate=3e-3, eval_every=4, seed=i),
+                    beam=20, ks=(5, 10), log=lambda s: None)
+    code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "ens"),
+                         "--device", "cpu", "--k", "5,10")
+    assert code == 0, err
+    m = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    members = [x["test"]["recall@5"] for x in m["members"]]
+    assert m["fuse"] == "items" and m["test"]["recall@5"] >= min(members) - 0.05 and m["test"]["recall@5"] > 0.8, \
+        (m["test"], members)
+    top = np.load(tmp_path / "ens" / "test_top.npy")
+    assert top.shape == (300, 10) and ((top >= 1) & (top <= 40)).all()
+    code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "e2"),
+                         "--fuse", "levels")
+    assert code == 2 and "other semantic IDs" in err and "--fuse items" in err and "Traceback" not in err

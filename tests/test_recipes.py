@@ -262,6 +262,34 @@ def test_training_curves_go_to_tensorboard_when_asked(tmp_path):
 
 
 @pytest.mark.slow
+def test_ensemble_with_another_recipe_fuses_its_cached_run_by_item(smoke, tmp_path):
+    """[ensemble] with = [another recipe]: released-ID TIGER fused with the LETTER-token TIGER of the same data;
+    the other recipe's run is its own cached one (not retrained), the IDs differ so the fusion is by item; a
+    recipe of other data is refused in one line."""
+    work, rows, tmp = smoke
+    text = (EXP / "recipes/reproduce/beauty-released-ids-tiger.toml").read_text()
+    letter = EXP / "recipes/reproduce/beauty-letter-tiger.toml"
+    (tmp_path / "fused.toml").write_text(text.replace('table = "reproduce"', 'table = "beyond"') +
+                                         f'\n[ensemble]\nmembers = 1\nwith = ["{letter}"]\n')
+    base = rows["reproduce/beauty-letter-tiger"][0]
+    marker = work / "tiger" / base["fingerprints"]["tiger"] / "stage.json"
+    before = marker.stat().st_mtime_ns
+    r = run_recipe(tmp_path / "fused.toml", seed=0, work=work, data_root=tmp / "data", smoke=True)[0]
+    assert r["model"] == "ensemble" and marker.stat().st_mtime_ns == before
+    m = json.loads((work / "ensemble" / r["fingerprints"]["ensemble"] / "metrics.json").read_text())
+    assert m["fuse"] == "items" and len(m["members"]) == 2
+    assert Path(m["members"][1]["run"]) == (work / "tiger" / base["fingerprints"]["tiger"]).resolve()
+    assert r["metrics"]["recall@10"] == round(m["test"]["recall@10"], 6)
+    other = EXP / "recipes/reproduce/instruments-released-ids-tiger.toml"
+    (tmp_path / "bad.toml").write_text(text.replace('table = "reproduce"', 'table = "beyond"') +
+                                       f'\n[ensemble]\nmembers = 1\nwith = ["{other}"]\n')
+    with pytest.raises(SidrecError, match="its data differ"):
+        run_recipe(tmp_path / "bad.toml", seed=0, work=work, data_root=tmp / "data", smoke=True)
+    (tmp_path / "missing.toml").write_text(text + '\n[ensemble]\nwith = ["nowhere.toml"]\n')
+    with pytest.raises(SidrecError, match="no such recipe file"):
+        run_recipe(tmp_path / "missing.toml", seed=0, work=work, data_root=tmp / "data", smoke=True)
+
+
 def test_ensemble_stage_reuses_the_rows_run_and_trains_the_other_seed(smoke, tmp_path):
     """[ensemble] members = 2: the seed's generator run is the plain recipe's own (cached, not retrained), the second
     member is trained at seed + 1000, and the row holds the ensemble's test metrics with the members' beside them."""

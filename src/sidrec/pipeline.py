@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sidrec.config import from_dict, route, to_dict
+from sidrec.config import from_dict, load_file, route, to_dict
 from sidrec.data.dataset import Dataset, load_dataset
 from sidrec.data.prepare import PrepareConfig, prepare
 from sidrec.data.sources import read_source
@@ -269,20 +269,38 @@ class Pipeline:
 
     def ensemble(self, ds: Dataset, gen: str) -> tuple[str, Path]:
         """``members`` runs of the generator (this seed's, then seeds + i * ``seed_offset``, each its own cached
-        stage: the first is the plain recipe's run) decoded as one (``sidrec ensemble``)."""
+        stage: the first is the plain recipe's run), then the generator run of each recipe listed in ``with``
+        (same seed, same WORK: their own cached stages, e.g. other tokens of the same data), decoded as one
+        (``sidrec ensemble``; ``fuse`` auto: by ID level when all share the IDs, else by item)."""
         sec = self.section("ensemble")
         members, offset = int(sec.get("members", 2)), int(sec.get("seed_offset", 1000))
-        if members < 2:
-            raise SidrecError(f"[ensemble] members = {members}: an ensemble takes 2 runs or more")
+        others = [Path(x) for x in sec.get("with", [])]
+        if members < 1 or members + len(others) < 2:
+            raise SidrecError(f"[ensemble] members = {members}, with {len(others)} recipe(s): an ensemble takes 2 "
+                              f"runs or more")
+        if others and self.flat:
+            raise SidrecError("[ensemble] with = [...]: other recipes' runs live in a shared WORK folder; run it as "
+                              "a recipe (sidrec run RECIPE), not with --out")
         fps, runs = [self.fps[gen]], [self.dirs[gen]]
         for i in range(1, members):
             fp, d = self.generator(gen, ds, seed=self.seed + i * offset)
             fps.append(fp)
             runs.append(d)
-        weights, beam = sec.get("weights"), int(sec.get("beam", 20))
-        return self.stage("ensemble", [fps, weights, beam], lambda d: evaluate_ensemble(
+        for path in others:
+            cfg = _other_recipe(path)
+            name = next(g for g in GENERATORS if g in cfg)
+            res = run_pipeline(cfg, work=self.work, seed=self.seed, data_root=self.data_root, smoke=self.smoke,
+                               until=name, log=self.log)
+            if res["fingerprints"]["data"] != self.fps["data"]:
+                raise SidrecError(f"[ensemble] with {path}: its data differ from this recipe's ([data] sections); "
+                                  f"an ensemble ranks one catalog")
+            fps.append(res["fingerprints"][name])
+            runs.append(Path(res["dirs"][name]))
+        weights, beam, fuse = sec.get("weights"), int(sec.get("beam", 20)), sec.get("fuse", "auto")
+        key = [fps, weights, beam] + ([fuse] if fuse != "auto" else [])  # runs made before fuse existed stay cached
+        return self.stage("ensemble", key, lambda d: evaluate_ensemble(
             runs, d, weights=weights, beam=beam, decode_batch=int(sec.get("decode_batch", 256)),
-            device=sec.get("device", "auto")))
+            device=sec.get("device", "auto"), fuse=fuse))
 
     def vqrec_pretrain(self, domains: list[dict], mcfg, vcfg, tcfg, ecfg, epochs, minutes) -> Path:
         """VQ-Rec pre-training on the ``domains`` (data sections; each prepared and embedded as its own cached
@@ -444,12 +462,26 @@ def validate(cfg: dict[str, Any], where: str = "pipeline config") -> None:
     check("coldstart", cs, _fields(ColdStartConfig, *model[cs.get("model", "tiger")].configs) |
           {"model", "method", "n_levels", "codebook_size", "preset", "pretrain", "pretrain_epochs",
            "pretrain_max_minutes"})
-    check("ensemble", cfg.get("ensemble", {}), {"members", "seed_offset", "weights", "beam", "decode_batch", "device"})
+    ens = cfg.get("ensemble", {})
+    check("ensemble", ens, {"members", "seed_offset", "weights", "beam", "decode_batch", "device", "with", "fuse"})
+    if not isinstance(ens.get("with", []), list):
+        raise SidrecError(f"{where}: [ensemble] with = {ens['with']!r}: a list of recipe files")
     check("diversity", cfg.get("diversity", {}),
           {"temperatures", "depth", "k", "beam", "decode_batch", "device", "seed"})
     for name, sec in (cfg.get("smoke") or {}).items():
         if name not in stages():
             raise SidrecError(f"{where}: [smoke] names no stage: {name!r}")
+
+
+def _other_recipe(path: Path) -> dict:
+    """A recipe named by ``[ensemble] with``: checked, with a generator and no ``with`` of its own."""
+    cfg = load_file(path)
+    validate(cfg, str(path))
+    if not any(g in cfg for g in GENERATORS):
+        raise SidrecError(f"[ensemble] with {path}: it trains no generator ([tiger] or [lcrec])")
+    if (cfg.get("ensemble") or {}).get("with"):
+        raise SidrecError(f"[ensemble] with {path}: it has an [ensemble] with of its own; name its members here")
+    return cfg
 
 
 def needed(cfg: dict) -> list[str]:

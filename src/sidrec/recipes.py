@@ -50,6 +50,12 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if not rec.get("table"):
         raise SidrecError(f"{path}: [recipe] needs table = NAME (its results file)")
     validate(cfg, str(path))
+    ens = cfg.get("ensemble") or {}
+    if ens.get("with"):  # other recipes' runs in the ensemble: their paths are relative to this recipe
+        ens["with"] = [str((path.parent / w).resolve()) for w in ens["with"]]
+        for w in ens["with"]:
+            if not Path(w).is_file():
+                raise SidrecError(f"{path}: [ensemble] with {w}: no such recipe file")
     rec.setdefault("row", path.stem)
     rec.setdefault("seeds", [0, 1])
     stages = needed(cfg)

@@ -66,16 +66,22 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
                 f"top {k} for a history of {len(history)} items")
 
 
-def ensemble(runs: Annotated[list[Path], typer.Argument(help="two or more generator runs on the same IDs and data")],
+def ensemble(runs: Annotated[list[Path], typer.Argument(help="two or more generator runs on the same data")],
              out: Annotated[Path, typer.Option(help="folder for metrics.json and the top lists")],
              weights: Annotated[str, typer.Option(help="comma-separated weight per run (default: equal)")] = "",
              beam: Annotated[int, typer.Option(help="beam width")] = 20,
              k: Annotated[str, typer.Option(help="cut-offs")] = "5,10,20",
              split: Annotated[str, typer.Option(help="valid or test")] = "test",
              decode_batch: Annotated[int, typer.Option(help="users per decoding batch")] = 256,
-             device: Annotated[str, typer.Option()] = "auto"):
-    """Decode several generator runs as one (e.g. two seeds of a recipe): each ID level's next-token
-    log-probabilities averaged over the runs, one trie-constrained beam search; scored like a run's test.
+             device: Annotated[str, typer.Option()] = "auto",
+             fuse: Annotated[str, typer.Option(help="levels: one beam search over the runs' averaged per-level "
+                                                    "log-probabilities (runs on the same IDs); items: each run's "
+                                                    "own beam, the union ranked by the runs' summed item "
+                                                    "log-probabilities (any IDs); auto: levels when the IDs are "
+                                                    "the same")] = "auto"):
+    """Decode several generator runs as one and score it like a run's test: two seeds of a recipe (each ID level's
+    next-token log-probabilities averaged, one trie-constrained beam search), or runs on different semantic IDs
+    of the same data (RQ-VAE and LETTER tokens, say: each run decodes its own beam, every run scores the union).
 
     Example: sidrec ensemble runs/beauty-s0 runs/beauty-s1 --out runs/beauty-ens
     """
@@ -85,10 +91,10 @@ def ensemble(runs: Annotated[list[Path], typer.Argument(help="two or more genera
     except ValueError:
         raise SidrecError(f"--k {k!r} / --weights {weights!r}: expected comma-separated numbers") from None
     res = evaluate_ensemble(runs, out, weights=w, beam=beam, ks=ks, decode_batch=decode_batch, device=device,
-                            split=split)
+                            split=split, fuse=fuse)
     rows = {f"run {i + 1}": m[split] for i, m in enumerate(res["members"]) if m[split]}
     rows["ensemble"] = res[split]
-    print_table(metrics_table(rows, ks[:2]), f"{split}: {len(runs)} runs and their ensemble")
+    print_table(metrics_table(rows, ks[:2]), f"{split}: {len(runs)} runs and their ensemble (fused by {res['fuse']})")
 
 
 def serve(run: Annotated[Path, typer.Argument(help="trained TIGER or VQ-Rec run directory")],

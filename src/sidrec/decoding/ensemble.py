@@ -22,9 +22,6 @@ class Ensemble:
         if not models:
             raise SidrecError("an ensemble needs at least one run")
         names = names or [f"member {i + 1}" for i in range(len(models))]
-        w = [1.0] * len(models) if weights is None else [float(x) for x in weights]
-        if len(w) != len(models) or any(x < 0 for x in w) or sum(w) <= 0:
-            raise SidrecError(f"ensemble weights {w}: one non-negative weight per run ({len(models)}), not all 0")
         first = models[0]
         for m, name in zip(models[1:], names[1:]):
             if m.vocab.offsets != first.vocab.offsets or m.vocab.size != first.vocab.size or not torch.equal(m.item_tok.cpu(), first.item_tok.cpu()):
@@ -34,9 +31,17 @@ class Ensemble:
                 raise SidrecError(f"{name}: max_history {m.cfg.max_history}, {names[0]}: {first.cfg.max_history}; "
                                   f"ensemble runs with the same history length")
         self.models = models
-        self.weights = [x / sum(w) for x in w]
+        self.weights = self.normalised(models, weights)
         self.vocab, self.item_tok = first.vocab, first.item_tok
         self.cfg = SimpleNamespace(max_history=first.cfg.max_history)
+
+    @staticmethod
+    def normalised(models: list, weights: list[float] | None) -> list[float]:
+        """``weights`` (default equal), one non-negative weight per model, not all 0, scaled to sum to 1."""
+        w = [1.0] * len(models) if weights is None else [float(x) for x in weights]
+        if len(w) != len(models) or any(x < 0 for x in w) or sum(w) <= 0:
+            raise SidrecError(f"ensemble weights {w}: one non-negative weight per run ({len(models)}), not all 0")
+        return [x / sum(w) for x in w]
 
     @property
     def id_length(self) -> int:

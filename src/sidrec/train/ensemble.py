@@ -1,5 +1,6 @@
-"""Decode and score several generator runs as one (``decoding/ensemble.py``): the members are checked to share the
-semantic IDs and the dataset, the test split is decoded once by the ensemble's beam search, and OUT gets the same
+"""Decode and score several generator runs as one: runs on the same semantic IDs by one beam search over their
+averaged per-level log-probabilities (``decoding/ensemble.py``, fuse ``levels``), runs on different IDs of the same
+dataset by re-scoring the union of their own beams (``decoding/fusion.py``, fuse ``items``). OUT gets the same
 ``metrics.json`` / ``test_top.npy`` a single run writes, with the members beside them."""
 
 from __future__ import annotations
@@ -8,21 +9,28 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sidrec.data.dataset import load_dataset
 from sidrec.data.io import read_json
 from sidrec.decoding.ensemble import Ensemble
+from sidrec.decoding.fusion import fused_generate
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists, write_metrics
 from sidrec.train.generator import load_generator
 from sidrec.train.trainer import decode_users
+from sidrec.utils.progress import progress
 from sidrec.utils.seeding import pick_device
+
+FUSE = ("auto", "levels", "items")
 
 
 def evaluate_ensemble(runs: list[str | Path], out: str | Path, *, weights: list[float] | None = None, beam: int = 20,
                       ks: tuple[int, ...] = (5, 10, 20), decode_batch: int = 256, device: str = "auto",
-                      split: str = "test") -> dict:
-    """Test metrics of the ensemble of ``runs`` (and of each member alone, from its own metrics.json)."""
+                      split: str = "test", fuse: str = "auto") -> dict:
+    """Test metrics of the ensemble of ``runs`` (and of each member alone, from its own metrics.json). ``fuse``:
+    ``levels`` (one beam search, runs on the same IDs), ``items`` (each run's own beam, the union re-scored by all;
+    runs on any IDs of the same dataset), ``auto``: levels when the runs share their IDs, else items."""
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
         raise SidrecError("an ensemble takes two runs or more")
@@ -34,24 +42,38 @@ def evaluate_ensemble(runs: list[str | Path], out: str | Path, *, weights: list[
     for r in runs:
         if not (r / "config.json").is_file():
             raise SidrecError(f"{r}: not a run directory (missing config.json)")
+    if fuse not in FUSE:
+        raise SidrecError(f"--fuse {fuse!r}: choose {', '.join(FUSE)}")
     confs = [read_json(r / "config.json") for r in runs]
-    for key, what in (("tokens_codes_sha256", "semantic IDs"), ("dataset_fingerprint", "dataset")):
-        for r, c in zip(runs[1:], confs[1:]):
-            if c.get(key) != confs[0].get(key):
-                raise SidrecError(f"{r}: trained on other {what} than {runs[0]}; ensemble runs of the same "
-                                  f"{what}")
+    for r, c in zip(runs[1:], confs[1:]):
+        if c.get("dataset_fingerprint") != confs[0].get("dataset_fingerprint"):
+            raise SidrecError(f"{r}: trained on other dataset than {runs[0]}; ensemble runs of the same dataset")
+    same_ids = all(c.get("tokens_codes_sha256") == confs[0].get("tokens_codes_sha256") for c in confs[1:])
+    if fuse == "auto":
+        fuse = "levels" if same_ids else "items"
+    if fuse == "levels" and not same_ids:
+        r = next(r for r, c in zip(runs[1:], confs[1:]) if c.get("tokens_codes_sha256") != confs[0].get("tokens_codes_sha256"))
+        raise SidrecError(f"{r}: trained on other semantic IDs than {runs[0]}; --fuse levels needs runs of the same "
+                          f"IDs (--fuse items fuses runs of different IDs)")
     loaded = [load_generator(r, dev) for r in runs]
-    model = Ensemble([m for m, _, _ in loaded], weights, names=[str(r) for r in runs])
     ds = load_dataset(confs[0]["dataset"])
     t0 = time.time()
-    top = decode_users(model, loaded[0][1], ds, split, beam=beam, k=max(ks), batch_size=decode_batch, device=dev)
+    if fuse == "levels":
+        model = Ensemble([m for m, _, _ in loaded], weights, names=[str(r) for r in runs])
+        w = model.weights
+        top = decode_users(model, loaded[0][1], ds, split, beam=beam, k=max(ks), batch_size=decode_batch,
+                           device=dev)
+    else:
+        w = Ensemble.normalised([m for m, _, _ in loaded], weights)
+        top = decode_fused([m for m, _, _ in loaded], [t for _, t, _ in loaded], w, ds, split, beam=beam,
+                           k=max(ks), batch_size=decode_batch, device=dev)
     seconds = time.time() - t0
     m = evaluate_lists(top, ds, split, EvalConfig(ks=ks))
     members = []
     for r in runs:
         own = read_json(r / "metrics.json").get(split) if (r / "metrics.json").is_file() else None
         members.append({"run": str(r.resolve()), split: own})
-    res = {split: m, "members": members, "weights": model.weights, "beam": beam,
+    res = {split: m, "members": members, "weights": w, "fuse": fuse, "beam": beam,
            f"{split}_decode_seconds": round(seconds, 1),
            f"{split}_decode_users_per_second": round(ds.n_users / max(seconds, 1e-9), 1)}
     out = Path(out)
@@ -59,3 +81,21 @@ def evaluate_ensemble(runs: list[str | Path], out: str | Path, *, weights: list[
     write_metrics(out / "metrics.json", res)
     np.save(out / f"{split}_top.npy", top)
     return res
+
+
+def decode_fused(models: list, tries: list, weights: list[float], ds, split: str, *, beam: int, k: int,
+                 batch_size: int, device) -> np.ndarray:
+    """Top-k lists (n_users, k) of the item-level fusion (``decoding/fusion.py``) for a split's users, in batches
+    of similar history length; each member reads its own history length."""
+    H = max(m.cfg.max_history for m in models)
+    u_all, hist, _ = ds.eval_inputs(split, H)
+    rows = np.argsort((hist > 0).sum(1), kind="stable")
+    out = np.full((ds.n_users, k), -1, dtype=np.int64)
+    batches = range(0, len(rows), batch_size)
+    for s in progress(batches, total=len(batches), desc=f"decode {split} (fused)"):
+        r = rows[s:s + batch_size]
+        h = torch.as_tensor(hist[r], device=device)
+        items, _ = fused_generate(models, tries, weights, torch.as_tensor(u_all[r], device=device),
+                                  [h[:, H - m.cfg.max_history:] for m in models], beam=beam, k=k)
+        out[r] = items.cpu().numpy()
+    return out
