@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sidrec.decoding.beam import generate
+from sidrec.decoding.beam import candidate_scores, generate
 from sidrec.decoding.ensemble import Ensemble
-from sidrec.decoding.fusion import candidate_scores, fused_generate, union_candidates
+from sidrec.decoding.fusion import fused_generate, union_candidates
 from sidrec.decoding.trie import Trie
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
@@ -96,31 +96,36 @@ def test_item_fusion_of_runs_on_different_ids_equals_brute_force():
     assert sorted(x for x in u[0].tolist() if x > 0) == [1, 2, 3] and (u == -1).sum() == 3
 
 
-@pytest.mark.slow
-def test_cli_ensembles_two_seeds(tmp_path, cli):
-    """Two seeds of a TIGER run on the planted pattern: `sidrec ensemble` writes metrics.json (with the members'
-    own test metrics) and valid top lists; the ensemble learns the pattern as its members do; runs on other
-    IDs are refused in one line."""
-    from conftest import pattern_dataset
-
+def _two_runs_ensembled(tmp_path, cli, toks: tuple[str, str]):
+    """Two TIGER runs (seeds 0, 1) on the planted pattern, on tokens TMP/toks[0] and TMP/toks[1], then
+    `sidrec ensemble` of them into TMP/ens: returns its metrics.json, the members' recall@5 and the top lists."""
     from sidrec.data.dataset import load_dataset
     from sidrec.train.loop import TrainConfig
     from sidrec.train.tiger import train_tiger
 
-    pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
     ds = load_dataset(tmp_path / "ds")
     cfg = TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0, max_history=3)
-    for seed in (0, 1):
-        train_tiger(ds, tmp_path / "tok", tmp_path / f"run{seed}", cfg,
+    for seed, tok in enumerate(toks):
+        train_tiger(ds, tmp_path / tok, tmp_path / f"run{seed}", cfg,
                     TrainConfig(epochs=8, batch_size=64, learning_rate=3e-3, eval_every=4, seed=seed),
                     beam=20, ks=(5, 10), log=lambda s: None)
     code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "ens"),
                          "--device", "cpu", "--k", "5,10")
     assert code == 0, err
     m = json.loads((tmp_path / "ens" / "metrics.json").read_text())
-    members = [x["test"]["recall@5"] for x in m["members"]]
+    return m, [x["test"]["recall@5"] for x in m["members"]], np.load(tmp_path / "ens" / "test_top.npy")
+
+
+@pytest.mark.slow
+def test_cli_ensembles_two_seeds(tmp_path, cli):
+    """Two seeds of a TIGER run on the planted pattern: `sidrec ensemble` writes metrics.json (with the members'
+    own test metrics) and valid top lists; the ensemble learns the pattern as its members do; an unknown --fuse
+    is refused in one line."""
+    from conftest import pattern_dataset
+
+    pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
+    m, members, top = _two_runs_ensembled(tmp_path, cli, ("tok", "tok"))
     assert len(members) == 2 and m["test"]["recall@5"] >= min(members) - 0.05 and m["test"]["recall@5"] > 0.8, (m["test"], members)
-    top = np.load(tmp_path / "ens" / "test_top.npy")
     assert top.shape == (300, 10) and ((top >= 1) & (top <= 40)).all()
     assert m["fuse"] == "levels"
     code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "e2"),
@@ -134,29 +139,15 @@ def test_cli_fuses_runs_on_two_tokenizations_at_the_item_level(tmp_path, cli):
     learns the pattern as its members do, returns valid lists; --fuse levels refuses them in one line."""
     from conftest import pattern_dataset
 
-    from sidrec.data.dataset import load_dataset
     from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
-    from sidrec.train.loop import TrainConfig
-    from sidrec.train.tiger import train_tiger
 
-    pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
-    ds = load_dataset(tmp_path / "ds")
+    ds = pattern_dataset(tmp_path, n_users=300, n_items=40, lengths=(6, 10))
     RQKMeansTokenizer(RQKMeansConfig(n_levels=3, codebook_size=4)).fit(
         np.random.default_rng(5).normal(size=(ds.n_items, 8)).astype(np.float32), log=lambda s: None
     ).save(tmp_path / "tok2")
-    cfg = TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0, max_history=3)
-    for i, tok in enumerate(("tok", "tok2")):
-        train_tiger(ds, tmp_path / tok, tmp_path / f"run{i}", cfg,
-                    TrainConfig(epochs=8, batch_size=64, learning_rate=3e-3, eval_every=4, seed=i),
-                    beam=20, ks=(5, 10), log=lambda s: None)
-    code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "ens"),
-                         "--device", "cpu", "--k", "5,10")
-    assert code == 0, err
-    m = json.loads((tmp_path / "ens" / "metrics.json").read_text())
-    members = [x["test"]["recall@5"] for x in m["members"]]
+    m, members, top = _two_runs_ensembled(tmp_path, cli, ("tok", "tok2"))
     assert m["fuse"] == "items" and m["test"]["recall@5"] >= min(members) - 0.05 and m["test"]["recall@5"] > 0.8, \
         (m["test"], members)
-    top = np.load(tmp_path / "ens" / "test_top.npy")
     assert top.shape == (300, 10) and ((top >= 1) & (top <= 40)).all()
     code, out, err = cli("ensemble", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "e2"),
                          "--fuse", "levels")

@@ -101,25 +101,35 @@ def prefix_scores(model, users: torch.Tensor, hist: torch.Tensor, items: torch.T
     """log P(the first ``levels`` ID tokens of each of ``items`` | each history): (B, n).
 
     TIGER's cold start scores a new item by its semantic prefix (the codes without the collision suffix,
-    which the model never saw for it). Through the decode hooks: each history is encoded once, then the
-    items' tokens are teacher-forced level by level as n hypotheses per user (about ``rows`` at a time)."""
-    B, n = hist.shape[0], len(items)
-    toks = model.item_tok[items]  # (n, L) token ids
-    out = torch.empty(B, n, device=hist.device)
-    per = max(1, rows // max(1, n))
+    which the model never saw for it): ``candidate_scores`` with the same items for every history."""
+    return candidate_scores(model, users, hist, items[None].expand(hist.shape[0], -1), levels=levels, rows=rows)
+
+
+@torch.no_grad()
+def candidate_scores(model, users: torch.Tensor, hist: torch.Tensor, cand: torch.Tensor, levels: int | None = None,
+                     rows: int = 16384) -> torch.Tensor:
+    """log P(the first ``levels`` (default all) ID tokens of item ``cand[b, c]`` | history b) under ``model`` (any
+    generator): (B, C) float, -inf where ``cand`` < 1 (no candidate). Through the decode hooks: each history is
+    encoded once, then its C candidates are teacher-forced level by level as C hypotheses (about ``rows`` at a
+    time)."""
+    B, C = cand.shape
+    levels = model.item_tok.shape[1] if levels is None else levels
+    out = torch.empty(B, C, device=hist.device)
+    per = max(1, rows // max(1, C))
     for s in range(0, B, per):
-        u, h = users[s:s + per], hist[s:s + per]
+        u, h = users[s:s + per], trim_history(hist[s:s + per])
+        t = model.item_tok[cand[s:s + per].clamp(min=0)]  # (b, C, L); item 0 stands in for a missing candidate
         b = len(h)
         state = model.decode_start(u, h)
-        tokens = torch.zeros(b * n, 1, dtype=torch.long, device=hist.device)  # decoder start
-        total = torch.zeros(b * n, device=hist.device)
+        tokens = torch.zeros(b * C, 1, dtype=torch.long, device=hist.device)  # decoder start
+        total = torch.zeros(b * C, device=hist.device)
         for j in range(levels):
             logits, state = model.decode_step(tokens, state)
-            t = toks[:, j].repeat(b)  # user-major: user 0's n items, user 1's, ...
-            total += torch.log_softmax(logits.float(), -1).gather(1, t[:, None])[:, 0]
-            tokens = t[:, None]
-        out[s:s + b] = total.reshape(b, n)
-    return out
+            tj = t[:, :, j].reshape(-1)  # user-major: user 0's C candidates, user 1's, ...
+            total += torch.log_softmax(logits.float(), -1).gather(1, tj[:, None])[:, 0]
+            tokens = tj[:, None]
+        out[s:s + b] = total.reshape(b, C)
+    return out.masked_fill(cand < 1, float("-inf"))
 
 
 def merge_new_items(items: torch.Tensor, scores: torch.Tensor, new: torch.Tensor, new_scores: torch.Tensor, *,

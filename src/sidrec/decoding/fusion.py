@@ -4,40 +4,15 @@ The per-level ensemble (``decoding/ensemble.py``) needs one trie: members that s
 differ (RQ-VAE and LETTER tokens of the same catalog, say) agree only on the items. Each member decodes its own
 top ``beam`` items with its own trie; the union of those lists is the candidate set; every member then scores
 every candidate exactly (log P(item's ID tokens | history) under that member, teacher-forced through the decode
-hooks, no trie), and the candidates are ranked by the weighted sum of the members' log-probabilities: a product
-of experts over the union of their beams. Members share the dataset (item indices), not the IDs.
+hooks, no trie: ``decoding.beam.candidate_scores``), and the candidates are ranked by the weighted sum of the
+members' log-probabilities: a product of experts over the union of their beams. Members share the dataset (item indices), not the IDs.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sidrec.decoding.beam import generate, trim_history
-
-
-@torch.no_grad()
-def candidate_scores(model, users: torch.Tensor, hist: torch.Tensor, cand: torch.Tensor,
-                     rows: int = 16384) -> torch.Tensor:
-    """log P(the ID tokens of item ``cand[b, c]`` | history b) under ``model`` (any generator): (B, C) float,
-    -inf where ``cand`` < 1 (no candidate). Each history is encoded once, then its C candidates are
-    teacher-forced level by level as C hypotheses (about ``rows`` hypotheses at a time)."""
-    B, C = cand.shape
-    out = torch.full((B, C), float("-inf"), device=hist.device)
-    toks = model.item_tok[cand.clamp(min=0)]  # (B, C, L); item 0 (padding) stands in for a missing candidate
-    per = max(1, rows // max(1, C))
-    for s in range(0, B, per):
-        u, h, t = users[s:s + per], trim_history(hist[s:s + per]), toks[s:s + per]
-        b = len(h)
-        state = model.decode_start(u, h)
-        tokens = torch.zeros(b * C, 1, dtype=torch.long, device=hist.device)  # decoder start
-        total = torch.zeros(b * C, device=hist.device)
-        for j in range(t.shape[2]):
-            logits, state = model.decode_step(tokens, state)
-            tj = t[:, :, j].reshape(-1)  # user-major: user 0's C candidates, user 1's, ...
-            total += torch.log_softmax(logits.float(), -1).gather(1, tj[:, None])[:, 0]
-            tokens = tj[:, None]
-        out[s:s + b] = total.reshape(b, C)
-    return out.masked_fill(cand < 1, float("-inf"))
+from sidrec.decoding.beam import candidate_scores, generate, trim_history
 
 
 def union_candidates(lists: list[torch.Tensor]) -> torch.Tensor:
