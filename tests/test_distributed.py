@@ -33,7 +33,7 @@ def _worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epo
     from sidrec.models.lcrec import LCRecConfig
     from sidrec.train.lcrec import train_lcrec
     from sidrec.train.tiger import train_tiger
-    from sidrec.utils.dist import setup, teardown
+    from sidrec.utils.dist import abandon, setup, teardown
 
     def log(s):
         with open(f"{out}.rank{rank}.log", "a") as f:
@@ -46,8 +46,10 @@ def _worker(rank: int, world: int, port: int, data: str, tok: str, out: str, epo
                         log=log)
         else:
             train_tiger(load_dataset(data), tok, out, CFG, _train_cfg(epochs), beam=10, ks=(5, 10), log=log)
-    finally:
-        teardown()
+    except BaseException:
+        abandon()  # the other rank fails at its next collective instead of waiting 30 minutes here
+        raise
+    teardown()
 
 
 def _train_cfg(epochs):
@@ -127,14 +129,16 @@ def _tok_worker(rank: int, world: int, port: int, ds: str, emb: str, out: str) -
     torch.set_num_threads(1)
     from sidrec.data.dataset import load_dataset
     from sidrec.tokenizers.stage import tokenize
-    from sidrec.utils.dist import setup, teardown
+    from sidrec.utils.dist import abandon, setup, teardown
 
     setup()
     try:
         tokenize(load_dataset(ds), out, method="rqvae", embeddings=emb, log=lambda s: None,
                  overrides=TOK_OV)
-    finally:
-        teardown()
+    except BaseException:
+        abandon()  # the other rank fails at its next collective instead of waiting 30 minutes here
+        raise
+    teardown()
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
@@ -170,13 +174,15 @@ def _vq_worker(rank: int, world: int, port: int, doms: list[str], target: str, o
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    from sidrec.utils.dist import setup, teardown
+    from sidrec.utils.dist import abandon, setup, teardown
 
     setup()
     try:
         _vq_run(doms, target, out)
-    finally:
-        teardown()
+    except BaseException:
+        abandon()  # the other rank fails at its next collective instead of waiting 30 minutes here
+        raise
+    teardown()
 
 
 def _vq_run(doms, target, out):
@@ -263,3 +269,55 @@ def test_lcrec_full_finetuning_sharded_with_fsdp_follows_one_process(tmp_path):
     two(tmp_path / "resumed", 1)
     two(tmp_path / "resumed", 2)
     np.testing.assert_allclose([r["loss"] for r in _curve(tmp_path / "resumed")], [r["loss"] for r in b], rtol=1e-5)
+
+
+def test_resume_check_reads_the_run_before_rank_0_rewrites_it(tmp_path, monkeypatch):
+    """Every rank reads config.json before the barrier after which rank 0 rewrites it (a rank that read it
+    mid-rewrite saw an empty file); the rewrite itself replaces the file whole."""
+    from sidrec.errors import SidrecError
+    from sidrec.utils import runinfo
+
+    run = tmp_path / "run"
+    runinfo.write_run_info(run, kind="tiger", config={"model": {"d_model": 32}})
+    (run / "checkpoint.pt").write_bytes(b"x")
+
+    def rank0_rewrites():  # what the other ranks may see once the barrier is passed
+        (run / "config.json").write_text("")
+
+    monkeypatch.setattr(runinfo, "barrier", rank0_rewrites)
+    runinfo.check_resumable(run, {"kind": "tiger", "model": {"d_model": 32}})
+    runinfo.write_run_info(run, kind="tiger", config={"model": {"d_model": 32}})
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "run.json"]  # no part files
+    with pytest.raises(SidrecError, match="another model"):
+        runinfo.check_resumable(run, {"kind": "tiger", "model": {"d_model": 64}})
+
+
+def _failing_worker(rank: int, port: int) -> None:
+    import os
+    import time
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    from sidrec.utils.dist import abandon, barrier, setup, teardown
+
+    setup()
+    try:
+        if rank == 1:
+            raise ValueError("bad record on rank 1")
+        time.sleep(1)
+        barrier()
+        barrier()
+    except BaseException:
+        abandon()
+        raise
+    teardown()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_a_failing_rank_ends_the_run_at_once():
+    import time
+
+    t = time.time()
+    with pytest.raises(Exception, match="bad record on rank 1"):
+        mp.spawn(_failing_worker, args=(_free_port(),), nprocs=2, join=True)
+    assert time.time() - t < 120  # not gloo's 30-minute timeout

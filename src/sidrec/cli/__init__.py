@@ -23,7 +23,7 @@ from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_predictions, write_metrics
 from sidrec.tokenizers.registry import TOKENIZERS
 from sidrec.train.generator import distributed_trainers
-from sidrec.utils.dist import setup
+from sidrec.utils.dist import abandon, setup
 from sidrec.utils.log import use_rich
 from sidrec.utils.threads import configure_threads
 
@@ -102,8 +102,17 @@ def main() -> None:
     try:
         app()
     except SidrecError as e:
+        abandon()
         console.print(f"[bold red]error[/]: {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
+        abandon()
         console.print("interrupted; rerun the same command to resume from the last checkpoint")
         sys.exit(130)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            abandon()
+        raise
+    except BaseException:
+        abandon()  # under torchrun the other ranks fail on their next collective rather than this one hanging
+        raise

@@ -53,13 +53,26 @@ def setup() -> int:
     return world()
 
 
-def teardown() -> None:
+def teardown(wait: bool = True) -> None:
     """Leave the process group together: a rank that destroys its group while another still works (rank 0
-    decoding the test split) can abort in gloo's threads ("terminate called without an active exception")."""
+    decoding the test split) can abort in gloo's threads ("terminate called without an active exception").
+    ``wait=False`` (a rank that failed) leaves at once: its peers fail on their next collective instead of this
+    rank waiting for them at a barrier they may never reach."""
+    global _failed
+    if not wait:
+        _failed = True
     if dist.is_available() and dist.is_initialized():
-        if world() > 1:
+        if world() > 1 and not _failed:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def abandon() -> None:
+    """Leave the process group without waiting for the other ranks (after an error)."""
+    teardown(wait=False)
+
+
+_failed = False
 
 
 def barrier() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -16,7 +17,7 @@ import torch
 from sidrec import __version__
 from sidrec.errors import SidrecError
 from sidrec.utils.artifacts import read_json
-from sidrec.utils.dist import world
+from sidrec.utils.dist import barrier, world
 
 
 def versions() -> dict[str, str]:
@@ -29,12 +30,14 @@ def check_resumable(run_dir: str | Path, identity: dict[str, Any]) -> None:
     model shape, backbone, token codes, dataset fingerprint...) must equal what the folder recorded; the training
     schedule may change (e.g. more epochs). Otherwise one line, before config.json is rewritten: a run carried to
     another machine or a rerun with other inputs must not continue silently on something else.
-    A key an older run did not record is not checked."""
+    A key an older run did not record is not checked. Under torchrun every rank checks, and none returns before
+    all have read the folder (rank 0 rewrites config.json next)."""
     run_dir = Path(run_dir)
     conf = run_dir / "config.json"
-    if not ((run_dir / "checkpoint.pt").is_file() and conf.is_file()):
+    old = read_json(conf) if (run_dir / "checkpoint.pt").is_file() and conf.is_file() else None
+    barrier()
+    if old is None:
         return
-    old = read_json(conf)
     new = json.loads(json.dumps(identity, default=str))  # as config.json holds it (tuples as lists, ...)
     diff = [k for k in new if k in old and old[k] != new[k]]
     if diff:
@@ -46,14 +49,21 @@ def write_run_info(run_dir: str | Path, *, kind: str, config: dict[str, Any], da
                    device: str = "cpu") -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2, default=str))
+    _write_text(run_dir / "config.json", json.dumps({"kind": kind, **config}, indent=2, default=str))
     info = {"kind": kind, "versions": versions(), "data": data or {}, "device": device,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
 
     info["world_size"] = world()  # processes under torchrun (1 = single process)
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    _write_text(run_dir / "run.json", json.dumps(info, indent=2))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Whole or not at all: a reader (another rank, a crash mid-write) never sees half a file."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 def data_info(ds) -> dict[str, Any]:
