@@ -26,7 +26,7 @@ import json
 import shutil
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -264,6 +264,9 @@ class Pipeline:
         sec["seed"] = self.stage_seed(name, sec) if seed is None else seed
         mcfg, tcfg, extra = _split(sec, (spec.config, TrainConfig), GEN_EXTRA, where=f"[{name}]")
         key = [to_dict(mcfg), to_dict(tcfg), extra, self.fps["tokenize"], self.fps["data"]]
+        if getattr(mcfg, "dense_weight", 0) > 0 and not mcfg.dense_embeddings:  # the recipe's own text vectors
+            key.append(self.fps["embed"])
+            mcfg = replace(mcfg, dense_embeddings=str(self.dirs["embed"]))
         return self.stage(name, key, lambda d: spec.train(ds, self.dirs["tokenize"], d, mcfg, tcfg, log=self.log,
                                                           **extra))
 
@@ -495,8 +498,9 @@ def needed(cfg: dict) -> list[str]:
         have.add("embed")
     if "cf" in inputs:
         have.add("sasrec")
-    if have & {"vqrec", "coldstart"}:
-        have.add("embed")
+    if have & {"vqrec", "coldstart"} or any((cfg.get(g) or {}).get("dense_weight", 0) > 0 and
+                                            not (cfg.get(g) or {}).get("dense_embeddings") for g in GENERATORS):
+        have.add("embed")  # a dense head reads the items' text vectors
     if "ensemble" in have and not have & set(GENERATORS):
         raise SidrecError("[ensemble] decodes several runs of a generator: add a [tiger] or [lcrec] section")
     if "diversity" in have and not have & set(GENERATORS):

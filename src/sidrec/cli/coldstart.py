@@ -48,8 +48,9 @@ def evaluate_coldstart(data: Annotated[Path, typer.Argument(help="prepared datas
                        rule: Annotated[Optional[list[str]], typer.Option(
                            "--rule", help="how the generator scores new items (repeatable): prefix (log P of their ID "
                                           "prefix, TIGER's rule), neighbours (the decoded items' probabilities passed "
-                                          "to the new items near them in text) or blend (the history's items pass "
-                                          "half of it; default: all three)")] = None,
+                                          "to the new items near them in text), blend (the history's items pass "
+                                          "half of it; default: these three) or dense (a TIGER run with a dense "
+                                          "head: ID prefix + dense score of the item's text)")] = None,
                        tau: Annotated[Optional[list[float]], typer.Option(
                            "--tau", help="neighbours / blend: kernel width in cosine similarity (repeatable; default 0.1)")]
                        = None,

@@ -37,7 +37,8 @@ def recommend(run: Annotated[Path, typer.Argument(help="trained TIGER run direct
               new_rule: Annotated[str, typer.Option(
                   help="generators, cold start: how new items are scored: blend (the decoded items' and the "
                        "history's items' probabilities passed to the new items near them in text), neighbours "
-                       "(the decoded items' only) or prefix (log P of their ID prefix, TIGER's rule)")] = "blend",
+                       "(the decoded items' only), prefix (log P of their ID prefix, TIGER's rule) or dense (a "
+                       "run with a dense head: prefix + its score of their text)")] = "blend",
               tau: Annotated[float, typer.Option(help="--new-rule blend/neighbours: kernel width in cosine")] = 0.1,
               history_weight: Annotated[float, typer.Option(
                   help="--new-rule blend: the share of probability the history's items pass (0 = neighbours)")] = 0.5,

@@ -85,11 +85,18 @@ def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam
              sample_temperature: float = 0.0, seed: int = 0):
     """Top-k distinct valid items of any generator (models/generator.py): encode once, then one decoder step
     per ID level; returns items (B, k) (-1 where fewer exist) and their log-probabilities. With
-    ``sample_temperature`` T > 0: k distinct items sampled without replacement at T (beam = k, seeded)."""
+    ``sample_temperature`` T > 0: k distinct items sampled without replacement at T (beam = k, seeded).
+    A model that ``reranks`` (TIGER with a dense head): its whole beam re-ranked by ``model.rerank``, whose
+    fused scores are returned."""
     gen = None
     if sample_temperature > 0:
         beam = k
         gen = torch.Generator(device=hist.device).manual_seed(seed)
+    elif getattr(model, "reranks", False):  # a generator with a second opinion (a dense head) orders the beam
+        items, scores = beam_search(model.decode_step, model.decode_start(users, hist), batch=hist.shape[0],
+                                    trie=trie, offsets=model.vocab.offsets, beam=beam, k=beam,
+                                    reorder_fn=model.decode_reorder)
+        return model.rerank(users, hist, items, scores, k)
     return beam_search(model.decode_step, model.decode_start(users, hist), batch=hist.shape[0], trie=trie,
                        offsets=model.vocab.offsets, beam=beam, k=k, reorder_fn=model.decode_reorder,
                        sample_temperature=sample_temperature, generator=gen)

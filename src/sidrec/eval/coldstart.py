@@ -45,7 +45,7 @@ from sidrec.utils.artifacts import load_npy, read_json
 from sidrec.utils.log import info as log_info
 
 
-RULES = ("prefix", "neighbours", "blend")  # a generator's ways to score new items (ColdStartConfig.rules)
+RULES = ("prefix", "neighbours", "blend", "dense")  # a generator's ways to score new items (ColdStartConfig.rules)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +62,9 @@ class ColdStartConfig:
     # how a generator scores new items (one set of rows per rule): "prefix" = log P of their ID prefix under the
     # model (TIGER's rule); "neighbours" = the decoded items' probabilities passed to the new items near them in
     # the text-embedding space, kernel width ``tau`` in cosine (``decoding.newitems.neighbour_scores``; one set of
-    # rows per width); "blend" = the history's items pass a share ``blend_weight`` of it too
+    # rows per width); "blend" = the history's items pass a share ``blend_weight`` of it too; "dense" (a TIGER
+    # run with a dense head, dense_weight > 0): log P of the ID prefix + dense_fusion x the dense head's log P of
+    # the item's text, the score its decoded items are ranked by (not in the default set: most runs have no head)
     rules: tuple[str, ...] = ("prefix", "neighbours", "blend")
     taus: tuple[float, ...] = (0.1,)
     blend_weight: float = 0.5

@@ -172,6 +172,10 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, dec_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) of decoder inputs ``dec_ids`` given encoder ``ids``."""
+        return self.logits(self.hidden(ids, mask, dec_ids))
+
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor, dec_ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's final states (B, T, d) (normed, after dropout): what ``logits`` reads."""
         enc_h = self.encode(ids, mask)
         dec = self.decoder
         T = dec_ids.shape[1]
@@ -185,7 +189,7 @@ class EncoderDecoder(nn.Module):
             h = h + blk.drop(blk.attn(x, x, self_bias))
             h = h + blk.drop(blk.cross(blk.cross_norm(h), enc_h, cross_bias))
             h = h + blk.drop(blk.ff(blk.ff_norm(h)))
-        return self.logits(dec.drop(dec.norm(h)))
+        return dec.drop(dec.norm(h))
 
     # incremental decoding (eval mode)
     def start(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -47,12 +47,22 @@ class TIGERConfig:
     temperature: float = 1.0  # LETTER's ranking-guided loss: CE on logits / tau (1 = plain CE)
     label_smoothing: float = 0.0  # share of each ID token's target spread evenly over the codes of its level
     spare_suffixes: int = 16  # room on the collision level for items added after training (cold start)
+    # a dense head (LIGER / COBRA): the decoder's start state predicts the next item's text vector (projected),
+    # trained with a softmax over the catalog at dense_temperature; decoded candidates are re-ranked by
+    # log P(ID) + dense_fusion * log P_dense(item), and items added later by text are scored by the same head
+    dense_weight: float = 0.0  # weight of the dense loss next to the ID loss; 0 = no dense head
+    dense_temperature: float = 0.05  # of the cosine softmax over the catalog
+    dense_fusion: float = 1.0  # weight of the dense log-probability in the re-ranking score (0 = the beam's order)
+    dense_embeddings: str | None = None  # embeddings folder (item_emb.npy); None = the one the tokens were made from
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise SidrecError(f"unknown TIGER preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise SidrecError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.dense_weight < 0 or self.dense_fusion < 0 or self.dense_temperature <= 0:
+            raise SidrecError(f"dense head: dense_weight ({self.dense_weight}) and dense_fusion ({self.dense_fusion}) "
+                              f"must be >= 0, dense_temperature ({self.dense_temperature}) > 0")
         for k, v in PRESETS[self.preset].items():
             if getattr(self, k) is None:
                 object.__setattr__(self, k, v)
@@ -80,7 +90,7 @@ class TIGER(nn.Module):
 
     kind = "tiger"
 
-    def __init__(self, cfg: TIGERConfig, vocab: Vocab, codes: np.ndarray):
+    def __init__(self, cfg: TIGERConfig, vocab: Vocab, codes: np.ndarray, item_text: np.ndarray | None = None):
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
         self.net = EncoderDecoder(vocab_size=vocab.size, d_model=cfg.d_model, n_layers=cfg.n_layers,
@@ -89,6 +99,20 @@ class TIGER(nn.Module):
         self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)  # (n_items + 1, L)
         if cfg.label_smoothing > 0:  # (L, V): uniform over each level's codes, where the smoothed mass goes
             self.register_buffer("level_dist", level_distribution(vocab), persistent=False)
+        if cfg.dense_weight > 0:
+            if item_text is None or len(item_text) != len(codes) + 1:
+                raise SidrecError(f"the dense head needs one text vector per item plus the padding row "
+                                  f"({len(codes) + 1} rows), got {None if item_text is None else len(item_text)}")
+            # the items' text vectors (row = item index, 0 = padding), kept in the weights file: a run scores its
+            # catalog, and items added later, without the embeddings folder it was trained from
+            self.register_buffer("dense_text", torch.as_tensor(np.asarray(item_text), dtype=torch.float16))
+            self.dense_query = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+            self.dense_item = nn.Linear(self.dense_text.shape[1], cfg.d_model)
+
+    @property
+    def reranks(self) -> bool:
+        """Whether decoded candidates are re-ranked by the dense head (``rerank``)."""
+        return self.cfg.dense_weight > 0 and self.cfg.dense_fusion > 0
 
     @property
     def id_length(self) -> int:
@@ -110,10 +134,56 @@ class TIGER(nn.Module):
         return self.net(ids, mask, dec_in), labels
 
     def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy)."""
-        logits, labels = self.teacher_forced(users, hist, target)
-        return ranking_guided_loss(logits, labels, self.cfg.temperature, self.cfg.label_smoothing,
+        """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy), plus
+        ``dense_weight`` x the dense head's cross-entropy of the target item over the catalog."""
+        if self.cfg.dense_weight <= 0:
+            logits, labels = self.teacher_forced(users, hist, target)
+            return ranking_guided_loss(logits, labels, self.cfg.temperature, self.cfg.label_smoothing,
+                                       getattr(self, "level_dist", None))
+        ids, mask = self.encode_inputs(users, hist)
+        labels = self.item_tok[target]
+        dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
+        h = self.net.hidden(ids, mask, dec_in)
+        loss = ranking_guided_loss(self.net.logits(h), labels, self.cfg.temperature, self.cfg.label_smoothing,
                                    getattr(self, "level_dist", None))
+        dense = self._dense_logits(h[:, 0], self._dense_items())
+        return loss + self.cfg.dense_weight * F.cross_entropy(dense.float(), target)
+
+    # the dense head
+    def _dense_items(self) -> torch.Tensor:
+        """Unit item vectors (n_items + 1, d) in the head's space (row 0, padding, never scores)."""
+        w = self.dense_item.weight
+        return F.normalize(self.dense_item(self.dense_text.to(w.dtype)), dim=-1)
+
+    def _dense_logits(self, start: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B, n_items + 1) cosine / temperature of the decoder's start states to every item; padding -inf."""
+        q = F.normalize(self.dense_query(start), dim=-1)
+        s = (q @ items.to(q.dtype).T).float() / self.cfg.dense_temperature
+        return s.index_fill(1, torch.zeros(1, dtype=torch.long, device=s.device), float("-inf"))
+
+    @torch.no_grad()
+    def dense_log_probs(self, users: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        """log P_dense(item | history) over the whole catalog (B, n_items + 1), items added later included."""
+        ids, mask = self.encode_inputs(users, hist)
+        start = self.net.hidden(ids, mask, torch.full_like(ids[:, :1], PAD))[:, 0]
+        return torch.log_softmax(self._dense_logits(start, self._dense_items()), -1)
+
+    @torch.no_grad()
+    def rerank(self, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded candidates (B, beam) re-ranked by log P(ID) + dense_fusion * log P_dense: the top ``k``
+        items (-1 stays last) and their fused scores."""
+        dense = self.dense_log_probs(users, hist).gather(1, items.clamp_min(0))
+        fused = (scores.float() + self.cfg.dense_fusion * dense).masked_fill(items < 0, float("-inf"))
+        top = fused.topk(min(k, fused.shape[1]), dim=1)
+        out = items.gather(1, top.indices)
+        return out.masked_fill(torch.isinf(top.values), -1), top.values
+
+    def add_item_texts(self, vecs: np.ndarray | torch.Tensor) -> None:
+        """Items appended to the catalog (after ``item_tok`` grew): their text vectors join the dense head's."""
+        if self.cfg.dense_weight > 0:
+            v = torch.as_tensor(np.asarray(vecs), dtype=torch.float16, device=self.dense_text.device)
+            self.dense_text = torch.cat([self.dense_text, v])
 
     # the decoding hooks of the generator contract
     def decode_start(self, users: torch.Tensor, hist: torch.Tensor) -> dict:

@@ -2,7 +2,7 @@
 
   GET  /health                       run kind, catalog size, queue depth
   POST /recommend {"history": [...], "k": 10, "sample_temperature"?: T, "seed"?: S, "epsilon"?: E,
-                   "new_rule"?: "blend" | "neighbours" | "prefix", "tau"?: W, "history_weight"?: H,
+                   "new_rule"?: "blend" | "neighbours" | "prefix" | "dense", "tau"?: W, "history_weight"?: H,
                    "new_slots"?: "compete" | "reserve"}
                                      -> {"items": [{"item", "score", "title", "new"}, ...]}
   POST /items     {"items": [{"item_id", "text", "title"?}, ...]}  cold-start items by text, no retraining
@@ -46,7 +46,7 @@ class RecommendRequest(BaseModel):
     sample_temperature: float = Field(0.0, ge=0.0, description="0 = beam search; T > 0 = sample k distinct items")
     seed: int = 0
     epsilon: float = Field(0.0, ge=0.0, le=1.0, description="cold start: max share of new items in the top k")
-    new_rule: Literal["blend", "neighbours", "prefix"] = Field(
+    new_rule: Literal["blend", "neighbours", "prefix", "dense"] = Field(
         "blend", description="cold start: how new items are scored (generators)")
     tau: float = Field(0.1, gt=0.0, description="new_rule blend / neighbours: kernel width in cosine")
     history_weight: float = Field(0.5, ge=0.0, lt=1.0, description="new_rule blend: the history's share")

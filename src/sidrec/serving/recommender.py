@@ -115,7 +115,7 @@ class _Catalog:
                             trie if trie is not None else cat.trie, cat.new | frozenset(ids), vecs)
 
 
-NEW_RULES = ("blend", "neighbours", "prefix")  # how a generator scores items added after training (``recommend``)
+NEW_RULES = ("blend", "neighbours", "prefix", "dense")  # how a generator scores items added after training (``recommend``)
 
 
 class Recommender(_Catalog):
@@ -183,7 +183,8 @@ class Recommender(_Catalog):
         history's items pass a share ``history_weight`` of it too (the best rule on Beauty, Yelp and Scientific at
         0.5; 1 would leave only the history),
         "prefix" takes the probability of their semantic prefix (the ID without its collision suffix, which
-        the model never saw for them; TIGER's rule). ``new_slots="reserve"``: the new items always take their
+        the model never saw for them; TIGER's rule), "dense" (a run with a dense head) adds the head's score of
+        their text to that, as its decoded items are ranked. ``new_slots="reserve"``: the new items always take their
         slots, after the best decoded items (the cold-start table's better mode: a kernel spreads a decoded
         item's probability over many new items, so they rarely beat the decoded ones). With 0 new items
         compete through the trie like any other."""
@@ -207,6 +208,12 @@ class Recommender(_Catalog):
             new = torch.as_tensor(cat.index[sorted(cat.new)].to_numpy().copy(), device=self.device)
             if new_rule == "prefix":
                 ns = prefix_scores(self.model, users, hist, new, self._prefix_levels)
+            elif new_rule == "dense":
+                if not getattr(self.model, "reranks", False):
+                    raise SidrecError(f"{self.run}: new-item rule dense needs a TIGER run with a dense head "
+                                      f"(dense_weight > 0, dense_fusion > 0)")
+                ns = prefix_scores(self.model, users, hist, new, self._prefix_levels) + \
+                    self.model.cfg.dense_fusion * self.model.dense_log_probs(users, hist)[:, new]
             else:
                 if cat.vecs is None:
                     raise SidrecError(f"{self.run}: this run keeps no item text vectors (RUN/embeddings/item_emb.npy, "
@@ -232,6 +239,8 @@ class Recommender(_Catalog):
                 vecs = torch.cat([vecs, unit_rows(emb).to(self.device)])
             # commit: the token table only grows (old requests never index the new rows), then one swap
             self.model.item_tok = item_tok
+            if hasattr(self.model, "add_item_texts") and emb is not None:  # a dense head's vectors grow too
+                self.model.add_item_texts(emb)
             tok.sids_, tok.codes_ = all_sids, np.vstack([tok.codes_, base])
             self.cat = self._extended(cat, ids, list(titles or texts), trie, vecs)
 

@@ -77,6 +77,8 @@ def coldstart_spec(name: str) -> ColdStartSpec:
 def _from_generator(g: GeneratorSpec) -> ColdStartSpec:
     def build(configs, *, method: str, tok_overrides: dict, embed_cfg=None, init=None, cfg: ColdStartConfig):
         model_cfg, train_cfg = configs
+        if "dense" in cfg.rules and not (getattr(model_cfg, "dense_weight", 0) > 0 and model_cfg.dense_fusion > 0):
+            raise SidrecError(_NO_DENSE)  # before anything is trained
 
         def train(seen: Dataset, out: Path, log) -> None:
             _tokenize_and_train(g, seen, out, method=method, tok_overrides=tok_overrides, model_cfg=model_cfg,
@@ -85,6 +87,10 @@ def _from_generator(g: GeneratorSpec) -> ColdStartSpec:
 
     return ColdStartSpec(g.name, (g.config, TrainConfig), build, lambda preset, init: g.train_defaults(preset),
                          presets=tuple(g.presets))
+
+
+_NO_DENSE = ("--rule dense: this generator has no dense head; train it with --set dense_weight=W (W > 0; "
+             "dense_fusion > 0)")
 
 
 def _tokenize_and_train(g: GeneratorSpec, seen: Dataset, out: Path, *, method, tok_overrides, model_cfg, train_cfg,
@@ -128,6 +134,10 @@ def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str]
     tok = load_tokenizer(out / "run" / "tokens")
     base, sids = new_item_ids(out / "run", tok, new_texts, model.vocab.level_sizes, new_names, emb=new_emb)
     _, trie, model.item_tok = grown(model, tok, base, sids, trie.level_sizes, dev)
+    if hasattr(model, "add_item_texts"):  # a dense head scores the new items by their text too
+        model.add_item_texts(new_emb)
+    if "dense" in cfg.rules and not getattr(model, "reranks", False):
+        raise SidrecError(_NO_DENSE)
     levels = model.id_length - (1 if collision_suffix(out / "run") else 0)
     level_set = sorted(set(cfg.prefix_levels or (levels,)))
     if any(not 1 <= lv <= levels for lv in level_set):
@@ -147,6 +157,9 @@ def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str]
             # a coarser prefix: its log-probability, ties (new items sharing it) broken by the full prefix
             ns |= {("prefix", lv, None): full_ns if lv == levels else
                    prefix_scores(model, u, h, new, lv) + 1e-3 * full_ns for lv in level_set}
+        if "dense" in cfg.rules:  # on the scale of the decoded items' fused scores: ID prefix + dense
+            prefix = full_ns if "prefix" in cfg.rules else prefix_scores(model, u, h, new, levels)
+            ns[("dense", None, None)] = prefix + model.cfg.dense_fusion * model.dense_log_probs(u, h)[:, new]
         if "neighbours" in cfg.rules:
             ns |= {("neighbours", None, t): neighbour_scores(it, sc, vecs, new_vecs, tau=t) for t in cfg.taus}
         if "blend" in cfg.rules:  # the history's items as anchors too, a share blend_weight of the mass
