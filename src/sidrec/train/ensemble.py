@@ -18,8 +18,7 @@ from sidrec.decoding.fusion import fused_generate
 from sidrec.errors import SidrecError
 from sidrec.eval.evaluate import EvalConfig, evaluate_lists, write_metrics
 from sidrec.train.generator import load_generator
-from sidrec.train.trainer import decode_users
-from sidrec.utils.progress import progress
+from sidrec.train.trainer import decode_split, decode_users
 from sidrec.utils.seeding import pick_device
 
 FUSE = ("auto", "levels", "items")
@@ -85,17 +84,10 @@ def evaluate_ensemble(runs: list[str | Path], out: str | Path, *, weights: list[
 
 def decode_fused(models: list, tries: list, weights: list[float], ds, split: str, *, beam: int, k: int,
                  batch_size: int, device) -> np.ndarray:
-    """Top-k lists (n_users, k) of the item-level fusion (``decoding/fusion.py``) for a split's users, in batches
-    of similar history length; each member reads its own history length."""
-    H = max(m.cfg.max_history for m in models)
-    u_all, hist, _ = ds.eval_inputs(split, H)
-    rows = np.argsort((hist > 0).sum(1), kind="stable")
-    out = np.full((ds.n_users, k), -1, dtype=np.int64)
-    batches = range(0, len(rows), batch_size)
-    for s in progress(batches, total=len(batches), desc=f"decode {split} (fused)"):
-        r = rows[s:s + batch_size]
-        h = torch.as_tensor(hist[r], device=device)
-        items, _ = fused_generate(models, tries, weights, torch.as_tensor(u_all[r], device=device),
-                                  [h[:, H - m.cfg.max_history:] for m in models], beam=beam, k=k)
-        out[r] = items.cpu().numpy()
-    return out
+    """Top-k lists (n_users, k) of the item-level fusion (``decoding/fusion.py``) for a split's users
+    (``decode_split``); each member reads its own history length."""
+    def decode(u, h, _):
+        return fused_generate(models, tries, weights, u, [h[:, max(0, h.shape[1] - m.cfg.max_history):]
+                                                           for m in models], beam=beam, k=k)[0]
+    return decode_split(decode, ds, split, max_history=max(m.cfg.max_history for m in models), k=k,
+                        batch_size=batch_size, device=device, desc=f"decode {split} (fused)")

@@ -112,20 +112,31 @@ class PrefixBatches:
 def decode_users(model: TIGER, trie: Trie, ds: Dataset, split: str, *, beam: int, k: int, batch_size: int,
                  device: torch.device, users: np.ndarray | None = None, sample_temperature: float = 0.0,
                  seed: int = 0) -> np.ndarray:
-    """Top-k item lists (n_users, k) for the split (rows of users not selected stay -1). Users are
-    decoded in order of history length, each batch cut to its longest history. ``sample_temperature`` > 0:
-    k distinct items sampled at that temperature (seeded per batch) instead of beam search."""
+    """Top-k item lists (n_users, k) for the split (rows of users not selected stay -1), by ``decode_split``.
+    ``sample_temperature`` > 0: k distinct items sampled at that temperature (seeded per batch) instead of beam
+    search."""
     model.eval()
-    u_all, hist, _ = ds.eval_inputs(split, model.cfg.max_history)
+    return decode_split(lambda u, h, s: generate(model, u, h, trie, beam=beam, k=k,
+                                                 sample_temperature=sample_temperature, seed=seed + s)[0],
+                        ds, split, max_history=model.cfg.max_history, k=k, batch_size=batch_size, device=device,
+                        users=users)
+
+
+@torch.no_grad()
+def decode_split(decode, ds: Dataset, split: str, *, max_history: int, k: int, batch_size: int,
+                 device: torch.device, users: np.ndarray | None = None, desc: str | None = None) -> np.ndarray:
+    """Top-k lists (n_users, k) of ``decode(users, hist, start) -> items (b, k)`` for the split's users (rows of
+    users not selected stay -1): users in order of history length, in batches of ``batch_size``, each batch cut
+    to its longest history; ``start`` is the batch's offset (a per-batch seed)."""
+    u_all, hist, _ = ds.eval_inputs(split, max_history)
     rows = np.arange(ds.n_users) if users is None else users
     rows = rows[np.argsort((hist[rows] > 0).sum(1), kind="stable")]
     out = np.full((ds.n_users, k), -1, dtype=np.int64)
     batches = range(0, len(rows), batch_size)
-    for s in progress(batches, total=len(batches), desc=f"decode {split}"):
+    for s in progress(batches, total=len(batches), desc=desc or f"decode {split}"):
         r = rows[s:s + batch_size]
-        items, _ = generate(model, torch.as_tensor(u_all[r], device=device),
-                            trim_history(torch.as_tensor(hist[r], device=device)), trie, beam=beam, k=k,
-                            sample_temperature=sample_temperature, seed=seed + s)
+        items = decode(torch.as_tensor(u_all[r], device=device), trim_history(torch.as_tensor(hist[r], device=device)),
+                       s)
         out[r] = items.cpu().numpy()
     return out
 
