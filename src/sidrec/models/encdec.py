@@ -156,11 +156,12 @@ class EncoderDecoder(nn.Module):
         """(B, S) bool (True = token) -> (B, 1, 1, S) additive mask."""
         return torch.where(mask, 0.0, NEG)[:, None, None, :]
 
-    def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, ids: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states of ``ids``; ``emb`` (B, S, d): input embeddings to use instead of ``shared(ids)``."""
         enc = self.encoder
         pos = torch.arange(ids.shape[1], device=ids.device)
         bias = enc.position_bias(pos, pos) + self.pad_bias(mask)
-        h = enc.drop(self.shared(ids))
+        h = enc.drop(self.shared(ids) if emb is None else emb)
         for blk in enc.layers:
             x = blk.attn_norm(h)
             h = h + blk.drop(blk.attn(x, x, bias))
@@ -170,13 +171,15 @@ class EncoderDecoder(nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return (h * self.d_model ** -0.5) @ self.shared.weight.T
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, dec_ids: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V) of decoder inputs ``dec_ids`` given encoder ``ids``."""
-        return self.logits(self.hidden(ids, mask, dec_ids))
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, dec_ids: torch.Tensor,
+                emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) of decoder inputs ``dec_ids`` given encoder ``ids`` (or ``emb``)."""
+        return self.logits(self.hidden(ids, mask, dec_ids, emb))
 
-    def hidden(self, ids: torch.Tensor, mask: torch.Tensor, dec_ids: torch.Tensor) -> torch.Tensor:
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor, dec_ids: torch.Tensor,
+               emb: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder's final states (B, T, d) (normed, after dropout): what ``logits`` reads."""
-        enc_h = self.encode(ids, mask)
+        enc_h = self.encode(ids, mask, emb)
         dec = self.decoder
         T = dec_ids.shape[1]
         pos = torch.arange(T, device=ids.device)
@@ -192,9 +195,9 @@ class EncoderDecoder(nn.Module):
         return dec.drop(dec.norm(h))
 
     # incremental decoding (eval mode)
-    def start(self, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    def start(self, ids: torch.Tensor, mask: torch.Tensor, emb: torch.Tensor | None = None) -> dict:
         """Encode once; cross-attention keys/values per layer for the B users (not per beam)."""
-        enc_h = self.encode(ids, mask)
+        enc_h = self.encode(ids, mask, emb)
         return {"cross": [blk.cross.kv(enc_h) for blk in self.decoder.layers], "cross_bias": self.pad_bias(mask),
                 "self": [None] * len(self.decoder.layers), "t": 0}
 

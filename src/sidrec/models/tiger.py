@@ -54,6 +54,9 @@ class TIGERConfig:
     dense_temperature: float = 0.05  # of the cosine softmax over the catalog
     dense_fusion: float = 1.0  # weight of the dense log-probability in the re-ranking score (0 = the beam's order)
     dense_embeddings: str | None = None  # embeddings folder (item_emb.npy); None = the one the tokens were made from
+    # item-level pooling of the history (BARGE's idea): each history item's ID-token embeddings are pooled by
+    # attention and the pooled vector is gated back into each of its tokens before the encoder
+    item_pooling: bool = False
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -99,6 +102,8 @@ class TIGER(nn.Module):
         self.register_buffer("item_tok", vocab.item_tokens(codes), persistent=False)  # (n_items + 1, L)
         if cfg.label_smoothing > 0:  # (L, V): uniform over each level's codes, where the smoothed mass goes
             self.register_buffer("level_dist", level_distribution(vocab), persistent=False)
+        if cfg.item_pooling:
+            self.pool = ItemPooling(cfg.d_model)
         if cfg.dense_weight > 0:
             if item_text is None or len(item_text) != len(codes) + 1:
                 raise SidrecError(f"the dense head needs one text vector per item plus the padding row "
@@ -126,12 +131,23 @@ class TIGER(nn.Module):
             ids = torch.cat([u[:, None], ids], 1)
         return ids, ids != PAD
 
+    def _inputs(self, users: torch.Tensor, hist: torch.Tensor):
+        """(ids, mask, input embeddings or None): with ``item_pooling`` the encoder reads pooled embeddings."""
+        ids, mask = self.encode_inputs(users, hist)
+        if not self.cfg.item_pooling:
+            return ids, mask, None
+        n = hist.shape[1] * self.id_length
+        emb = self.pool(self.net.shared(ids[:, -n:]).unflatten(1, (hist.shape[1], self.id_length))).flatten(1, 2)
+        if ids.shape[1] > n:  # the user token
+            emb = torch.cat([self.net.shared(ids[:, :-n]), emb], 1)
+        return ids, mask, emb
+
     def teacher_forced(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
         """Logits (B, L, V) of the target items' ID tokens given the true prefix, and the labels (B, L)."""
-        ids, mask = self.encode_inputs(users, hist)
+        ids, mask, emb = self._inputs(users, hist)
         labels = self.item_tok[target]  # (B, L)
         dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
-        return self.net(ids, mask, dec_in), labels
+        return self.net(ids, mask, dec_in, emb), labels
 
     def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy), plus
@@ -140,10 +156,10 @@ class TIGER(nn.Module):
             logits, labels = self.teacher_forced(users, hist, target)
             return ranking_guided_loss(logits, labels, self.cfg.temperature, self.cfg.label_smoothing,
                                        getattr(self, "level_dist", None))
-        ids, mask = self.encode_inputs(users, hist)
+        ids, mask, emb = self._inputs(users, hist)
         labels = self.item_tok[target]
         dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
-        h = self.net.hidden(ids, mask, dec_in)
+        h = self.net.hidden(ids, mask, dec_in, emb)
         loss = ranking_guided_loss(self.net.logits(h), labels, self.cfg.temperature, self.cfg.label_smoothing,
                                    getattr(self, "level_dist", None))
         dense = self._dense_logits(h[:, 0], self._dense_items())
@@ -165,8 +181,8 @@ class TIGER(nn.Module):
     @torch.no_grad()
     def dense_log_probs(self, users: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
         """log P_dense(item | history) over the whole catalog (B, n_items + 1), items added later included."""
-        ids, mask = self.encode_inputs(users, hist)
-        start = self.net.hidden(ids, mask, torch.full_like(ids[:, :1], PAD))[:, 0]
+        ids, mask, emb = self._inputs(users, hist)
+        start = self.net.hidden(ids, mask, torch.full_like(ids[:, :1], PAD), emb)[:, 0]
         return torch.log_softmax(self._dense_logits(start, self._dense_items()), -1)
 
     @torch.no_grad()
@@ -188,7 +204,7 @@ class TIGER(nn.Module):
 
     # the decoding hooks of the generator contract
     def decode_start(self, users: torch.Tensor, hist: torch.Tensor) -> dict:
-        return self.net.start(*self.encode_inputs(users, hist))
+        return self.net.start(*self._inputs(users, hist))
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         return self.net.step(tokens, state)
@@ -208,6 +224,8 @@ class TIGER(nn.Module):
         from transformers import T5Config, T5ForConditionalGeneration
 
         c = self.cfg
+        if c.item_pooling:
+            raise SidrecError("a TIGER run with item_pooling has no Hugging Face T5 equivalent")
         t5 = T5ForConditionalGeneration(T5Config(
             vocab_size=self.vocab.size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.n_layers,
             num_decoder_layers=c.n_layers, num_heads=c.n_heads, dropout_rate=c.dropout, feed_forward_proj="relu",
@@ -215,6 +233,25 @@ class TIGER(nn.Module):
         lean = self.net.state_dict()
         t5.load_state_dict({k: lean[hf_key(k)] for k in t5.state_dict()})
         return t5.to(self.item_tok.device)
+
+
+class ItemPooling(nn.Module):
+    """Item-level pooling of a history's ID tokens (BARGE's idea): per item, attention with a learned query over
+    its L token embeddings gives one vector, gated back into each of its tokens:
+    ``e' = e + sigmoid(W_g [e; p]) * W_p p``. ``W_p`` starts at zero, so a fresh model reads its tokens unchanged."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(d))
+        self.proj = nn.Linear(d, d, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        self.gate = nn.Linear(2 * d, d)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """e (B, H, L, d) -> (B, H, L, d)."""
+        a = torch.softmax((e @ self.query.to(e.dtype)) * e.shape[-1] ** -0.5, dim=-1)  # (B, H, L)
+        p = (a.unsqueeze(-1) * e).sum(2, keepdim=True).expand_as(e)
+        return e + torch.sigmoid(self.gate(torch.cat([e, p], -1))) * self.proj(p)
 
 
 def level_distribution(vocab: Vocab) -> torch.Tensor:
