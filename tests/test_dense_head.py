@@ -11,7 +11,7 @@ from sidrec.decoding.beam import candidate_scores, generate
 from sidrec.decoding.trie import build_trie
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
-from test_tiger import catalog
+from test_tiger import catalog, planted_run
 
 DENSE = TIGERConfig(preset="custom", n_layers=2, d_model=32, n_heads=2, d_kv=16, d_ff=64, dropout=0.0, max_history=5,
                     dense_weight=1.0, dense_fusion=0.7, dense_temperature=0.1)
@@ -65,25 +65,10 @@ def test_dense_head_needs_text_vectors(tmp_path):
 def test_dense_head_learns_a_planted_pattern_and_reloads(tmp_path):
     """Item i is always followed by item i + 1: the dense head alone must find the next item, the fused run
     must rank it first, and the run must reload (its text vectors in the weights file) to the same lists."""
-    import pandas as pd
-
-    from sidrec.data.dataset import load_dataset
-    from sidrec.data.prepare import PrepareConfig, prepare
-    from sidrec.data.schema import RawData
-    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
     from sidrec.train.loop import TrainConfig
     from sidrec.train.tiger import decode_users, load_tiger, train_tiger
 
-    n_items, rng = 40, np.random.default_rng(0)
-    rows = []
-    for u in range(300):
-        start, length = rng.integers(n_items), rng.integers(6, 10)
-        rows += [(f"u{u}", f"i{(start + k) % n_items}", float(k)) for k in range(length)]
-    prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"])), tmp_path / "ds", PrepareConfig(min_count=1))
-    ds = load_dataset(tmp_path / "ds")
-    emb = rng.normal(size=(ds.n_items, 32)).astype(np.float32)
-    tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=8)).fit(emb, log=lambda s: None)
-    tok.save(tmp_path / "tok")
+    ds, emb = planted_run(tmp_path, dim=32)
     (tmp_path / "emb").mkdir()
     np.save(tmp_path / "emb" / "item_emb.npy", np.vstack([np.zeros((1, 32), np.float32), emb]))
     cfg = TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0,

@@ -7,7 +7,7 @@ import torch
 from sidrec.decoding.beam import candidate_scores, generate
 from sidrec.decoding.trie import build_trie
 from sidrec.models.tiger import TIGER, TIGERConfig, Vocab
-from test_tiger import TINY, catalog
+from test_tiger import TINY, catalog, planted_run
 
 POOLED = TIGERConfig(**{**TINY.__dict__, "item_pooling": True})
 
@@ -34,25 +34,10 @@ def test_fresh_pooling_is_the_identity_then_decodes_exactly():
 
 
 def test_pooled_generator_learns_a_planted_pattern(tmp_path):
-    import pandas as pd
-
-    from sidrec.data.dataset import load_dataset
-    from sidrec.data.prepare import PrepareConfig, prepare
-    from sidrec.data.schema import RawData
-    from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
     from sidrec.train.loop import TrainConfig
     from sidrec.train.tiger import load_tiger, train_tiger
 
-    n_items, rng = 40, np.random.default_rng(0)
-    rows = []
-    for u in range(300):
-        start, length = rng.integers(n_items), rng.integers(6, 10)
-        rows += [(f"u{u}", f"i{(start + k) % n_items}", float(k)) for k in range(length)]
-    prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"])), tmp_path / "ds", PrepareConfig(min_count=1))
-    ds = load_dataset(tmp_path / "ds")
-    tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=8)).fit(
-        rng.normal(size=(ds.n_items, 16)).astype(np.float32), log=lambda s: None)
-    tok.save(tmp_path / "tok")
+    ds, _ = planted_run(tmp_path)
     cfg = TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0,
                       max_history=3, item_pooling=True)
     m = train_tiger(ds, tmp_path / "tok", tmp_path / "run", cfg,

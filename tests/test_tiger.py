@@ -120,15 +120,15 @@ def test_label_smoothing_stays_inside_the_level():
 
 
 @pytest.mark.slow
-def test_learns_planted_sequence_pattern(tmp_path):
-    """Item i is always followed by item i+1 (mod n): the generator must find it."""
+def planted_run(tmp_path, dim: int = 16):
+    """A dataset where item i is always followed by item i+1 (mod 40), at tmp_path/ds, and RQ-KMeans tokens of
+    random ``dim``-d item vectors at tmp_path/tok; returns (dataset, the vectors (n_items, dim))."""
+    import pandas as pd
+
     from sidrec.data.dataset import load_dataset
     from sidrec.data.prepare import PrepareConfig, prepare
     from sidrec.data.schema import RawData
     from sidrec.tokenizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
-    from sidrec.train.loop import TrainConfig
-    from sidrec.train.tiger import train_tiger
-    import pandas as pd
 
     n_items, rng = 40, np.random.default_rng(0)
     rows = []
@@ -137,9 +137,18 @@ def test_learns_planted_sequence_pattern(tmp_path):
         rows += [(f"u{u}", f"i{(start + k) % n_items}", float(k)) for k in range(length)]
     prepare(RawData(pd.DataFrame(rows, columns=["user", "item", "time"])), tmp_path / "ds", PrepareConfig(min_count=1))
     ds = load_dataset(tmp_path / "ds")
-    emb = rng.normal(size=(ds.n_items, 16)).astype(np.float32)
+    emb = rng.normal(size=(ds.n_items, dim)).astype(np.float32)
     tok = RQKMeansTokenizer(RQKMeansConfig(n_levels=2, codebook_size=8)).fit(emb, log=lambda s: None)
     tok.save(tmp_path / "tok")
+    return ds, emb
+
+
+def test_learns_planted_sequence_pattern(tmp_path):
+    """Item i is always followed by item i+1 (mod n): the generator must find it."""
+    from sidrec.train.loop import TrainConfig
+    from sidrec.train.tiger import train_tiger
+
+    ds, _ = planted_run(tmp_path)
     m = train_tiger(ds, tmp_path / "tok", tmp_path / "run",
                     TIGERConfig(preset="custom", n_layers=2, d_model=64, n_heads=4, d_kv=16, d_ff=128, dropout=0.0,
                                max_history=3),

@@ -144,24 +144,24 @@ class TIGER(nn.Module):
 
     def teacher_forced(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
         """Logits (B, L, V) of the target items' ID tokens given the true prefix, and the labels (B, L)."""
+        h, labels = self._decoder_states(users, hist, target)
+        return self.net.logits(h), labels
+
+    def _decoder_states(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
+        """The decoder's final states (B, L, d) teacher-forced on the target items' IDs, and the labels (B, L)."""
         ids, mask, emb = self._inputs(users, hist)
         labels = self.item_tok[target]  # (B, L)
         dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
-        return self.net(ids, mask, dec_in, emb), labels
+        return self.net.hidden(ids, mask, dec_in, emb), labels
 
     def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Ranking-guided loss of the target items' ID tokens (tau = 1: plain cross-entropy), plus
         ``dense_weight`` x the dense head's cross-entropy of the target item over the catalog."""
-        if self.cfg.dense_weight <= 0:
-            logits, labels = self.teacher_forced(users, hist, target)
-            return ranking_guided_loss(logits, labels, self.cfg.temperature, self.cfg.label_smoothing,
-                                       getattr(self, "level_dist", None))
-        ids, mask, emb = self._inputs(users, hist)
-        labels = self.item_tok[target]
-        dec_in = torch.cat([torch.full_like(labels[:, :1], PAD), labels[:, :-1]], 1)
-        h = self.net.hidden(ids, mask, dec_in, emb)
+        h, labels = self._decoder_states(users, hist, target)
         loss = ranking_guided_loss(self.net.logits(h), labels, self.cfg.temperature, self.cfg.label_smoothing,
                                    getattr(self, "level_dist", None))
+        if self.cfg.dense_weight <= 0:
+            return loss
         dense = self._dense_logits(h[:, 0], self._dense_items())
         return loss + self.cfg.dense_weight * F.cross_entropy(dense.float(), target)
 
@@ -190,11 +190,19 @@ class TIGER(nn.Module):
                k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoded candidates (B, beam) re-ranked by log P(ID) + dense_fusion * log P_dense: the top ``k``
         items (-1 stays last) and their fused scores."""
-        dense = self.dense_log_probs(users, hist).gather(1, items.clamp_min(0))
-        fused = (scores.float() + self.cfg.dense_fusion * dense).masked_fill(items < 0, float("-inf"))
+        fused = self.fused_scores(users, hist, items, scores).masked_fill(items < 0, float("-inf"))
         top = fused.topk(min(k, fused.shape[1]), dim=1)
         out = items.gather(1, top.indices)
         return out.masked_fill(torch.isinf(top.values), -1), top.values
+
+    @torch.no_grad()
+    def fused_scores(self, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor,
+                     id_scores: torch.Tensor) -> torch.Tensor:
+        """``id_scores`` (log P of the items' IDs, or of an ID prefix for items added later) + dense_fusion x log
+        P_dense of ``items`` ((B, C), or (C,) for every history): the score the dense head ranks by."""
+        dense = self.dense_log_probs(users, hist)
+        dense = dense[:, items] if items.dim() == 1 else dense.gather(1, items.clamp_min(0))
+        return id_scores.float() + self.cfg.dense_fusion * dense
 
     def add_item_texts(self, vecs: np.ndarray | torch.Tensor) -> None:
         """Items appended to the catalog (after ``item_tok`` grew): their text vectors join the dense head's."""

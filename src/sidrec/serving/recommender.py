@@ -212,8 +212,8 @@ class Recommender(_Catalog):
                 if not getattr(self.model, "reranks", False):
                     raise SidrecError(f"{self.run}: new-item rule dense needs a TIGER run with a dense head "
                                       f"(dense_weight > 0, dense_fusion > 0)")
-                ns = prefix_scores(self.model, users, hist, new, self._prefix_levels) + \
-                    self.model.cfg.dense_fusion * self.model.dense_log_probs(users, hist)[:, new]
+                ns = self.model.fused_scores(users, hist, new,
+                                             prefix_scores(self.model, users, hist, new, self._prefix_levels))
             else:
                 if cat.vecs is None:
                     raise SidrecError(f"{self.run}: this run keeps no item text vectors (RUN/embeddings/item_emb.npy, "

@@ -159,7 +159,7 @@ def _generator_scorer(out: Path, dev, new_names: list[str], new_texts: list[str]
                    prefix_scores(model, u, h, new, lv) + 1e-3 * full_ns for lv in level_set}
         if "dense" in cfg.rules:  # on the scale of the decoded items' fused scores: ID prefix + dense
             prefix = full_ns if "prefix" in cfg.rules else prefix_scores(model, u, h, new, levels)
-            ns[("dense", None, None)] = prefix + model.cfg.dense_fusion * model.dense_log_probs(u, h)[:, new]
+            ns[("dense", None, None)] = model.fused_scores(u, h, new, prefix)
         if "neighbours" in cfg.rules:
             ns |= {("neighbours", None, t): neighbour_scores(it, sc, vecs, new_vecs, tau=t) for t in cfg.taus}
         if "blend" in cfg.rules:  # the history's items as anchors too, a share blend_weight of the mass

@@ -40,8 +40,10 @@ def dense_item_vectors(cfg: TIGERConfig, ids: SemanticIDs) -> np.ndarray:
     emb = cfg.dense_embeddings or ids.meta.get("embeddings")
     if not emb:
         raise SidrecError(f"{ids.path}: these IDs were not made from text embeddings; the dense head needs "
-                          f"some: dense_embeddings = an embeddings folder of the same dataset (`sidrec embed`)")
+                          f"some: --set dense_embeddings=EMB, an embeddings folder of the same dataset (`sidrec embed`)")
     path = Path(emb) / "item_emb.npy"
+    if not path.is_file():
+        raise SidrecError(f"dense_embeddings {emb}: not an embeddings folder (no item_emb.npy; `sidrec embed` writes one)")
     vec = load_npy(path)
     if vec.ndim != 2 or len(vec) != ids.n_items + 1:
         raise SidrecError(f"{path}: {vec.shape[0]} rows, the tokens have {ids.n_items} items (+1 padding row); "
