@@ -93,10 +93,10 @@ def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam
         beam = k
         gen = torch.Generator(device=hist.device).manual_seed(seed)
     elif getattr(model, "reranks", False):  # a generator with a second opinion (a dense head) orders the beam
-        items, scores = beam_search(model.decode_step, model.decode_start(users, hist), batch=hist.shape[0],
-                                    trie=trie, offsets=model.vocab.offsets, beam=beam, k=beam,
-                                    reorder_fn=model.decode_reorder)
-        return model.rerank(users, hist, items, scores, k)
+        state = model.decode_start(users, hist)  # encoded once: the beam and the dense query both start here
+        items, scores = beam_search(model.decode_step, state, batch=hist.shape[0], trie=trie,
+                                    offsets=model.vocab.offsets, beam=beam, k=beam, reorder_fn=model.decode_reorder)
+        return model.rerank(users, hist, items, scores, k, state)
     return beam_search(model.decode_step, model.decode_start(users, hist), batch=hist.shape[0], trie=trie,
                        offsets=model.vocab.offsets, beam=beam, k=k, reorder_fn=model.decode_reorder,
                        sample_temperature=sample_temperature, generator=gen)

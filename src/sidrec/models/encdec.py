@@ -203,6 +203,11 @@ class EncoderDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """tokens (B*G, 1): the last token of G hypotheses per user -> logits (B*G, V), updated state."""
+        h, state = self.step_hidden(tokens, state)
+        return self.logits(h), state
+
+    def step_hidden(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """``step``'s decoder final states (B*G, d) (what ``logits`` reads), updated state."""
         dec = self.decoder
         B = state["cross_bias"].shape[0]
         N = tokens.shape[0]
@@ -210,8 +215,8 @@ class EncoderDecoder(nn.Module):
         t = state["t"]
         if t == 0 and G > 1 and bool((tokens.view(B, G) == tokens.view(B, G)[:, :1]).all()):
             # the first step feeds every hypothesis the start token: run it once per user, then expand
-            logits, st = self.step(tokens[::G], state)
-            return logits.repeat_interleave(G, 0), {
+            h, st = self.step_hidden(tokens[::G], state)
+            return h.repeat_interleave(G, 0), {
                 **st, "self": [(k.repeat_interleave(G, 0), v.repeat_interleave(G, 0)) for k, v in st["self"]]}
         pos = torch.arange(t + 1, device=tokens.device)
         self_bias = dec.position_bias(pos[-1:], pos)  # (1, h, 1, t+1): keys are past tokens only
@@ -228,8 +233,7 @@ class EncoderDecoder(nn.Module):
             x = blk.cross_norm(h).reshape(B, G, -1)
             h = h + blk.cross.attend(x, ck, cv, state["cross_bias"]).reshape(N, 1, -1)
             h = h + blk.ff(blk.ff_norm(h))
-        logits = self.logits(dec.norm(h))[:, -1]
-        return logits, {**state, "self": new_self, "t": t + 1}
+        return dec.norm(h)[:, -1], {**state, "self": new_self, "t": t + 1}
 
     @staticmethod
     def reorder(state: dict, index: torch.Tensor) -> dict:

@@ -179,28 +179,30 @@ class TIGER(nn.Module):
         return s.index_fill(1, torch.zeros(1, dtype=torch.long, device=s.device), float("-inf"))
 
     @torch.no_grad()
-    def dense_log_probs(self, users: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
-        """log P_dense(item | history) over the whole catalog (B, n_items + 1), items added later included."""
-        ids, mask, emb = self._inputs(users, hist)
-        start = self.net.hidden(ids, mask, torch.full_like(ids[:, :1], PAD), emb)[:, 0]
+    def dense_log_probs(self, users: torch.Tensor, hist: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        """log P_dense(item | history) over the whole catalog (B, n_items + 1), items added later included.
+        ``state``: these histories' ``decode_start`` state (the encoder is then not run again)."""
+        if state is None:
+            state = self.decode_start(users, hist)
+        start, _ = self.net.step_hidden(torch.full((hist.shape[0], 1), PAD, device=hist.device), state)
         return torch.log_softmax(self._dense_logits(start, self._dense_items()), -1)
 
     @torch.no_grad()
     def rerank(self, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor, scores: torch.Tensor,
-               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+               k: int, state: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoded candidates (B, beam) re-ranked by log P(ID) + dense_fusion * log P_dense: the top ``k``
-        items (-1 stays last) and their fused scores."""
-        fused = self.fused_scores(users, hist, items, scores).masked_fill(items < 0, float("-inf"))
+        items (-1 stays last) and their fused scores. ``state``: the ``decode_start`` state the beam began from."""
+        fused = self.fused_scores(users, hist, items, scores, state).masked_fill(items < 0, float("-inf"))
         top = fused.topk(min(k, fused.shape[1]), dim=1)
         out = items.gather(1, top.indices)
         return out.masked_fill(torch.isinf(top.values), -1), top.values
 
     @torch.no_grad()
     def fused_scores(self, users: torch.Tensor, hist: torch.Tensor, items: torch.Tensor,
-                     id_scores: torch.Tensor) -> torch.Tensor:
+                     id_scores: torch.Tensor, state: dict | None = None) -> torch.Tensor:
         """``id_scores`` (log P of the items' IDs, or of an ID prefix for items added later) + dense_fusion x log
         P_dense of ``items`` ((B, C), or (C,) for every history): the score the dense head ranks by."""
-        dense = self.dense_log_probs(users, hist)
+        dense = self.dense_log_probs(users, hist, state)
         dense = dense[:, items] if items.dim() == 1 else dense.gather(1, items.clamp_min(0))
         return id_scores.float() + self.cfg.dense_fusion * dense
 
