@@ -87,11 +87,20 @@ def generate(model, users: torch.Tensor, hist: torch.Tensor, trie: Trie, *, beam
     per ID level; returns items (B, k) (-1 where fewer exist) and their log-probabilities. With
     ``sample_temperature`` T > 0: k distinct items sampled without replacement at T (beam = k, seeded).
     A model that ``reranks`` (TIGER with a dense head): its whole beam re-ranked by ``model.rerank``, whose
-    fused scores are returned."""
+    fused scores are returned. A model with ``item_log_probs`` (RPG: ID tokens independent given the history)
+    ranks every item exactly instead of searching (``beam`` unused; sampling still goes through the trie)."""
     gen = None
     if sample_temperature > 0:
         beam = k
         gen = torch.Generator(device=hist.device).manual_seed(seed)
+    elif hasattr(model, "item_log_probs"):  # independent ID tokens (RPG): the whole catalog ranked exactly
+        lp = model.item_log_probs(users, hist)
+        scores, items = lp.topk(min(k, lp.shape[1]), dim=1)
+        items = items.masked_fill(torch.isinf(scores), -1)
+        if items.shape[1] < k:
+            items = torch.cat([items, items.new_full((items.shape[0], k - items.shape[1]), -1)], 1)
+            scores = torch.cat([scores, scores.new_full((scores.shape[0], k - scores.shape[1]), float("-inf"))], 1)
+        return items, scores
     elif getattr(model, "reranks", False):  # a generator with a second opinion (a dense head) orders the beam
         state = model.decode_start(users, hist)  # encoded once: the beam and the dense query both start here
         items, scores = beam_search(model.decode_step, state, batch=hist.shape[0], trie=trie,

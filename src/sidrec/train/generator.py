@@ -15,11 +15,13 @@ from typing import Any, Callable, Mapping
 
 from sidrec.errors import SidrecError
 from sidrec.models.lcrec import LCRecConfig
+from sidrec.models.rpg import RPGConfig
 from sidrec.models.sasrec import SASRecConfig
 from sidrec.models.tiger import TIGERConfig
 from sidrec.models.vqrec import VQRecConfig
 from sidrec.train.config import LCREC_TRAIN_DEFAULTS, SASREC_TRAIN_DEFAULTS, TRAIN_PRESETS, TrainConfig
 from sidrec.train.lcrec import load_lcrec, train_lcrec
+from sidrec.train.rpg import RPG_TRAIN_DEFAULTS, load_rpg, train_rpg
 from sidrec.train.tiger import load_tiger, train_tiger
 from sidrec.train.vqrec import VQREC_TRAIN_DEFAULTS, VQRecTrainConfig
 from sidrec.utils.artifacts import read_json
@@ -115,6 +117,10 @@ def _builtin() -> None:
                                      default_preset="tiger", about="TIGER: a T5 encoder-decoder over semantic IDs"))
     register_generator(GeneratorSpec("lcrec", LCRecConfig, train_lcrec, load_lcrec, defaults=LCREC_TRAIN_DEFAULTS,
                                      about="LC-Rec: a Hugging Face causal LM over semantic-ID tokens"))
+    register_generator(GeneratorSpec("rpg", RPGConfig, train_rpg, load_rpg, defaults=RPG_TRAIN_DEFAULTS,
+                                     cold_start=False,
+                                     about="RPG: every ID token of the next item in parallel, the catalog ranked "
+                                           "exactly"))
     register_trainer(TrainerSpec("sasrec", (("model", SASRecConfig), ("train", TrainConfig)), SASREC_TRAIN_DEFAULTS))
     register_trainer(TrainerSpec("vqrec", (("model", VQRecConfig), ("vqrec", VQRecTrainConfig), ("train", TrainConfig)),
                                  VQREC_TRAIN_DEFAULTS))
