@@ -99,7 +99,9 @@ class RPG(nn.Module):
         if H > self.cfg.max_history:
             hist = hist[:, -self.cfg.max_history:]
             H = self.cfg.max_history
-        x = self.tok(self.item_tok[hist]).mean(-2) + self.pos.weight[-H:][None]  # positions counted from the end
+        # each item = the mean of its digits' token embeddings (one bag per history slot, nothing materialised)
+        x = F.embedding_bag(self.item_tok[hist.reshape(-1)], self.tok.weight, mode="mean").view(B, H, -1)
+        x = x + self.pos.weight[-H:][None]  # positions counted from the end
         x = self.drop(x)
         pad = hist == 0
         i = torch.arange(H, device=hist.device)
@@ -140,10 +142,10 @@ class RPG(nn.Module):
         """log P(item | history) of every item in the catalog (B, n_items + 1; row 0, padding, -inf): the sum of
         its digits' log-probabilities, one gather per digit."""
         lp = torch.log_softmax(self.digit_logits(hist), -1)  # (B, m, K)
-        codes = self.item_tok - self.digit_tok[:, 0]  # (n + 1, m)
-        out = torch.zeros(hist.shape[0], codes.shape[0], device=hist.device)
-        for j in range(codes.shape[1]):  # over digits (32 at most in practice), each a batched gather
-            out += lp[:, j, codes[:, j].clamp(min=0)]
+        m, K = lp.shape[1:]
+        flat = (self.item_tok - self.digit_tok[:, 0]).clamp(min=0) + torch.arange(m, device=lp.device) * K
+        # a bag of m rows of the (m K, B) log-probability table per item: (n + 1, B), summed
+        out = F.embedding_bag(flat, lp.reshape(lp.shape[0], -1).T.contiguous(), mode="sum").T
         out[:, 0] = float("-inf")
         return out
 
