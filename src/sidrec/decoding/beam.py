@@ -130,6 +130,9 @@ def candidate_scores(model, users: torch.Tensor, hist: torch.Tensor, cand: torch
     time)."""
     B, C = cand.shape
     levels = model.item_tok.shape[1] if levels is None else levels
+    if hasattr(model, "item_log_probs"):  # independent ID tokens (RPG): every item's score in one pass
+        lp = model.item_log_probs(users, trim_history(hist), levels)
+        return lp.gather(1, cand.clamp(min=0)).masked_fill(cand < 1, float("-inf"))
     out = torch.empty(B, C, device=hist.device)
     per = max(1, rows // max(1, C))
     for s in range(0, B, per):

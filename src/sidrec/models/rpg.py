@@ -32,6 +32,7 @@ class RPGConfig:
     dropout: float = 0.1
     temperature: float = 0.03  # of the digits' cosine logits (RPG's README recipe)
     max_history: int | None = None  # None = the dataset's (stats.json)
+    spare_suffixes: int = 16  # room on an appended collision level for items added after training (cold start)
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -138,12 +139,14 @@ class RPG(nn.Module):
         return out, self.item_tok[target]
 
     @torch.no_grad()
-    def item_log_probs(self, users: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
-        """log P(item | history) of every item in the catalog (B, n_items + 1; row 0, padding, -inf): the sum of
-        its digits' log-probabilities, one gather per digit."""
+    def item_log_probs(self, users: torch.Tensor, hist: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """log P(item | history) of every item in the catalog, items added later included (B, n_items + 1; column
+        0, padding, -inf): the sum of its digits' log-probabilities (of its first ``levels`` digits: the score of
+        an item whose last digit, a collision suffix, the model never saw for it)."""
         lp = torch.log_softmax(self.digit_logits(hist), -1)  # (B, m, K)
         m, K = lp.shape[1:]
         flat = (self.item_tok - self.digit_tok[:, 0]).clamp(min=0) + torch.arange(m, device=lp.device) * K
+        flat = flat[:, :levels]
         # a bag of m rows of the (m K, B) log-probability table per item: (n + 1, B), summed
         out = F.embedding_bag(flat, lp.reshape(lp.shape[0], -1).T.contiguous(), mode="sum").T
         out[:, 0] = float("-inf")

@@ -24,7 +24,7 @@ from sidrec.errors import SidrecError
 from sidrec.eval.coldstart import ColdStartConfig, ColdStartModel, Scorer
 from sidrec.models.vqrec import VQRecConfig
 from sidrec.tokenizers.opq import OPQTokenizer
-from sidrec.tokenizers.registry import load_tokenizer
+from sidrec.tokenizers.registry import load_tokenizer, tokenizer_for
 from sidrec.tokenizers.stage import tokenize
 from sidrec.train.config import TrainConfig
 from sidrec.train.generator import GENERATORS, GeneratorSpec, load_generator
@@ -102,6 +102,9 @@ def _tokenize_and_train(g: GeneratorSpec, seen: Dataset, out: Path, *, method, t
         # an interrupted run resumes on the tokens it was trained on (a refit on a GPU need not give the same codes)
         log(f"cold start: resuming the run in {out / 'run'} on its tokens in {out / 'tok'}")
     else:
+        _, tcfg = tokenizer_for(method)
+        if getattr(tcfg, "collision", None) == "none" and "collision" not in tok_overrides:
+            tok_overrides = {**tok_overrides, "collision": "append"}  # new items need the appended position (OPQ)
         tokenize(seen, out / "tok", method=method, embeddings=out / "emb", overrides=tok_overrides, log=log)
         if tok_meta.is_file() and read_json(tok_meta)["n_items"] != seen.n_items:
             raise SidrecError("internal: tokenizer fitted on another catalog than the seen items")

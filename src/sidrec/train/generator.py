@@ -118,7 +118,6 @@ def _builtin() -> None:
     register_generator(GeneratorSpec("lcrec", LCRecConfig, train_lcrec, load_lcrec, defaults=LCREC_TRAIN_DEFAULTS,
                                      about="LC-Rec: a Hugging Face causal LM over semantic-ID tokens"))
     register_generator(GeneratorSpec("rpg", RPGConfig, train_rpg, load_rpg, defaults=RPG_TRAIN_DEFAULTS,
-                                     cold_start=False,
                                      about="RPG: every ID token of the next item in parallel, the catalog ranked "
                                            "exactly"))
     register_trainer(TrainerSpec("sasrec", (("model", SASRecConfig), ("train", TrainConfig)), SASREC_TRAIN_DEFAULTS))

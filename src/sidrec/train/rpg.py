@@ -14,7 +14,7 @@ from sidrec.models.tiger import Vocab
 from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.config import delta
 from sidrec.train.loop import TrainConfig
-from sidrec.train.trainer import read_run, train_generator
+from sidrec.train.trainer import id_sizes, read_run, train_generator
 from sidrec.utils.log import info as log_info
 
 # Our defaults (RPG's README recipe for Beauty: lr 0.01, temperature 0.03, 32 codebooks): AdamW at 1e-3 (3e-3
@@ -26,7 +26,7 @@ RPG_TRAIN_DEFAULTS = delta(epochs=200, batch_size=256, learning_rate=1e-3, sched
 
 def build_rpg(cfg: RPGConfig, ids: SemanticIDs) -> tuple[RPG, Trie]:
     """The generator and the trie of ``ids`` (the trie serves sampling; ranking is exact without it)."""
-    sizes = list(ids.level_sizes)
+    sizes = id_sizes(ids, cfg.spare_suffixes)
     return RPG(cfg, Vocab(sizes), ids.codes), build_trie(ids.codes, sizes)
 
 
