@@ -89,7 +89,7 @@ def test_torchrun_with_several_processes_is_refused_where_not_distributed(cli, m
     """Commands that do not run distributed would each write the same output: one clear line, exit 2."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, se = cli("evaluate-coldstart", syn_dir, "--out", tmp_path / "run")
-    assert code == 2 and "torchrun" in se and "train lcrec|sasrec|tiger|vqrec" in se and len(se.strip().splitlines()) == 1
+    assert code == 2 and "torchrun" in se and "train lcrec|rpg|sasrec|tiger|vqrec" in se and len(se.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
     code, _, se = cli("tokenize", syn_dir, "--method", "rqkmeans", "--out", tmp_path / "tok")
     assert code == 2 and "torchrun" in se and "tokenize --method rqvae|letter" in se
