@@ -103,3 +103,19 @@ def test_coldstart_scores_new_items_by_their_own_digits(cli, syn_dir, tmp_path):
     codes = model.item_tok[1:6, :4] - model.digit_tok[:4, 0]
     brute = torch.stack([sum(lp[:, j, c[j]] for j in range(4)) for c in codes], 1)
     assert torch.allclose(exact, brute, atol=1e-5)
+
+
+def test_an_ensemble_of_parallel_runs_ranks_exactly_as_its_exhaustive_beam():
+    from sidrec.decoding.ensemble import Ensemble
+    a, codes, trie = _model(seed=3)
+    b, _, _ = _model(seed=4)
+    b.item_tok = a.item_tok  # same IDs, other weights
+    torch.manual_seed(4)
+    with torch.no_grad():
+        b.head_w.normal_(0, 0.3)
+    ens = Ensemble([a, b], [0.25, 0.75])
+    users, hist = torch.arange(3), torch.tensor([[0, 3, 5], [1, 2, 7], [9, 9, 11]])
+    items, scores = generate(ens, users, hist, trie, k=10)
+    beam_items, beam_scores = beam_search(ens.decode_step, ens.decode_start(users, hist), batch=3, trie=trie,
+                                          offsets=a.vocab.offsets, beam=len(codes), k=10, reorder_fn=ens.decode_reorder)
+    assert torch.equal(items, beam_items) and torch.allclose(scores, beam_scores, atol=1e-5)

@@ -34,6 +34,15 @@ class Ensemble:
         self.weights = self.normalised(models, weights)
         self.vocab, self.item_tok = first.vocab, first.item_tok
         self.cfg = SimpleNamespace(max_history=first.cfg.max_history)
+        if all(hasattr(m, "digit_log_probs") for m in models):  # parallel members (RPG): exact ranking, as one model
+            self.item_log_probs = self._item_log_probs
+
+    @torch.no_grad()
+    def _item_log_probs(self, users: torch.Tensor, hist: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Every item's score under the ensemble of parallel members: each digit's log-probabilities averaged
+        (weighted) and renormalised, as ``decode_step`` does per level, summed over the item's digits."""
+        lp = sum(w * m.digit_log_probs(hist).float() for m, w in zip(self.models, self.weights) if w > 0)
+        return self.models[0].score_digits(torch.log_softmax(lp, -1), levels)
 
     @staticmethod
     def normalised(models: list, weights: list[float] | None) -> list[float]:

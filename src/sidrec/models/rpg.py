@@ -143,7 +143,15 @@ class RPG(nn.Module):
         """log P(item | history) of every item in the catalog, items added later included (B, n_items + 1; column
         0, padding, -inf): the sum of its digits' log-probabilities (of its first ``levels`` digits: the score of
         an item whose last digit, a collision suffix, the model never saw for it)."""
-        lp = torch.log_softmax(self.digit_logits(hist), -1)  # (B, m, K)
+        return self.score_digits(self.digit_log_probs(hist), levels)
+
+    def digit_log_probs(self, hist: torch.Tensor) -> torch.Tensor:
+        """(B, m, K) log-probabilities of each digit's codes for the next item (padding codes -inf)."""
+        return torch.log_softmax(self.digit_logits(hist), -1)
+
+    def score_digits(self, lp: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Every item's score (B, n_items + 1; column 0 -inf) from digit log-probabilities ``lp`` (B, m, K): the sum
+        over its first ``levels`` (default all) digits."""
         m, K = lp.shape[1:]
         flat = (self.item_tok - self.digit_tok[:, 0]).clamp(min=0) + torch.arange(m, device=lp.device) * K
         flat = flat[:, :levels]
@@ -154,7 +162,7 @@ class RPG(nn.Module):
 
     # the beam-search hooks of the generator contract: level t's logits are digit t's, whatever came before
     def decode_start(self, users: torch.Tensor, hist: torch.Tensor) -> dict:
-        return {"lp": torch.log_softmax(self.digit_logits(hist), -1), "t": 0}
+        return {"lp": self.digit_log_probs(hist), "t": 0}
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         lp, t = state["lp"], state["t"]
