@@ -80,6 +80,10 @@ def test_learns_a_planted_pattern_through_the_cli_and_reloads(tmp_path, cli):
     u, h, _ = ds.eval_inputs("test", 3)
     items, _ = generate(model, torch.as_tensor(u[:50]), torch.as_tensor(h[:50]), trie, k=top.shape[1])
     assert np.array_equal(items.numpy(), top[:50])  # the reloaded run ranks as the trained one did
+    code, stdout, stderr = cli("recommend", str(out), "--history", "i5", "--history", "i6", "--k", "3")
+    assert code == 0, stderr
+    first = next(line for line in stdout.splitlines() if line.strip().startswith("│ 1"))
+    assert "i7" in first, stdout  # the planted successor, through `sidrec recommend`
 
 
 def test_coldstart_scores_new_items_by_their_own_digits(cli, syn_dir, tmp_path):

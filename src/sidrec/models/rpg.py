@@ -21,6 +21,7 @@ from torch import nn
 
 from sidrec.errors import SidrecError
 from sidrec.models.tiger import PAD, Vocab
+from sidrec.utils.artifacts import load_model_weights
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +177,6 @@ class RPG(nn.Module):
         return state
 
     def load_weights(self, path: str) -> None:
-        from sidrec.utils.artifacts import load_model_weights
         load_model_weights(self, path)
 
 
