@@ -123,3 +123,10 @@ def test_an_ensemble_of_parallel_runs_ranks_exactly_as_its_exhaustive_beam():
     beam_items, beam_scores = beam_search(ens.decode_step, ens.decode_start(users, hist), batch=3, trie=trie,
                                           offsets=a.vocab.offsets, beam=len(codes), k=10, reorder_fn=ens.decode_reorder)
     assert torch.equal(items, beam_items) and torch.allclose(scores, beam_scores, atol=1e-5)
+
+
+def test_the_generated_command_explains_each_option(cli):
+    """`sidrec train rpg --help` is made from the registry; each model option's help is its config field's comment."""
+    code, stdout, _ = cli("train", "rpg", "--help")
+    text = " ".join(stdout.split())
+    assert code == 0 and "feed-forward width (default: 1024)" in text and "temperature of the digits" in text, text

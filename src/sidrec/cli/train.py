@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Optional
@@ -295,6 +296,16 @@ def _option_type(tp) -> type | None:
     return args[0] if len(args) == 1 and args[0] in SIMPLE else None
 
 
+def field_comments(cls) -> dict[str, str]:
+    """A config dataclass's trailing field comments (``name: type = value  # what it is``), by field name: the help
+    of the options made from it."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M)}
+
+
 def generator_command(spec):
     """`sidrec train NAME DATA --tokens TOK --out RUN ...`: each field of the generator's config is an option
     (`--field-name`), with the shared training options, `--config` and `--set`."""
@@ -305,6 +316,7 @@ def generator_command(spec):
               P("out", P.KEYWORD_ONLY, default=Path(f"runs/{spec.name}"),
                 annotation=Annotated[Path, typer.Option(help="run directory")])]
     hints = typing.get_type_hints(spec.config)
+    about = field_comments(spec.config)
     model_fields = []
     for f in spec.config.__dataclass_fields__.values():
         tp = _option_type(hints[f.name])
@@ -312,7 +324,8 @@ def generator_command(spec):
             continue
         model_fields.append(f.name)
         params.append(P(f.name, P.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[tp], typer.Option(f"--{f.name.replace('_', '-')}", help=f"{f.name} (default: {f.default})")]))
+            Optional[tp], typer.Option(f"--{f.name.replace('_', '-')}",
+                                       help=f"{about.get(f.name, f.name)} (default: {f.default})")]))
     shared = {"epochs": int, "batch_size": int, "learning_rate": float, "patience": int, "max_minutes": float,
               "seed": int, "device": str}
     for name, tp in shared.items():

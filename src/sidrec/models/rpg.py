@@ -26,13 +26,13 @@ from sidrec.utils.artifacts import load_model_weights
 
 @dataclass(frozen=True, kw_only=True)
 class RPGConfig:
-    d_model: int = 256
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 1024
-    dropout: float = 0.1
-    temperature: float = 0.03  # of the digits' cosine logits (RPG's README recipe)
-    max_history: int | None = None  # None = the dataset's (stats.json)
+    d_model: int = 256  # width of the token embeddings and the transformer
+    n_layers: int = 2  # causal transformer blocks
+    n_heads: int = 4  # attention heads
+    d_ff: int = 1024  # feed-forward width
+    dropout: float = 0.1  # on embeddings, attention and residual branches
+    temperature: float = 0.03  # temperature of the digits' cosine logits (RPG's README recipe: 0.03)
+    max_history: int | None = None  # history cut, the last N items (None: the dataset's, from stats.json)
     spare_suffixes: int = 16  # room on an appended collision level for items added after training (cold start)
 
     def __post_init__(self):
