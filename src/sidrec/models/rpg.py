@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sidrec.errors import SidrecError
-from sidrec.models.tiger import PAD, Vocab
+from sidrec.models.tiger import Vocab
 from sidrec.utils.artifacts import load_model_weights
 
 
@@ -179,5 +179,3 @@ class RPG(nn.Module):
     def load_weights(self, path: str) -> None:
         load_model_weights(self, path)
 
-
-__all__ = ["RPG", "RPGConfig", "PAD"]
