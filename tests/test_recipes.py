@@ -55,11 +55,11 @@ def test_a_typo_in_a_recipe_is_one_line_naming_the_section(tmp_path):
 def _write_inputs(root: Path, seed: int = 0) -> None:
     """LETTER-format Beauty and Instruments files (interactions, items, released index) of a planted catalog."""
     rng = np.random.default_rng(seed)
-    n_items, n_users = 120, 260
+    n_items, n_users = 120, 140
     inter = {}
     for u in range(n_users):
         start = int(rng.integers(0, n_items))
-        length = int(rng.integers(5, 12))
+        length = int(rng.integers(5, 9))
         inter[str(u)] = [int((start + 3 * k + rng.integers(0, 2)) % n_items) for k in range(length)]
     cats = ["Beauty, Skin Care, Face", "Beauty, Makeup, Eyes", "Beauty, Hair Care, Shampoo", "Beauty, Fragrance"]
     items = {str(i): {"asin": f"B{i:05d}", "title": f"item {i} {cats[i % 4].split(', ')[-1].lower()} product",
