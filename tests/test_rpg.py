@@ -1,9 +1,11 @@
 """RPG (parallel ID tokens): exact catalog ranking equals brute force and the trie's exhaustive beam, cutting left
 padding changes nothing, it learns a planted pattern through the CLI and the pipeline, and reloads."""
 
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from sidrec.decoding.beam import beam_search, generate
@@ -51,6 +53,32 @@ def test_left_padding_is_exact_and_teacher_forced_matches_the_loss():
     assert torch.allclose(ce, m(users, hist, target), atol=1e-5)
 
 
+def test_sequence_loss_is_the_mean_of_each_prefixs_loss():
+    """``sequence_loss``: in training, the loss of one sequence is the mean over its positions of the loss each
+    prefix gives alone (positions count from the first item, so left padding is exact too); in evaluation the
+    next item's loss as before."""
+    torch.manual_seed(3)
+    codes = catalog(n=30, sizes=(4, 4, 3), seed=3)
+    m = RPG(dataclasses.replace(CFG, sequence_loss=True), Vocab([4, 4, 3]), codes)
+    with torch.no_grad():
+        m.head_w.normal_(0, 0.3)
+    hist, target = torch.tensor([[0, 0, 3, 5, 9], [0, 8, 1, 4, 6]]), torch.tensor([7, 10])
+    users = torch.arange(2)
+    assert torch.allclose(m.eval().digit_logits(hist), m.digit_logits(hist[:, 1:]), atol=1e-5)
+    seq = torch.cat([hist, target[:, None]], 1)
+    per_prefix = []
+    for b in range(2):
+        for t in range(hist.shape[1]):
+            if hist[b, t] > 0:  # the prefix ending at t, left-padded, predicts the item after t
+                h = torch.cat([torch.zeros(hist.shape[1] - t - 1, dtype=torch.long), hist[b, :t + 1]])[None]
+                per_prefix.append(m(users[b:b + 1], h, seq[b:b + 1, t + 1]))
+    assert len(per_prefix) == 7
+    expected = torch.stack(per_prefix).mean()
+    assert torch.allclose(m.train()(users, hist, target), expected, atol=1e-5)  # dropout 0: train = eval math
+    assert torch.allclose(m.eval()(users, hist, target), m(users, hist[:, -5:], target), atol=1e-6)
+    assert not torch.allclose(m.eval()(users, hist, target), expected, atol=1e-3)
+
+
 def test_uneven_levels_never_score_padding_codes():
     m, codes, trie = _model(seed=2, sizes=(5, 2, 3), n=25)
     lp = torch.log_softmax(m.digit_logits(torch.tensor([[1, 2]])), -1)
@@ -60,15 +88,19 @@ def test_uneven_levels_never_score_padding_codes():
     assert sorted(items[0].tolist()) == list(range(1, 26))  # every item once, none invented
 
 
-def test_learns_a_planted_pattern_through_the_cli_and_reloads(tmp_path, cli):
-    """Item i is always followed by item i+1 (mod 40): `sidrec train rpg` must find it; the run reloads."""
+@pytest.mark.parametrize("sequence_loss", [False, True])
+def test_learns_a_planted_pattern_through_the_cli_and_reloads(tmp_path, cli, sequence_loss):
+    """Item i is always followed by item i+1 (mod 40): `sidrec train rpg` must find it (one sample per prefix, or
+    one sequence per user with a loss at every position); the run reloads."""
     planted_run(tmp_path)
     out = tmp_path / "run"
     code, stdout, stderr = cli("train", "rpg", str(tmp_path / "ds"), "--tokens", str(tmp_path / "tok"), "--out", str(out),
             "--d-model", "64", "--n-heads", "4", "--d-ff", "128", "--dropout", "0", "--temperature", "0.1",
-            "--max-history", "3", "--epochs", "15", "--batch-size", "64", "--lr", "3e-3", "--seed", "0",
-            "--set", "warmup_steps=20")
+            "--max-history", "3", "--epochs", "15", "--batch-size", "64" if not sequence_loss else "16",
+            "--lr", "3e-3", "--seed", "0", "--set", "warmup_steps=20",
+            *(["--sequence-loss"] if sequence_loss else []))
     assert code == 0, stdout + stderr
+    assert ("a loss at every position" in stdout + stderr) == sequence_loss
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "rpg" and metrics["test"]["recall@5"] > 0.9 and metrics["test"]["ndcg@5"] > 0.8, metrics["test"]
     from sidrec.train.generator import load_generator

@@ -34,6 +34,9 @@ class RPGConfig:
     temperature: float = 0.03  # temperature of the digits' cosine logits (RPG's README recipe: 0.03)
     max_history: int | None = None  # history cut, the last N items (None: the dataset's, from stats.json)
     spare_suffixes: int = 16  # room on an appended collision level for items added after training (cold start)
+    sequence_loss: bool = False  # each training sequence once, a loss at every position (not one sample per prefix)
+    # (RPG's and SASRec's form, a fraction of the compute); positions then count from the first item, so each
+    # position's state is the one its own prefix gives at inference
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -95,15 +98,18 @@ class RPG(nn.Module):
     def id_length(self) -> int:
         return self.item_tok.shape[1]
 
-    def _state(self, hist: torch.Tensor) -> torch.Tensor:
-        """hist (B, H) left-padded item indices -> the last position's state per digit (B, m, d), unit norm."""
+    def _hidden(self, hist: torch.Tensor) -> torch.Tensor:
+        """hist (B, H) left-padded item indices -> every position's final hidden state (B, H, d)."""
         B, H = hist.shape
         if H > self.cfg.max_history:
             hist = hist[:, -self.cfg.max_history:]
             H = self.cfg.max_history
         # each item = the mean of its digits' token embeddings (one bag per history slot, nothing materialised)
         x = F.embedding_bag(self.item_tok[hist.reshape(-1)], self.tok.weight, mode="mean").view(B, H, -1)
-        x = x + self.pos.weight[-H:][None]  # positions counted from the end
+        if self.cfg.sequence_loss:  # positions counted from the first item: a position's state is its prefix's
+            x = x + self.pos(((hist > 0).cumsum(1) - 1).clamp(min=0))
+        else:  # counted from the end (the last item always at the same position)
+            x = x + self.pos.weight[-H:][None]
         x = self.drop(x)
         pad = hist == 0
         i = torch.arange(H, device=hist.device)
@@ -112,23 +118,38 @@ class RPG(nn.Module):
         bias = torch.zeros(blocked.shape, device=hist.device).masked_fill(blocked, float("-inf"))[:, None]
         for blk in self.blocks:
             x = blk(x, bias)
-        h = self.ln(x[:, -1])  # (B, d): histories are left-padded, the last column is the latest item
-        s = h[:, None, :] + F.silu(torch.einsum("bd,mde->bme", h, self.head_w) + self.head_b)
+        return self.ln(x)
+
+    def _heads(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., d) hidden states -> (..., m, d) unit-norm states, one per digit."""
+        s = h[..., None, :] + F.silu(torch.einsum("...d,mde->...me", h, self.head_w) + self.head_b)
         return F.normalize(s, dim=-1)
 
-    def digit_logits(self, hist: torch.Tensor) -> torch.Tensor:
-        """(B, m, K) cosine / temperature of each digit's state to that digit's codes (padding codes -inf)."""
-        s = self._state(hist)
+    def _logits(self, s: torch.Tensor) -> torch.Tensor:
+        """(..., m, d) digit states -> (..., m, K) cosine / temperature to each digit's codes (padding codes -inf)."""
         e = F.normalize(self.tok.weight[self.digit_tok], dim=-1)  # (m, K, d)
         with torch.autocast(s.device.type, enabled=False):  # float32: at 1 / 0.03 a bf16 error counts
-            logits = torch.einsum("bmd,mkd->bmk", s.float(), e.float()) / self.cfg.temperature
+            logits = torch.einsum("...md,mkd->...mk", s.float(), e.float()) / self.cfg.temperature
         return logits.masked_fill(self.digit_pad, float("-inf"))
 
+    def digit_logits(self, hist: torch.Tensor) -> torch.Tensor:
+        """(B, m, K) logits of each digit of the next item (histories are left-padded: the last column is the
+        latest item)."""
+        return self._logits(self._heads(self._hidden(hist)[:, -1]))
+
     def forward(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The mean over digits of the cross-entropy of the target item's code (RPG's multi-token loss)."""
-        logits = self.digit_logits(hist)
-        labels = self.item_tok[target] - self.digit_tok[:, 0]  # (B, m) codes within each digit
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        """The mean over digits of the cross-entropy of the target item's code (RPG's multi-token loss); with
+        ``sequence_loss``, in training, the mean over every position of ``hist`` + ``target`` (the item after each
+        history item) of that loss."""
+        if not (self.cfg.sequence_loss and self.training):
+            logits = self.digit_logits(hist)
+            labels = self.item_tok[target] - self.digit_tok[:, 0]  # (B, m) codes within each digit
+            return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        hist = hist[:, -self.cfg.max_history:]
+        nxt = torch.cat([hist[:, 1:], target[:, None]], 1)  # (B, H): the item after each position
+        labels = (self.item_tok[nxt] - self.digit_tok[:, 0]).masked_fill((hist == 0)[..., None], -100)
+        logits = self._logits(self._heads(self._hidden(hist)))  # (B, H, m, K)
+        return F.cross_entropy(logits.flatten(0, 2), labels.flatten(), ignore_index=-100)
 
     def teacher_forced(self, users: torch.Tensor, hist: torch.Tensor, target: torch.Tensor):
         """Logits (B, m, V) of the target items' ID tokens (each digit's outside its own codes -inf) and the labels
