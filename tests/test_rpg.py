@@ -98,9 +98,12 @@ def test_learns_a_planted_pattern_through_the_cli_and_reloads(tmp_path, cli, seq
             "--d-model", "64", "--n-heads", "4", "--d-ff", "128", "--dropout", "0", "--temperature", "0.1",
             "--max-history", "3", "--epochs", "15", "--batch-size", "64" if not sequence_loss else "16",
             "--lr", "3e-3", "--seed", "0", "--set", "warmup_steps=20",
-            *(["--sequence-loss"] if sequence_loss else []))
+            *(["--sequence-loss", "--valid-users", "60", "--no-compile"] if sequence_loss else []))
     assert code == 0, stdout + stderr
     assert ("a loss at every position" in stdout + stderr) == sequence_loss
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["model"]["sequence_loss"] == sequence_loss and conf["decode"]["valid_users"] == (60 if sequence_loss else 0)
+    assert conf["train"]["compile"] is (False if sequence_loss else None)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "rpg" and metrics["test"]["recall@5"] > 0.9 and metrics["test"]["ndcg@5"] > 0.8, metrics["test"]
     from sidrec.train.generator import load_generator
@@ -160,5 +163,6 @@ def test_an_ensemble_of_parallel_runs_ranks_exactly_as_its_exhaustive_beam():
 def test_the_generated_command_explains_each_option(cli):
     """`sidrec train rpg --help` is made from the registry; each model option's help is its config field's comment."""
     code, stdout, _ = cli("train", "rpg", "--help")
-    text = " ".join(stdout.split())
+    text = " ".join(stdout.replace("\u2502", " ").split())  # a wrapped cell continues past the box's rules
     assert code == 0 and "feed-forward width (default: 1024)" in text and "temperature of the digits" in text, text
+    assert "--valid-users" in text and "--no-compile" in text and "--sequence-loss" in text, text

@@ -327,12 +327,17 @@ def generator_command(spec):
             Optional[tp], typer.Option(f"--{f.name.replace('_', '-')}",
                                        help=f"{about.get(f.name, f.name)} (default: {f.default})")]))
     shared = {"epochs": int, "batch_size": int, "learning_rate": float, "patience": int, "max_minutes": float,
-              "seed": int, "device": str}
+              "seed": int, "device": str, "compile": bool}
     for name, tp in shared.items():
-        flag = "--lr" if name == "learning_rate" else f"--{name.replace('_', '-')}"
+        flag = "--lr" if name == "learning_rate" else f"--{name}/--no-{name}" if tp is bool else \
+            f"--{name.replace('_', '-')}"
+        what = "torch.compile the step (None: on a GPU)" if name == "compile" else name.replace("_", " ")
         params.append(P(name, P.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[tp], typer.Option(flag, help=f"{name.replace('_', ' ')} (default: "
-                                                   f"{default(name, spec.train_defaults())})")]))
+            Optional[tp], typer.Option(flag, help=f"{what} (default: {default(name, spec.train_defaults())})")]))
+    takes_valid = "valid_users" in inspect.signature(spec.train).parameters
+    if takes_valid:
+        params.append(P("valid_users", P.KEYWORD_ONLY, default=0, annotation=Annotated[
+            int, typer.Option(help="validate on a seeded sample of users (0 = all)")]))
     params += [P("beam", P.KEYWORD_ONLY, default=20, annotation=Annotated[int, typer.Option(help="beam width")]),
                P("decode_batch", P.KEYWORD_ONLY, default=256,
                  annotation=Annotated[int, typer.Option(help="users decoded at once")]),
@@ -346,7 +351,7 @@ def generator_command(spec):
                              defaults=spec.train_defaults(kw.get("preset")))
         announce(model=mcfg, train=tcfg)
         m = spec.train(ds, kw["tokens"], kw["out"], mcfg, tcfg, beam=kw["beam"], decode_batch=kw["decode_batch"],
-                       log=console.print)
+                       log=console.print, **({"valid_users": kw["valid_users"]} if takes_valid else {}))
         show_metrics({spec.name: m.get("test")}, f"test, {ds.n_users:,} users, beam {kw['beam']}")
 
     command.__signature__ = inspect.Signature(params)
