@@ -260,7 +260,7 @@ class RQVAETokenizer(ItemTokenizer):
         x = model.standardize(x)  # the autoencoder works in standardised units; reports convert back
         # the reconstruction term in input units keeps the papers' balance with the CF / diversity weights
         recon_scale = model.in_scale.item() ** 2 if cfg.recon_units == "input" else 1.0
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
         if cfg.kmeans_init:
             with torch.no_grad():
                 model.rq.init_kmeans(torch.cat([model.encoder(x[s:s + CHUNK]) for s in range(0, len(x), CHUNK)]),
