@@ -17,7 +17,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from sidrec.config import merge
 from sidrec.data.dataset import load_dataset
 from sidrec.models.rpg import RPGConfig
@@ -36,11 +35,10 @@ def main() -> None:
     a = ap.parse_args()
     ds = load_dataset(a.data)
     H = int(ds.stats["config"]["max_history"])
-    hist, _ = ds.train_prefix_samples(H)
-    users = np.repeat(np.arange(ds.n_users), np.clip(np.diff(ds.offsets) - 3, 0, None))
-    last = np.r_[users[1:] != users[:-1], True]
-    targets = {"prefix": len(hist), "sequence": int((hist[last] > 0).sum())}
-    samples = {"prefix": len(hist), "sequence": int(last.sum())}
+    n_prefix = len(ds.train_prefix_samples(H)[1])
+    longest, _ = ds.train_prefix_samples(H, longest_only=True)
+    targets = {"prefix": n_prefix, "sequence": int((longest > 0).sum())}
+    samples = {"prefix": n_prefix, "sequence": len(longest)}
     rows = []
     for variant in ("prefix", "sequence"):
         with tempfile.TemporaryDirectory() as tmp:

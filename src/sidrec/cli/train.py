@@ -326,12 +326,12 @@ def generator_command(spec):
         params.append(P(f.name, P.KEYWORD_ONLY, default=None, annotation=Annotated[
             Optional[tp], typer.Option(f"--{f.name.replace('_', '-')}",
                                        help=f"{about.get(f.name, f.name)} (default: {f.default})")]))
-    shared = {"epochs": int, "batch_size": int, "learning_rate": float, "patience": int, "max_minutes": float,
-              "seed": int, "device": str, "compile": bool}
-    for name, tp in shared.items():
-        flag = "--lr" if name == "learning_rate" else f"--{name}/--no-{name}" if tp is bool else \
-            f"--{name.replace('_', '-')}"
-        what = "torch.compile the step (None: on a GPU)" if name == "compile" else name.replace("_", " ")
+    shared = {"epochs": (int, "--epochs", "epochs"), "batch_size": (int, "--batch-size", "batch size"),
+              "learning_rate": (float, "--lr", "learning rate"), "patience": (int, "--patience", "patience"),
+              "max_minutes": (float, "--max-minutes", "max minutes"), "seed": (int, "--seed", "seed"),
+              "device": (str, "--device", "device"),
+              "compile": (bool, "--compile/--no-compile", "torch.compile the step (None: on a GPU)")}
+    for name, (tp, flag, what) in shared.items():
         params.append(P(name, P.KEYWORD_ONLY, default=None, annotation=Annotated[
             Optional[tp], typer.Option(flag, help=f"{what} (default: {default(name, spec.train_defaults())})")]))
     takes_valid = "valid_users" in inspect.signature(spec.train).parameters

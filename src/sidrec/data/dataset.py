@@ -59,14 +59,19 @@ class Dataset:
         window = self.histories(ends, length + 1)
         return window[:, :-1], window[:, 1:]
 
-    def train_prefix_samples(self, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every prefix of every training sequence: histories (N, length) and next items (N,)."""
+    def train_prefix_samples(self, length: int, *, longest_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Every prefix of every training sequence: histories (N, length) and next items (N,), user-major;
+        ``longest_only``: each user's longest one alone (a loss at every position sees the shorter ones)."""
         starts = self.offsets[:-1]
         ends = self.offsets[1:] - 2  # exclusive end of the training part
         counts = np.clip(ends - starts - 1, 0, None)  # targets at positions start+1 .. end-1
-        user_rows = np.repeat(np.arange(self.n_users), counts)
-        first = np.cumsum(counts) - counts
-        pos = starts[user_rows] + 1 + (np.arange(counts.sum()) - np.repeat(first, counts))
+        if longest_only:
+            user_rows = np.flatnonzero(counts)
+            pos = ends[user_rows] - 1
+        else:
+            user_rows = np.repeat(np.arange(self.n_users), counts)
+            first = np.cumsum(counts) - counts
+            pos = starts[user_rows] + 1 + (np.arange(counts.sum()) - np.repeat(first, counts))
         hist = self.histories(pos, length, starts[user_rows])
         return hist, self.seq[pos]
 

@@ -200,16 +200,15 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
                        data=data_info(ds), device=str(device))
         _bundle(out, ids, ds)
     trie.to(device)
-    hist, target = ds.train_prefix_samples(model_cfg.max_history)
-    users = np.repeat(np.arange(1, ds.n_users + 1), np.clip(np.diff(ds.offsets) - 3, 0, None))
-    if getattr(model_cfg, "sequence_loss", False):  # a loss at every position: one sample per user, its longest
-        last = np.r_[users[1:] != users[:-1], True] if len(users) else np.zeros(0, dtype=bool)  # prefix (user-major)
-        users, hist, target = users[last], hist[last], target[last]
+    per_sequence = getattr(model_cfg, "sequence_loss", False)  # a generator with a loss at every position
+    hist, target = ds.train_prefix_samples(model_cfg.max_history, longest_only=per_sequence)
+    counts = np.clip(np.diff(ds.offsets) - 3, 0, None)  # training targets per user
+    users = np.flatnonzero(counts) + 1 if per_sequence else np.repeat(np.arange(1, ds.n_users + 1), counts)
     n = len(target)
     batches = PrefixBatches(users, hist, target, batch_size=train_cfg.batch_size, buckets=train_cfg.length_buckets,
                             seed=train_cfg.seed, device=device)
     log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n:,} training "
-        f"{'sequences (a loss at every position)' if getattr(model_cfg, 'sequence_loss', False) else 'samples'}, "
+        f"{'sequences (a loss at every position)' if per_sequence else 'samples'}, "
         f"IDs of length {ids.codes.shape[1]}, vocab {model.vocab.size}; history widths {batches.widths} "
         f"({batches.padded_share:.0%} padding)")
 
