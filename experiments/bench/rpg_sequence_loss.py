@@ -6,7 +6,7 @@ each trains the same next-item targets.
 
 DATA: a prepared dataset (`sidrec prepare`), TOKENS: its OPQ tokens (`sidrec tokenize --method opq --n-levels 32
 --collision append`). Rows (bench `rpg-train-epoch`): variant (prefix | sequence), samples (prefixes or
-sequences), targets (next items trained per epoch), train_seconds (the epochs without validation),
+sequences), id_length, targets (next items trained per epoch), train_seconds (the epochs without validation),
 targets_per_second, speedup (against prefix), loss (the last epoch's mean), valid_ndcg@10.
 """
 
@@ -21,6 +21,7 @@ from sidrec.config import merge
 from sidrec.data.dataset import load_dataset
 from sidrec.models.rpg import RPGConfig
 from sidrec.results import write_bench
+from sidrec.tokenizers.base import SemanticIDs
 from sidrec.train.loop import TrainConfig
 from sidrec.train.rpg import RPG_TRAIN_DEFAULTS, train_rpg
 
@@ -39,6 +40,7 @@ def main() -> None:
     longest, _ = ds.train_prefix_samples(H, longest_only=True)
     targets = {"prefix": n_prefix, "sequence": int((longest > 0).sum())}
     samples = {"prefix": n_prefix, "sequence": len(longest)}
+    id_length = SemanticIDs(a.tokens).codes.shape[1]  # ID tokens per item (32 OPQ digits + a collision suffix)
     rows = []
     for variant in ("prefix", "sequence"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +49,8 @@ def main() -> None:
                             log=lambda s: None)
             log = [json.loads(x) for x in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
         secs = sum(r["seconds"] for r in log)  # training only (validation is timed apart)
-        rows.append({"variant": variant, "dataset": ds.stats.get("name", Path(a.data).name), "epochs": a.epochs,
+        rows.append({"variant": variant, "dataset": ds.stats.get("name", Path(a.data).name), "id_length": id_length,
+                     "epochs": a.epochs,
                      "samples": samples[variant], "targets": targets[variant], "train_seconds": round(secs, 2),
                      "targets_per_second": round(targets[variant] * a.epochs / secs, 1),
                      "loss": round(log[-1]["loss"], 4), "valid_ndcg@10": round(res["validation"]["ndcg@10"], 4)})

@@ -35,8 +35,8 @@ class RPGConfig:
     max_history: int | None = None  # history cut, the last N items (None: the dataset's, from stats.json)
     spare_suffixes: int = 16  # room on an appended collision level for items added after training (cold start)
     sequence_loss: bool = False  # each training sequence once, a loss at every position (not one sample per prefix)
-    # (RPG's and SASRec's form, a fraction of the compute); positions then count from the first item, so each
-    # position's state is the one its own prefix gives at inference
+    # (RPG's and SASRec's form: the transformer runs once per sequence); positions then count from the first
+    # item, so each position's state is the one its own prefix gives at inference
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
