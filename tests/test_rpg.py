@@ -166,3 +166,12 @@ def test_the_generated_command_explains_each_option(cli):
     text = " ".join(stdout.replace("\u2502", " ").split())  # a wrapped cell continues past the box's rules
     assert code == 0 and "feed-forward width (default: 1024)" in text and "temperature of the digits" in text, text
     assert "--valid-users" in text and "--no-compile" in text and "--sequence-loss" in text, text
+
+
+def test_a_negative_validation_sample_is_one_line(tmp_path, cli):
+    """`--valid-users -5` is refused before training, in one line with exit code 2 (it was a numpy traceback)."""
+    planted_run(tmp_path)
+    code, stdout, stderr = cli("train", "rpg", str(tmp_path / "ds"), "--tokens", str(tmp_path / "tok"),
+                               "--out", str(tmp_path / "run"), "--valid-users", "-5")
+    assert code == 2 and "--valid-users -5" in stderr and "Traceback" not in stderr + stdout, stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()

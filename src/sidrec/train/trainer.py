@@ -180,7 +180,7 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
         model_cfg = replace(model_cfg, max_history=int(ds.stats["config"]["max_history"]))
     ids = SemanticIDs(tokens)
     ids.check_dataset(ds)
-    _check_decode_options(train_cfg, ks, beam)
+    _check_decode_options(train_cfg, ks, beam, valid_users)
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
 
@@ -233,8 +233,11 @@ def train_generator(ds: Dataset, tokens: str | Path, out: str | Path, model_cfg,
                            vrows, device)
 
 
-def _check_decode_options(train_cfg: TrainConfig, ks: tuple[int, ...], beam: int) -> None:
-    """The selection metric and beam width are checked before any training, not after the first validation."""
+def _check_decode_options(train_cfg: TrainConfig, ks: tuple[int, ...], beam: int, valid_users: int = 0) -> None:
+    """The selection metric, beam width and validation sample are checked before any training, not after the first
+    validation."""
+    if valid_users < 0:
+        raise SidrecError(f"--valid-users {valid_users}: give a number of users >= 0 (0 = all)")
     known = {"loss"} | {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in ks}
     if train_cfg.select_metric not in known:
         raise SidrecError(f"selection metric {train_cfg.select_metric!r}: choose loss or one of "
